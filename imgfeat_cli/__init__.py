@@ -1,0 +1,20 @@
+"""imgfeat: PaddleX-compatible image feature extraction (PP-ShiTuV2_rec, CLIP ViT).
+
+The package root stays import-light: ``import imgfeat_cli`` must not pull in paddle, so the CLI's
+``--help``/``--version`` answer instantly. The model API is loaded on first attribute access.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "create_model", "list_models"]
+
+
+def __getattr__(name: str) -> Any:  # PEP 562 lazy exports
+    if name in ("create_model", "list_models"):
+        from imgfeat_cli.models import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module 'imgfeat_cli' has no attribute {name!r}")

@@ -1,0 +1,3 @@
+from imgfeat_cli.cli.app import main
+
+main()

@@ -1,0 +1,90 @@
+"""``imgfeat check``: validate a ShiTuRecDataset and show a summary and a histogram."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import typer
+from rich.console import Group
+from rich.table import Table
+from typing_extensions import Annotated
+
+from imgfeat_cli.cli.common import ConfigOpt, JsonOpt, OverrideOpt, Output, QuietOpt, handle_errors
+from imgfeat_cli.core.errors import CheckFailed
+
+SEVERITY_STYLE = {"error": "red", "warning": "yellow", "info": "cyan"}
+
+
+def render_histogram(per_class: Dict[str, Dict[str, int]], width: int = 40) -> Table:
+    """Terminal histogram: how many classes have 1, 2, 3-4, 5-8, ... images, per split."""
+    buckets = [(1, 1), (2, 2), (3, 4), (5, 8), (9, 16), (17, 32), (33, 64), (65, 10**9)]
+    table = Table(title="Images per class", box=None, show_header=True)
+    table.add_column("split")
+    table.add_column("images/class", justify="right")
+    table.add_column("classes", justify="right")
+    table.add_column("")
+    for split, counts in per_class.items():
+        sizes = list(counts.values())
+        hist = [(lo, hi, sum(1 for s in sizes if lo <= s <= hi)) for lo, hi in buckets]
+        top = max((n for *_, n in hist), default=0) or 1
+        for lo, hi, n in hist:
+            if n == 0:
+                continue
+            label = str(lo) if lo == hi else (f"{lo}+" if hi >= 10**9 else f"{lo}-{hi}")
+            table.add_row(split, label, str(n), "█" * max(1, round(width * n / top)))
+            split = ""
+    return table
+
+
+def render(result: Any) -> Group:
+    summary = Table(title=f"ShiTuRecDataset {result.dataset_path}")
+    for col in ("split", "images", "classes", "min/class", "median/class", "max/class"):
+        summary.add_column(col, justify="left" if col == "split" else "right")
+    for split, st in result.class_stats.items():
+        summary.add_row(split, str(st["images"]), str(st["classes"]), str(st.get("min_per_class", "-")),
+                        str(st.get("median_per_class", "-")), str(st.get("max_per_class", "-")))
+    parts: list = [summary, render_histogram(result.images_per_class)]
+    if result.problems:
+        probs = Table(title="Problems")
+        for col in ("severity", "where", "code", "message"):
+            probs.add_column(col)
+        for p in result.problems:
+            where = f"{p.file}:{p.line}" if p.line else (p.file or "")
+            probs.add_row(f"[{SEVERITY_STYLE[p.severity]}]{p.severity}[/]", where, p.code, p.message)
+        parts.append(probs)
+    verdict = "[green]check passed[/green]" if result.check_pass else "[red]check failed[/red]"
+    parts.append(f"{verdict}: {result.counts('error')} errors, {result.counts('warning')} warnings; "
+                 f"report in {result.output_dir}/check_dataset_result.json")
+    return Group(*parts)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("check")
+    @handle_errors
+    def check(
+        dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset root (train/gallery/query.txt).",
+                                                       show_default=False)] = None,
+        output: Annotated[Optional[str], typer.Option("--output", help="Report folder [default: output].",
+                                                      show_default=False)] = None,
+        config: ConfigOpt = None, override: OverrideOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False,
+    ) -> None:
+        """Validate a ShiTuRecDataset: list files, images, leakage, class balance. Exit 3 when it fails."""
+        from imgfeat_cli.core import config as cfgmod
+        from imgfeat_cli.core import fsutil
+        from imgfeat_cli.core.check import run_check
+        from imgfeat_cli.core.errors import UsageError
+
+        out = Output(json_, quiet)
+        cfg = cfgmod.resolve("check", config, override or [],
+                             {"Global.dataset_dir": dataset, "Global.output": output})
+        if not cfg["Global"]["dataset_dir"]:
+            raise UsageError("no dataset given", hint="use --dataset DIR (or Global.dataset_dir in -c/-o)")
+        cd = cfg["CheckDataset"]
+        with out.progress("images") as progress:
+            result = run_check(cfg["Global"]["dataset_dir"], cfg["Global"]["output"], cd["num_workers"],
+                               cd["demo_samples"], cd["imbalance_ratio"], progress=progress)
+        fsutil.write_text(Path(cfg["Global"]["output"]) / "config.check.yaml", cfgmod.dump_yaml(cfg))
+        out.emit(result.to_dict(), render(result))
+        if not result.check_pass:
+            raise CheckFailed(f"dataset {result.dataset_path} failed the check with {result.counts('error')} errors",
+                              result, hint="see the problems above or in check_dataset_result.json")

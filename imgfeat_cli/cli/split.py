@@ -1,0 +1,56 @@
+"""``imgfeat split``: re-split train/gallery/query, seeded and stratified."""
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from rich.table import Table
+from typing_extensions import Annotated
+
+from imgfeat_cli.cli.common import ConfigOpt, JsonOpt, OverrideOpt, Output, QuietOpt, handle_errors
+
+
+def counts_table(title: str, counts: dict) -> Table:
+    table = Table(title=title)
+    table.add_column("split")
+    table.add_column("images", justify="right")
+    for k, v in counts.items():
+        table.add_row(k, str(v))
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("split")
+    @handle_errors
+    def split(
+        dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset root.", show_default=False)] = None,
+        train: Annotated[Optional[float], typer.Option("--train", help="Train percent [default: 50].",
+                                                       show_default=False)] = None,
+        gallery: Annotated[Optional[float], typer.Option("--gallery", help="Gallery percent [default: 30].",
+                                                         show_default=False)] = None,
+        query: Annotated[Optional[float], typer.Option("--query", help="Query percent [default: 20].",
+                                                       show_default=False)] = None,
+        seed: Annotated[Optional[int], typer.Option("--seed", help="Shuffle seed [default: 0].", show_default=False)] = None,
+        stratify: Annotated[Optional[bool], typer.Option("--stratify/--no-stratify",
+                                                         help="Keep class proportions per split [default: stratify].",
+                                                         show_default=False)] = None,
+        config: ConfigOpt = None, override: OverrideOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False,
+    ) -> None:
+        """Pool, de-duplicate and re-split the list files (old files kept as .bak). Percents must sum to 100."""
+        from imgfeat_cli.core import config as cfgmod
+        from imgfeat_cli.core.errors import UsageError
+        from imgfeat_cli.core.split import run_split
+
+        out = Output(json_, quiet)
+        cfg = cfgmod.resolve("split", config, override or [], {
+            "Global.dataset_dir": dataset, "CheckDataset.split.train_percent": train,
+            "CheckDataset.split.gallery_percent": gallery, "CheckDataset.split.query_percent": query,
+            "CheckDataset.split.seed": seed, "CheckDataset.split.stratify": stratify})
+        if not cfg["Global"]["dataset_dir"]:
+            raise UsageError("no dataset given", hint="use --dataset DIR")
+        sp = cfg["CheckDataset"]["split"]
+        res = run_split(cfg["Global"]["dataset_dir"], (sp["train_percent"], sp["gallery_percent"], sp["query_percent"]),
+                        sp["seed"], sp["stratify"])
+        out.log(f"pooled {res.pooled} lines ({res.duplicates_removed} duplicates removed); "
+                f"previous files kept as .bak")
+        out.emit(res.to_dict(), counts_table(f"Re-split {res.dataset_path} (seed {res.seed})", res.counts))

@@ -1,0 +1,133 @@
+"""Image decoding that is strict about broken files and faithful to PaddleX's pixels.
+
+PaddleX reads with ``cv2.imread(path, IMREAD_COLOR)``: 8-bit, 3 channels, alpha dropped (not
+composited), EXIF orientation applied, 16-bit scaled by 1/256. We decode with Pillow instead because
+it also reads GIF, refuses truncated files (OpenCV silently returns a half-grey image for a
+truncated JPEG, which would poison a gallery), and releases the GIL so threads decode in parallel.
+The conversions below reproduce OpenCV's results for every mode (JPEG decoding goes through
+libjpeg-turbo in both, so the pixels are identical).
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Optional, Tuple, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from imgfeat_cli.core.errors import ImageDecodeError
+
+Image.MAX_IMAGE_PIXELS = 20000 * 20000  # large product shots are fine; decompression bombs are not
+
+#: Extensions picked up when walking a directory (matched case-insensitively; upstream's list is
+#: case-sensitive and misses .webp/.tif/.gif: a documented quirk we do not copy).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
+
+_FORMAT_EXTS = {
+    "JPEG": {".jpg", ".jpeg", ".jpe", ".jfif"}, "PNG": {".png"}, "BMP": {".bmp", ".dib"},
+    "WEBP": {".webp"}, "TIFF": {".tif", ".tiff"}, "GIF": {".gif"}, "MPO": {".jpg", ".jpeg"},
+}
+
+Source = Union[str, os.PathLike, bytes]
+
+
+def is_image_path(path: Union[str, os.PathLike]) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _to_rgb8(img: Image.Image) -> np.ndarray:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img)
+        if mode == "I" and arr.max(initial=0) <= 255:
+            arr8 = arr.astype(np.uint8)
+        else:
+            arr8 = (arr.astype(np.uint32) >> 8).clip(0, 255).astype(np.uint8)
+        return np.repeat(arr8[:, :, None], 3, axis=2)
+    if mode == "F":
+        arr8 = np.asarray(img).clip(0, 255).astype(np.uint8)
+        return np.repeat(arr8[:, :, None], 3, axis=2)
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif mode == "PA":
+        img = img.convert("RGBA")
+    if img.mode != "RGB":
+        img = img.convert("RGB")  # RGBA/LA: alpha dropped, like IMREAD_COLOR; L/1/CMYK/YCbCr converted
+    return np.asarray(img)
+
+
+def decode_image(source: Source, name: Optional[str] = None) -> np.ndarray:
+    """Decode a file path or encoded bytes to an ``HxWx3`` uint8 **RGB** array.
+
+    Raises :class:`ImageDecodeError` with a specific reason (empty, truncated, not an image...).
+    """
+    label = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
+    try:
+        if isinstance(source, bytes):
+            if not source:
+                raise ImageDecodeError(f"{label}: empty data")
+            fh = io.BytesIO(source)
+        else:
+            if os.path.getsize(source) == 0:
+                raise ImageDecodeError(f"{label}: zero-byte file")
+            fh = open(source, "rb")
+        with fh, Image.open(fh) as img:
+            if getattr(img, "n_frames", 1) > 1:
+                img.seek(0)
+            img.load()
+            img = ImageOps.exif_transpose(img) or img
+            return np.ascontiguousarray(_to_rgb8(img))
+    except ImageDecodeError:
+        raise
+    except FileNotFoundError:
+        raise ImageDecodeError(f"{label}: file not found") from None
+    except IsADirectoryError:
+        raise ImageDecodeError(f"{label}: is a directory") from None
+    except PermissionError:
+        raise ImageDecodeError(f"{label}: permission denied") from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError(f"{label}: not a recognised image format") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"{label}: refused, too many pixels ({exc})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        text = str(exc) or exc.__class__.__name__
+        reason = "truncated file" if "truncat" in text.lower() else f"cannot decode ({text})"
+        raise ImageDecodeError(f"{label}: {reason}") from None
+
+
+def probe_image(path: Union[str, os.PathLike]) -> Tuple[Optional[str], Optional[str], Optional[Tuple[int, int]]]:
+    """Fully decode ``path``; return ``(error_reason, format, (width, height))``.
+
+    Decoding (not just ``verify()``) is what catches truncated data. The reason is ``None`` when the
+    image is fine.
+    """
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        return f"cannot read ({exc.strerror or exc})", None, None
+    if not data:
+        return "zero-byte file", None, None
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt = img.format
+            if fmt == "JPEG":
+                img.draft("RGB", (img.width // 8 or 1, img.height // 8 or 1))  # still reads every byte
+            img.load()
+            return None, fmt, img.size
+    except UnidentifiedImageError:
+        return "not a recognised image format", None, None
+    except Image.DecompressionBombError:
+        return "too many pixels", None, None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        text = str(exc) or exc.__class__.__name__
+        return ("truncated file" if "truncat" in text.lower() else f"cannot decode ({text})"), None, None
+
+
+def extension_matches(path: Union[str, os.PathLike], fmt: Optional[str]) -> bool:
+    """Whether the file extension fits the decoded format (a PNG named .jpg does not)."""
+    if fmt is None:
+        return True
+    return Path(path).suffix.lower() in _FORMAT_EXTS.get(fmt, {Path(path).suffix.lower()})
