@@ -33,9 +33,9 @@ def _root(version: Annotated[Optional[bool], typer.Option(
 
 
 def _register() -> None:
-    from imgfeat_cli.cli import check, convert, split
+    from imgfeat_cli.cli import check, convert, embed, export, split
 
-    for mod in (check, convert, split):
+    for mod in (check, convert, split, embed, export):
         mod.register(app)
 
 

@@ -74,3 +74,9 @@ class PartialFailure(ImgfeatError):
     def __init__(self, message: str, result: object, hint: Optional[str] = None) -> None:
         super().__init__(message, hint)
         self.result = result
+
+
+class Interrupted(ImgfeatError):
+    """Ctrl-C during long work; what was done is kept for ``--resume``."""
+
+    exit_code = EXIT_INTERRUPTED

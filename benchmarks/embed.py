@@ -1,0 +1,85 @@
+"""Throughput of `imgfeat embed` against the model-only bound, measured in the same run.
+
+    python benchmarks/embed.py [--images DIR] [--model-dir DIR] [--batch-size 16] [--limit 320] [--repeats 3]
+
+Model-only: forward passes over pre-decoded, pre-processed batches (no I/O, no decoding) — the
+ceiling for end-to-end speed. End-to-end: the `embed` engine on the same files (decode, resize,
+normalise, infer, write JSONL). Runs alternate so machine noise hits both; medians are reported.
+Without --model-dir a PP-ShiTuV2_rec with random weights is built and exported (same compute as
+the official model). Without --images the drink gallery from ../shared is used when present,
+else a synthetic folder of 640x480 JPEGs.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from imgfeat_cli.core.embed import run_embed
+from imgfeat_cli.core.inputs import InputItem, walk_images
+from imgfeat_cli.models.registry import build_model, create_model
+
+
+def default_images(tmp: Path) -> list:
+    drink = Path(__file__).resolve().parents[2] / "shared" / "data" / "drink_dataset_v1.0" / "gallery"
+    if drink.is_dir():
+        return walk_images(drink)
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(160):
+        p = tmp / f"img{i:04d}.jpg"
+        Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(p, quality=90)
+        out.append(str(p))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images")
+    ap.add_argument("--model-dir")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--limit", type=int, default=320)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=None)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="imgfeat-bench-"))
+    model_dir = args.model_dir
+    if not model_dir:
+        from imgfeat_cli.models.export import export_layer
+        from imgfeat_cli.models.registry import get_spec
+
+        model_dir = str(tmp / "model")
+        export_layer("PP-ShiTuV2_rec", build_model("PP-ShiTuV2_rec"), model_dir,
+                     get_spec("PP-ShiTuV2_rec").pretrained_cfg().transform_ops)
+    images = walk_images(Path(args.images)) if args.images else default_images(tmp)
+    images = images[: args.limit]
+    model = create_model(model_dir=model_dir)
+    arrays = [model.preprocess(InputItem(p, p)) for p in images]
+    bs = args.batch_size
+    batches = [np.stack(arrays[i:i + bs]) for i in range(0, len(arrays), bs)]
+    model.runner(batches[0])  # warm-up (oneDNN primitive creation)
+    bound, e2e = [], []
+    for r in range(args.repeats):
+        t = time.perf_counter()
+        for b in batches:
+            model.runner(b)
+        bound.append(len(arrays) / (time.perf_counter() - t))
+        res = run_embed(images, str(tmp / f"out{r}.jsonl"), model, batch_size=bs, num_workers=args.workers)
+        e2e.append(res.images_per_s)
+    mb, me = statistics.median(bound), statistics.median(e2e)
+    print(f"images: {len(images)}  batch: {bs}  backend: {model.backend}  threads: default")
+    print(f"model-only bound : {mb:8.1f} images/s  (runs: {', '.join(f'{v:.1f}' for v in bound)})")
+    print(f"embed end-to-end : {me:8.1f} images/s  (runs: {', '.join(f'{v:.1f}' for v in e2e)})")
+    print(f"ratio            : {me / mb:8.3f}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

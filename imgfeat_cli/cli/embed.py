@@ -1,0 +1,111 @@
+"""``imgfeat embed``: images -> feature vectors (JSONL or NPY), resumable and shardable."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+from typing_extensions import Annotated
+
+from imgfeat_cli.cli.common import ConfigOpt, JsonOpt, OverrideOpt, Output, QuietOpt, handle_errors
+
+DEFAULT_EMBED_BATCH = 16
+
+
+def summary_table(res: dict) -> Table:
+    table = Table(title="embed summary", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    rows = [("output", res["output"]), ("model", f"{res['model']} [{res['backend']}, {res['device']}]"),
+            ("images", str(res["total"])), ("embedded now", str(res["embedded"])),
+            ("already done", str(res["already_done"])), ("skipped (errors)", str(res["failed"])),
+            ("seconds", f"{res['seconds']:.2f}"), ("images/s", f"{res['images_per_s']:.1f}"),
+            ("batch size", str(res["batch_size"]))]
+    if res.get("shard"):
+        rows.append(("shard", res["shard"]))
+    if res.get("errors_file"):
+        rows.append(("errors", res["errors_file"]))
+    for k, v in rows:
+        table.add_row(k, v)
+    return table
+
+
+def load_model(cfg: dict, out: Output) -> object:
+    """Resolve --model-dir / --weights / --model NAME (download cache) into a FeatureModel."""
+    from imgfeat_cli.models.registry import create_model
+
+    pred, glob = cfg["Predict"], cfg["Global"]
+    out.log(f"loading {pred['model_dir'] or pred['weights'] or glob['model']} ...")
+    return create_model(None if pred["model_dir"] else glob["model"], model_dir=pred["model_dir"],
+                        weights=pred["weights"], device=glob["device"], cpu_threads=pred["cpu_threads"])
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("embed")
+    @handle_errors
+    def embed(
+        inputs: Annotated[Optional[List[str]], typer.Argument(
+            help="Image files, folders (recursive), http(s) URLs, or - to read paths from stdin.",
+            show_default=False)] = None,
+        out_file: Annotated[Optional[str], typer.Option("--out", "-O", help="Output file: .jsonl or .npy.",
+                                                        show_default=False)] = None,
+        model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model name [default: PP-ShiTuV2_rec].",
+                                                     show_default=False)] = None,
+        model_dir: Annotated[Optional[str], typer.Option("--model-dir", help="Inference folder (exported/official).",
+                                                         show_default=False)] = None,
+        weights: Annotated[Optional[str], typer.Option("--weights", help=".pdparams checkpoint (run in dygraph).",
+                                                       show_default=False)] = None,
+        device: Annotated[Optional[str], typer.Option("--device", help="cpu, gpu or gpu:N.", show_default=False)] = None,
+        batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help=f"Images per forward pass "
+                                                          f"[default: {DEFAULT_EMBED_BATCH}].", show_default=False)] = None,
+        fmt: Annotated[Optional[str], typer.Option("--format", help="jsonl or npy [default: from --out].",
+                                                   show_default=False)] = None,
+        fp16: Annotated[bool, typer.Option("--fp16", help="Store features as float16.")] = False,
+        resume: Annotated[bool, typer.Option("--resume", help="Skip inputs already in the output and continue.")] = False,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+        shard: Annotated[Optional[str], typer.Option("--shard", help="I/N: embed only this shard of the inputs.",
+                                                     show_default=False)] = None,
+        workers: Annotated[Optional[int], typer.Option("--workers", help="Decoding threads [default: cores].",
+                                                       show_default=False)] = None,
+        config: ConfigOpt = None, override: OverrideOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False,
+    ) -> None:
+        """Embed images into L2-normalised feature vectors. Exit 4 when some inputs were skipped."""
+        from imgfeat_cli.core import config as cfgmod
+        from imgfeat_cli.core import fsutil
+        from imgfeat_cli.core.embed import run_embed
+        from imgfeat_cli.core.errors import ImgfeatError, PartialFailure, UsageError
+        from imgfeat_cli.core.inputs import read_path_list
+
+        out = Output(json_, quiet)
+        cfg = cfgmod.resolve("embed", config, override or [], {
+            "Global.model": model, "Global.device": device, "Predict.model_dir": model_dir,
+            "Predict.weights": weights, "Predict.batch_size": batch_size, "Predict.format": fmt,
+            "Predict.fp16": fp16 or None, "Predict.num_workers": workers,
+            "Predict.input": list(inputs) if inputs else None})
+        pred = cfg["Predict"]
+        sources = pred["input"] if isinstance(pred["input"], list) else ([pred["input"]] if pred["input"] else [])
+        if not sources:
+            raise UsageError("no inputs given", hint="e.g. imgfeat embed photos/ --out feats.jsonl")
+        if "-" in sources:
+            sources = [s for s in sources if s != "-"] + read_path_list(sys.stdin)
+        if not out_file:
+            raise UsageError("no output file given", hint="use --out feats.jsonl (or .npy)")
+        if pred["model_dir"] and pred["weights"]:
+            raise UsageError("give either --model-dir or --weights, not both")
+        bs = pred["batch_size"] or DEFAULT_EMBED_BATCH
+        feature_model = load_model(cfg, out)
+        with out.progress("images") as progress:
+            res = run_embed(sources, out_file, feature_model, pred["format"], bs, pred["fp16"], resume, overwrite,
+                            shard, pred["num_workers"], progress)
+        fsutil.write_text(Path(out_file).with_name(Path(out_file).name + ".config.yaml"), cfgmod.dump_yaml(cfg))
+        doc = res.to_dict()
+        out.emit(doc, summary_table(doc))
+        if res.total == 0:
+            raise UsageError("no images found in the inputs", hint="check the paths; extensions: jpg jpeg png bmp webp tif gif")
+        if res.failed and res.embedded + res.already_done == 0:
+            raise ImgfeatError(f"no image could be embedded ({res.failed} failed)", hint=f"see {res.errors_file}")
+        if res.failed:
+            raise PartialFailure(f"{res.failed} of {res.total} inputs were skipped", res,
+                                 hint=f"reasons in {res.errors_file}")

@@ -1,0 +1,48 @@
+"""``imgfeat export``: a .pdparams checkpoint -> an inference folder (official layout)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from rich.table import Table
+from typing_extensions import Annotated
+
+from imgfeat_cli.cli.common import ConfigOpt, JsonOpt, OverrideOpt, Output, QuietOpt, handle_errors
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("export")
+    @handle_errors
+    def export(
+        weights: Annotated[Optional[str], typer.Option("--weights", "-w", help=".pdparams checkpoint "
+                                                       "[default: Export.weight_path].", show_default=False)] = None,
+        out_dir: Annotated[Optional[str], typer.Option("--out", help="Inference folder to create "
+                                                       "[default: <Global.output>/inference].", show_default=False)] = None,
+        model: Annotated[Optional[str], typer.Option("--model", "-m", help="Architecture [default: PP-ShiTuV2_rec].",
+                                                     show_default=False)] = None,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing folder (kept as .bak).")] = False,
+        config: ConfigOpt = None, override: OverrideOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False,
+    ) -> None:
+        """Re-parameterise and export a checkpoint for paddle.inference, imgfeat embed and PaddleX."""
+        from pathlib import Path
+
+        from imgfeat_cli.core import config as cfgmod
+        from imgfeat_cli.core import fsutil
+        from imgfeat_cli.core.errors import UsageError
+        from imgfeat_cli.models.export import export_checkpoint
+
+        out = Output(json_, quiet)
+        cfg = cfgmod.resolve("export", config, override or [], {"Export.weight_path": weights, "Global.model": model})
+        src = cfg["Export"]["weight_path"]
+        if not src:
+            raise UsageError("no checkpoint given", hint="use --weights model.pdparams")
+        dest = out_dir or str(Path(cfg["Global"]["output"]) / "inference")
+        out.log(f"exporting {src} ({cfg['Global']['model']}) ...")
+        res = export_checkpoint(cfg["Global"]["model"], src, dest, overwrite=overwrite)
+        fsutil.write_text(Path(dest) / "config.export.yaml", cfgmod.dump_yaml(cfg))
+        table = Table(title=f"exported {res.model_name} to {res.model_dir}")
+        table.add_column("file")
+        table.add_column("bytes", justify="right")
+        for name, size in res.files.items():
+            table.add_row(name, f"{size:,}")
+        out.emit(res.to_dict(), table)

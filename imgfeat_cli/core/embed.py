@@ -1,0 +1,195 @@
+"""``embed``: images -> feature vectors, streamed to JSONL or NPY.
+
+Design points:
+
+* A bounded pipeline: worker threads decode and pre-process images (Pillow, OpenCV and NumPy
+  release the GIL) while the main thread runs batched inference. At most ``prefetch`` images are
+  in flight, so memory is constant in the number of images.
+* Output is appended to ``FILE.part`` batch by batch and renamed to ``FILE`` at the end; an
+  interrupted run leaves ``FILE.part`` and ``--resume`` continues from it (a torn last record is
+  cut off). Inputs already present in the output are skipped.
+* Failures (missing, unreadable, undecodable) never stop the run: each goes to
+  ``FILE.errors.jsonl`` with its reason.
+* ``shard=(i, n)`` keeps the inputs whose path hashes (CRC-32) to ``i`` modulo ``n``: a
+  deterministic partition that needs no coordination and does not depend on listing order.
+"""
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
+
+import numpy as np
+
+from imgfeat_cli.core import fsutil
+from imgfeat_cli.core.errors import ImgfeatError, Interrupted, UsageError
+from imgfeat_cli.core.inputs import InputItem, expand
+from imgfeat_cli.core.progress import ProgressFn, cpu_count, null_progress
+from imgfeat_cli.core.writers import open_writer, output_format
+
+TASK = "Embedding"
+
+
+@dataclass
+class EmbedResult:
+    output: str
+    format: str
+    model: str
+    backend: str
+    device: str
+    batch_size: int
+    total: int
+    embedded: int
+    already_done: int
+    failed: int
+    seconds: float
+    errors_file: Optional[str]
+    shard: Optional[str]
+
+    @property
+    def images_per_s(self) -> float:
+        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = dict(self.__dict__)
+        d["images_per_s"] = round(self.images_per_s, 3)
+        d["seconds"] = round(self.seconds, 3)
+        return d
+
+
+def parse_shard(text: Optional[str]) -> Optional[Tuple[int, int]]:
+    """``"I/N"`` with 0 <= I < N."""
+    if not text:
+        return None
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise UsageError(f"bad --shard {text!r}: expected I/N, e.g. 0/4") from None
+    if n < 1 or not 0 <= i < n:
+        raise UsageError(f"bad --shard {text!r}: need 0 <= I < N")
+    return i, n
+
+
+def in_shard(key: str, shard: Optional[Tuple[int, int]]) -> bool:
+    return shard is None or zlib.crc32(key.encode("utf-8")) % shard[1] == shard[0]
+
+
+def collect_inputs(inputs: Sequence[Any], shard: Optional[Tuple[int, int]] = None) -> List[InputItem]:
+    """Expand inputs (dirs recursively, sorted), drop repeated paths, apply the shard filter."""
+    seen: Set[str] = set()
+    items: List[InputItem] = []
+    for item in expand(list(inputs), strict=False):
+        key = item.input_path
+        if key is None or key in seen or not in_shard(key, shard):
+            continue
+        seen.add(key)
+        items.append(item)
+    return items
+
+
+def _prefetch(pool: ThreadPoolExecutor, fn: Callable[[InputItem], Any], items: Iterable[InputItem],
+              depth: int) -> Iterator[Tuple[InputItem, "Future[Any]"]]:
+    """Submit up to ``depth`` items ahead; yield (item, future) in input order."""
+    it = iter(items)
+    window: Deque[Tuple[InputItem, Future]] = deque()
+    for item in it:
+        window.append((item, pool.submit(fn, item)))
+        if len(window) >= depth:
+            break
+    while window:
+        item, fut = window.popleft()
+        nxt = next(it, None)
+        if nxt is not None:
+            window.append((nxt, pool.submit(fn, nxt)))
+        yield item, fut
+
+
+def run_embed(inputs: Sequence[Any], out: str, model: Any, fmt: Optional[str] = None, batch_size: int = 8,
+              fp16: bool = False, resume: bool = False, overwrite: bool = False, shard: Optional[str] = None,
+              num_workers: Optional[int] = None, progress: ProgressFn = null_progress,
+              stop: Optional[Callable[[], bool]] = None) -> EmbedResult:
+    """Embed ``inputs`` with ``model`` (a :class:`~imgfeat_cli.models.api.FeatureModel`) into ``out``."""
+    if batch_size < 1:
+        raise UsageError("batch size must be >= 1")
+    fmt = output_format(out, fmt)
+    shard_t = parse_shard(shard)
+    out_path = Path(out)
+    errors_path = out_path.with_name(out_path.name + ".errors.jsonl")
+    writer = open_writer(out_path, fmt, fp16=fp16)
+    if writer.exists() and not (resume or overwrite):
+        raise UsageError(f"{out} already exists", hint="pass --resume to continue it or --overwrite to replace it")
+    if writer.part_exists() and not (resume or overwrite):
+        raise UsageError(f"an interrupted run left {writer.part_path}",
+                         hint="pass --resume to continue it or --overwrite to start over")
+    done = writer.begin(resume=resume)
+    items = collect_inputs(inputs, shard_t)
+    already = sum(1 for it in items if it.input_path in done)
+    todo = [it for it in items if it.input_path not in done]
+    total = len(items)
+    errors: List[Dict[str, str]] = []
+    embedded = 0
+    t0 = time.perf_counter()
+    progress(TASK, already, total)
+    # Decoding costs ~1/6 of a PP-ShiTuV2 forward pass per image: half the cores keep the model fed
+    # without starving the inference threads (measured in benchmarks/embed.py).
+    workers = num_workers or max(1, cpu_count() // 2)
+    batch_items: List[InputItem] = []
+    batch_arrays: List[np.ndarray] = []
+
+    def flush() -> None:
+        nonlocal embedded
+        if not batch_items:
+            return
+        feats = model.embed_arrays(batch_arrays)
+        writer.write([it.input_path or "" for it in batch_items], feats)
+        embedded += len(batch_items)
+        batch_items.clear()
+        batch_arrays.clear()
+        progress(TASK, already + embedded + len(errors), total)
+
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imgfeat-decode") as pool:
+            for item, fut in _prefetch(pool, model.preprocess, todo, depth=max(2 * batch_size, 4 * workers)):
+                try:
+                    arr = fut.result()
+                except ImgfeatError as exc:
+                    errors.append({"input_path": item.input_path or "", "error": exc.message})
+                    continue
+                except Exception as exc:  # an unexpected decoder failure is still one bad file
+                    errors.append({"input_path": item.input_path or "", "error": f"{exc.__class__.__name__}: {exc}"})
+                    continue
+                batch_items.append(item)
+                batch_arrays.append(arr)
+                if len(batch_items) >= batch_size:
+                    flush()
+                if stop is not None and stop():
+                    raise KeyboardInterrupt
+            flush()
+    except KeyboardInterrupt:
+        writer.suspend()  # keep FILE.part for --resume
+        _write_errors(errors_path, errors)
+        raise Interrupted(f"interrupted after {embedded} new images; partial output kept in {writer.part_path}",
+                          hint="rerun the same command with --resume to continue") from None
+    except BaseException:
+        writer.suspend()
+        _write_errors(errors_path, errors)
+        raise
+    seconds = time.perf_counter() - t0
+    writer.finish()
+    _write_errors(errors_path, errors)
+    return EmbedResult(str(out_path), fmt, model.name, model.backend, model.device, batch_size, total, embedded,
+                       already, len(errors), seconds, str(errors_path) if errors else None,
+                       f"{shard_t[0]}/{shard_t[1]}" if shard_t else None)
+
+
+def _write_errors(path: Path, errors: List[Dict[str, str]]) -> None:
+    """Replace the errors file with this run's failures (or remove a stale one)."""
+    if errors:
+        fsutil.write_text(path, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors))
+    elif path.exists():
+        path.unlink()

@@ -1,0 +1,214 @@
+"""The PaddleX-style Python API: ``FeatureModel.predict`` and its result objects.
+
+Two execution paths give the same features: an inference folder run by ``paddle.inference``
+(oneDNN on CPU, CUDA with ``device="gpu:N"``), and a ``.pdparams`` checkpoint run in dygraph.
+Both return the model's raw feature; :func:`l2_normalize` is the ``NormalizeFeatures`` step.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+
+from imgfeat_cli.core import fsutil
+from imgfeat_cli.core.errors import ModelError
+from imgfeat_cli.core.inputs import InputItem, expand, load_rgb
+from imgfeat_cli.core.progress import cpu_count
+from imgfeat_cli.models import preprocess as pp
+from imgfeat_cli.models.registry import ModelSpec, arch_from_state_dict, build_model, find_inference_files
+
+
+def parse_device(device: Optional[str]) -> tuple:
+    """``None``/``cpu`` -> ("cpu", 0); ``gpu``/``gpu:N`` -> ("gpu", N) after checking CUDA exists."""
+    text = (device or "cpu").strip().lower()
+    if text == "cpu":
+        return "cpu", 0
+    if text == "gpu" or text.startswith("gpu:"):
+        ids = text[4:] if text.startswith("gpu:") else "0"
+        first = ids.split(",")[0]
+        if not first.isdigit():
+            raise ModelError(f"bad device {device!r}", hint="use cpu, gpu or gpu:N")
+        import paddle
+
+        if not paddle.device.is_compiled_with_cuda():
+            raise ModelError(f"device {device} requested but this paddlepaddle build has no CUDA support",
+                             hint="install paddlepaddle-gpu, or use --device cpu")
+        return "gpu", int(first)
+    raise ModelError(f"bad device {device!r}", hint="use cpu, gpu or gpu:N")
+
+
+@contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Route file descriptor 1 to 2 while paddle's C++ code runs: some passes print diagnostics
+    with ``std::cout`` ("ReduceMeanCheckIfOneDNNSupport"), which would corrupt results and
+    ``--json`` documents on stdout."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+class InferenceRunner:
+    """``paddle.inference`` predictor for an exported folder."""
+
+    def __init__(self, model_dir: Path, device: Optional[str] = None, cpu_threads: Optional[int] = None) -> None:
+        from paddle import inference as pi
+
+        prog, params = find_inference_files(model_dir)
+        kind, dev_id = parse_device(device)
+        config = pi.Config(str(prog), str(params))
+        config.disable_glog_info()
+        if kind == "gpu":
+            config.enable_use_gpu(256, dev_id)
+        else:
+            config.disable_gpu()
+            config.enable_mkldnn()
+            config.set_mkldnn_cache_capacity(16)
+            config.set_cpu_math_library_num_threads(cpu_threads or cpu_count())
+        try:
+            with stdout_to_stderr():
+                self.predictor = pi.create_predictor(config)
+        except Exception as exc:  # paddle raises many types for corrupt programs
+            raise ModelError(f"cannot load the inference model in {model_dir}: {str(exc).strip().splitlines()[-1][:200]}",
+                             hint="re-export it (imgfeat export) or re-download it") from None
+        self.input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
+        self.output_name = self.predictor.get_output_names()[0]
+        self.device = f"{kind}:{dev_id}" if kind == "gpu" else "cpu"
+        self.backend = "paddle-inference" + (" (oneDNN)" if kind == "cpu" else " (CUDA)")
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.input.reshape(list(batch.shape))
+        self.input.copy_from_cpu(np.ascontiguousarray(batch, dtype=np.float32))
+        with stdout_to_stderr():
+            self.predictor.run()
+        return self.predictor.get_output_handle(self.output_name).copy_to_cpu()
+
+
+class DygraphRunner:
+    """Eager-mode forward of a paddle layer (checkpoints, training-time evaluation)."""
+
+    def __init__(self, layer: Any, device: Optional[str] = None) -> None:
+        import paddle
+
+        kind, dev_id = parse_device(device)
+        paddle.set_device(f"gpu:{dev_id}" if kind == "gpu" else "cpu")
+        self.layer = layer
+        self.layer.eval()
+        self.device = f"{kind}:{dev_id}" if kind == "gpu" else "cpu"
+        self.backend = "paddle-dygraph"
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import paddle
+
+        with paddle.no_grad():
+            return self.layer(paddle.to_tensor(batch, dtype="float32")).numpy()
+
+
+class FeatureResult(dict):
+    """One image's result: ``{"res": {"input_path", "page_index", "feature"}}`` (PaddleX shape)."""
+
+    def __init__(self, input_path: Optional[str], feature: np.ndarray) -> None:
+        super().__init__(res={"input_path": input_path, "page_index": None, "feature": feature})
+
+    @property
+    def json(self) -> Dict[str, Any]:
+        """The result with lists instead of arrays, ready for ``json.dumps``."""
+        res = dict(self["res"])
+        res["feature"] = [float(v) for v in np.asarray(res["feature"], dtype=np.float32)]
+        return {"res": res}
+
+    def print(self, format_json: bool = True, indent: int = 4, ensure_ascii: bool = False) -> None:
+        print(json.dumps(self.json, indent=indent, ensure_ascii=ensure_ascii) if format_json else str(self.json))
+
+    def save_to_json(self, save_path: str, indent: int = 4, ensure_ascii: bool = False) -> str:
+        """A ``.json`` path writes that file; anything else is a folder and gets ``<stem>_res.json``."""
+        target = Path(save_path)
+        if target.suffix.lower() != ".json":
+            src = self["res"]["input_path"]
+            stem = Path(src.split("?")[0]).stem if src else "ndarray"
+            target = target / f"{stem}_res.json"
+        fsutil.write_text(target, json.dumps(self.json["res"], indent=indent, ensure_ascii=ensure_ascii) + "\n")
+        return str(target)
+
+
+class FeatureModel:
+    """A ready-to-run feature extractor. Build it with :func:`imgfeat_cli.create_model`."""
+
+    def __init__(self, name: str, runner: Any, preprocessor: pp.Preprocessor, transform_ops: Sequence[Dict[str, Any]],
+                 source: str, layer: Any = None) -> None:
+        self.name = name
+        self.runner = runner
+        self.preprocessor = preprocessor
+        self.transform_ops = list(transform_ops)
+        self.source = source
+        self.layer = layer  # the dygraph layer when built from a checkpoint (export uses it)
+
+    def __repr__(self) -> str:
+        return f"FeatureModel({self.name!r}, source={self.source!r}, backend={self.backend!r}, device={self.device!r})"
+
+    @property
+    def backend(self) -> str:
+        return str(self.runner.backend)
+
+    @property
+    def device(self) -> str:
+        return str(self.runner.device)
+
+    @classmethod
+    def from_inference_dir(cls, model_dir: str, name: Optional[str] = None, device: Optional[str] = None,
+                           cpu_threads: Optional[int] = None, resize_mode: str = "yml") -> "FeatureModel":
+        path = Path(model_dir)
+        find_inference_files(path)  # fail on a wrong folder before reading yml
+        doc = pp.read_inference_yml(path)
+        ops = doc["PreProcess"]["transform_ops"]
+        model_name = name or (doc.get("Global") or {}).get("model_name") or path.name
+        prep = pp.build(ops, resize_mode)
+        return cls(str(model_name), InferenceRunner(path, device, cpu_threads), prep, ops, str(path))
+
+    @classmethod
+    def from_checkpoint(cls, spec: ModelSpec, weights: str, device: Optional[str] = None, tag: Optional[str] = None,
+                        arch: Optional[Dict[str, Any]] = None, resize_mode: str = "yml") -> "FeatureModel":
+        from imgfeat_cli.models.weights import load_into, read_state_dict
+
+        state = read_state_dict(weights)
+        cfg = {**arch_from_state_dict(spec, state), **(arch or {})}
+        layer = build_model(spec.name, num_classes=None, arch=cfg)
+        load_into(layer, state, weights)
+        ops = list(spec.pretrained_cfg(tag).transform_ops)
+        if spec.arch == "clip_vit" and cfg.get("img_size", 224) != 224:
+            ops[0] = {"ResizeImage": {**ops[0]["ResizeImage"], "size": [cfg["img_size"]] * 2}}
+        return cls(spec.name, DygraphRunner(layer, device), pp.build(ops, resize_mode), ops, weights, layer=layer)
+
+    def embed_arrays(self, chw: Sequence[np.ndarray]) -> np.ndarray:
+        """Run pre-processed CHW arrays through the model; return L2-normalised features."""
+        return pp.l2_normalize(self.runner(np.stack(chw)))
+
+    def preprocess(self, item: InputItem) -> np.ndarray:
+        return self.preprocessor(load_rgb(item))
+
+    def predict(self, input: Any, batch_size: int = 1) -> Iterator[FeatureResult]:
+        """Yield one :class:`FeatureResult` per image in ``input`` (see :mod:`imgfeat_cli.core.inputs`)."""
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        batch: List[InputItem] = []
+        for item in expand(input):
+            batch.append(item)
+            if len(batch) == batch_size:
+                yield from self._run(batch)
+                batch = []
+        if batch:
+            yield from self._run(batch)
+
+    def _run(self, items: List[InputItem]) -> Iterator[FeatureResult]:
+        feats = self.embed_arrays([self.preprocess(it) for it in items])
+        for it, f in zip(items, feats):
+            yield FeatureResult(it.input_path, f)

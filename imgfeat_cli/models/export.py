@@ -1,0 +1,86 @@
+"""``export``: a dygraph model (checkpoint) -> an inference folder in the official layout.
+
+The rep blocks are folded first (as upstream does), the program is traced with a dynamic batch
+dimension and input name ``x`` (as in the official models), and ``inference.yml`` is written in the
+official format, so the folder works with ``imgfeat embed --model-dir`` and with PaddleX. The folder
+is assembled in a temp directory and renamed into place: a failed export leaves nothing behind.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+import yaml
+
+from imgfeat_cli.core import fsutil
+from imgfeat_cli.core.errors import ModelError, UsageError
+from imgfeat_cli.models import preprocess as pp
+
+
+@dataclass
+class ExportResult:
+    model_name: str
+    model_dir: str
+    files: Dict[str, int]
+    input_size: Sequence[int]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _input_size(ops: Sequence[Dict[str, Any]]) -> Sequence[int]:
+    prep = pp.build(ops)
+    if prep.input_size is None:
+        return (-1, -1)
+    w, h = prep.input_size
+    return (h, w)
+
+
+def export_layer(model_name: str, layer: Any, out_dir: str, transform_ops: Sequence[Dict[str, Any]],
+                 overwrite: bool = False) -> ExportResult:
+    """Trace ``layer`` (whose ``forward`` returns the raw feature) into ``out_dir``."""
+    import paddle
+
+    dest = Path(out_dir)
+    if dest.exists() and any(dest.iterdir()):
+        if not overwrite:
+            raise UsageError(f"output folder {dest} exists and is not empty",
+                             hint="choose another --out or pass --overwrite (the old folder is kept as .bak)")
+    h, w = _input_size(transform_ops)
+    layer.eval()
+    if hasattr(layer, "reparameterize"):
+        layer.reparameterize()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=str(dest.parent)))
+    try:
+        spec = [paddle.static.InputSpec([None, 3, None if h < 0 else h, None if w < 0 else w], "float32", name="x")]
+        static = paddle.jit.to_static(layer, input_spec=spec, full_graph=True)
+        paddle.jit.save(static, str(tmp / "inference"))
+        doc = pp.inference_yml(model_name, transform_ops)
+        fsutil.write_text(tmp / "inference.yml", yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+        if not (tmp / "inference.pdiparams").is_file():
+            raise ModelError("paddle.jit.save wrote no inference.pdiparams", hint="check the paddlepaddle install")
+        if dest.exists():
+            bak = dest.with_name(dest.name + ".bak")
+            if bak.exists():
+                shutil.rmtree(bak)
+            dest.rename(bak)
+        tmp.rename(dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    files = {p.name: p.stat().st_size for p in sorted(dest.iterdir()) if p.is_file()}
+    return ExportResult(model_name, str(dest), files, (h, w))
+
+
+def export_checkpoint(name: str, weights: str, out_dir: str, tag: Optional[str] = None,
+                      arch: Optional[Dict[str, Any]] = None, overwrite: bool = False) -> ExportResult:
+    """Load ``weights`` for model ``name`` and export it."""
+    from imgfeat_cli.models.api import FeatureModel
+    from imgfeat_cli.models.registry import get_spec
+
+    model = FeatureModel.from_checkpoint(get_spec(name), weights, tag=tag, arch=arch)
+    return export_layer(model.name, model.layer, out_dir, model.transform_ops, overwrite)

@@ -1,0 +1,73 @@
+"""Loading ``.pdparams`` into imgfeat's layers with a clear report of what did not fit."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+from imgfeat_cli.core.errors import ModelError
+
+
+@dataclass
+class LoadReport:
+    loaded: int = 0
+    missing: List[str] = field(default_factory=list)
+    unexpected: List[str] = field(default_factory=list)
+    mismatched: List[Tuple[str, List[int], List[int]]] = field(default_factory=list)
+
+
+def read_state_dict(path: str) -> Dict[str, Any]:
+    import paddle
+
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"weights file {path} does not exist", hint="pass a .pdparams file (e.g. imgfeat download model NAME --kind pretrained)")
+    try:
+        state = paddle.load(str(p))
+    except Exception as exc:  # paddle raises assorted errors for non-pickle files
+        raise ModelError(f"{path} is not a readable .pdparams file ({exc.__class__.__name__})") from None
+    if not isinstance(state, dict):
+        raise ModelError(f"{path} does not hold a state dict")
+    if "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    return state
+
+
+def load_into(model: Any, state: Dict[str, Any], source: str, allow_missing_head: bool = True) -> LoadReport:
+    """Copy ``state`` into ``model``. Backbone-only files (keys without ``backbone.``) are accepted.
+
+    Missing or mis-shaped backbone/neck keys are errors naming the first few; ``head.*`` keys are
+    optional both ways (inference needs no classifier, a new dataset needs a new one).
+    """
+    own = model.state_dict()
+    if not any(k in own for k in state) and any(f"backbone.{k}" in own for k in state):
+        state = {f"backbone.{k}": v for k, v in state.items()}
+    report = LoadReport()
+    to_load = {}
+    for key, value in state.items():
+        if key not in own:
+            report.unexpected.append(key)
+            continue
+        want, got = list(own[key].shape), list(value.shape)
+        if want != got:
+            report.mismatched.append((key, got, want))
+            continue
+        to_load[key] = value
+    report.missing = [k for k in own if k not in state]
+    fatal_missing = [k for k in report.missing if not (allow_missing_head and k.startswith("head."))]
+    fatal_mismatch = [m for m in report.mismatched if not m[0].startswith("head.")]
+    if fatal_mismatch:
+        k, got, want = fatal_mismatch[0]
+        raise ModelError(f"{source}: {len(fatal_mismatch)} parameters have the wrong shape, e.g. {k} is {got}, "
+                         f"the model needs {want}", hint="is this checkpoint for another model or size?")
+    if fatal_missing and len(fatal_missing) == len([k for k in own if not k.startswith("head.")]):
+        raise ModelError(f"{source}: no parameter name matches the model (e.g. {next(iter(state), '?')})",
+                         hint="is this checkpoint for another model?")
+    only_backbone = all(k.startswith("neck.") for k in fatal_missing)
+    if fatal_missing and not only_backbone:
+        shown = ", ".join(fatal_missing[:3])
+        raise ModelError(f"{source}: {len(fatal_missing)} parameters are missing, e.g. {shown}",
+                         hint="the checkpoint is incomplete or for another architecture")
+    model.set_state_dict(to_load)
+    report.loaded = len(to_load)
+    return report
