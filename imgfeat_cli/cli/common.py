@@ -16,8 +16,8 @@ from typing import Any, Callable, Iterator, List, Optional, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TaskID, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn, TransferSpeedColumn)
 from typing_extensions import Annotated
 
 from imgfeat_cli.core.errors import EXIT_ERROR, EXIT_INTERRUPTED, ImgfeatError
@@ -81,9 +81,13 @@ class Output:
         if not self.interactive:
             yield lambda task, done, total: None
             return
-        columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn(f"{unit}"), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
-                   TextColumn("ETA"), TimeRemainingColumn()]
+        if unit == "bytes":
+            columns = [TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                       TextColumn("ETA"), TimeRemainingColumn()]
+        else:
+            columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn(f"{unit}"), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+                       TextColumn("ETA"), TimeRemainingColumn()]
         tasks: dict = {}
         with Progress(*columns, console=self.err, transient=False) as bar:
             def update(task: str, done: int, total: Optional[int]) -> None:

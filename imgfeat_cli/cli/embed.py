@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from typing_extensions import Annotated
 
@@ -18,7 +19,7 @@ def summary_table(res: dict) -> Table:
     table = Table(title="embed summary", show_header=False)
     table.add_column("key", style="bold")
     table.add_column("value")
-    rows = [("output", res["output"]), ("model", f"{res['model']} [{res['backend']}, {res['device']}]"),
+    rows = [("output", res["output"]), ("model", res["model"]), ("backend", f"{res['backend']} on {res['device']}"),
             ("images", str(res["total"])), ("embedded now", str(res["embedded"])),
             ("already done", str(res["already_done"])), ("skipped (errors)", str(res["failed"])),
             ("seconds", f"{res['seconds']:.2f}"), ("images/s", f"{res['images_per_s']:.1f}"),
@@ -28,7 +29,7 @@ def summary_table(res: dict) -> Table:
     if res.get("errors_file"):
         rows.append(("errors", res["errors_file"]))
     for k, v in rows:
-        table.add_row(k, v)
+        table.add_row(k, escape(v))
     return table
 
 

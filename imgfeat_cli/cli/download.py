@@ -1,0 +1,93 @@
+"""``imgfeat download``: official models, demo datasets and arbitrary URLs, into the cache."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.table import Table
+from typing_extensions import Annotated
+
+from imgfeat_cli.cli.common import JsonOpt, Output, QuietOpt, handle_errors
+
+TagOpt = Annotated[str, typer.Option("--tag", help="Official weight tag (paddle3.0.0, paddle3.0rc0, ...).")]
+
+
+def _show(out: Output, path: Path, **details: Any) -> None:
+    out.emit({"path": str(path), **details}, str(path))
+
+
+def register(app: typer.Typer) -> None:
+    dl = typer.Typer(help="Download official models, demo datasets or any URL into the cache "
+                          "($IMGFEAT_HOME, default ~/.cache/imgfeat).", no_args_is_help=True)
+    app.add_typer(dl, name="download")
+
+    @dl.command("model")
+    @handle_errors
+    def model(name: Annotated[str, typer.Argument(help="Model name (see `imgfeat download list`).")],
+              kind: Annotated[str, typer.Option("--kind", help="inference, pretrained or backbone.")] = "inference",
+              tag: TagOpt = "paddle3.0.0", json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+        """Fetch an official model: the unpacked inference folder or a .pdparams file."""
+        from imgfeat_cli.core.cache import KINDS, ensure_model_file
+        from imgfeat_cli.core.errors import UsageError
+        from imgfeat_cli.models.registry import get_spec
+
+        out = Output(json_, quiet)
+        if kind not in KINDS:
+            raise UsageError(f"unknown --kind {kind!r}", hint=f"use one of {', '.join(KINDS)}")
+        with out.progress("bytes") as progress:
+            path = ensure_model_file(get_spec(name), kind, tag, progress)
+        _show(out, path, model=name, kind=kind, tag=tag)
+
+    @dl.command("dataset")
+    @handle_errors
+    def dataset(name: Annotated[str, typer.Argument(help="Inshop_examples or image_classification_labelme_examples.")],
+                json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+        """Fetch and unpack a PaddleX demo dataset."""
+        from imgfeat_cli.core.cache import ensure_dataset
+
+        out = Output(json_, quiet)
+        with out.progress("bytes") as progress:
+            path = ensure_dataset(name, progress)
+        _show(out, path, dataset=name)
+
+    @dl.command("url")
+    @handle_errors
+    def url(address: Annotated[str, typer.Argument(metavar="URL", help="http(s) URL.")],
+            sha256: Annotated[Optional[str], typer.Option("--sha256", help="Expected checksum (hex).",
+                                                          show_default=False)] = None,
+            dest: Annotated[Optional[str], typer.Option("--out", help="Target file [default: cache/files/NAME].",
+                                                        show_default=False)] = None,
+            json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+        """Fetch any file: resumable, retried, verified."""
+        import re
+
+        from imgfeat_cli.core.cache import cache_root, fetch
+        from imgfeat_cli.core.errors import UsageError
+
+        out = Output(json_, quiet)
+        if not address.startswith(("http://", "https://")):
+            raise UsageError(f"{address!r} is not an http(s) URL")
+        if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+            raise UsageError(f"--sha256 {sha256!r} is not 64 hex digits")
+        name = address.split("?")[0].rstrip("/").rsplit("/", 1)[-1] or "download"
+        target = Path(dest) if dest else cache_root() / "files" / name
+        with out.progress("bytes") as progress:
+            path = fetch(address, target, sha256, progress)
+        _show(out, path, url=address)
+
+    @dl.command("list")
+    @handle_errors
+    def list_(tag: TagOpt = "paddle3.0.0", json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+        """What imgfeat can download, and what is cached (size, path)."""
+        from imgfeat_cli.core.cache import cache_root, list_cache
+
+        out = Output(json_, quiet)
+        entries = list_cache(tag)
+        table = Table(title=f"imgfeat downloads (cache: {cache_root()})")
+        for col in ("kind", "name", "cached", "size", "path"):
+            table.add_column(col, justify="right" if col == "size" else "left")
+        for e in entries:
+            table.add_row(e.kind, e.name, "yes" if e.cached else "no",
+                          f"{e.size / 1e6:.1f} MB" if e.cached else "", e.path if e.cached else "")
+        out.emit([e.__dict__ for e in entries], table)

@@ -1,0 +1,204 @@
+"""`imgfeat embed` and `imgfeat export` through the CLI: formats, resume, shards, failures."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import shared_path
+from imgfeat_cli import create_model
+
+
+@pytest.fixture(scope="module")
+def model_dir() -> str:
+    return str(shared_path("fixtures", "ppshituv2_rec_seed0", "inference"))
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    rng = np.random.default_rng(1)
+    root = tmp_path / "photos"
+    (root / "b").mkdir(parents=True)
+    for i in range(7):
+        sub = root / ("b" if i % 2 else "")
+        Image.fromarray(rng.integers(0, 255, (40 + i, 50, 3), dtype=np.uint8)).save(sub / f"p{i}.jpg")
+    return root
+
+
+def _jsonl(path: Path) -> dict:
+    rows = [json.loads(l) for l in path.read_text().splitlines()]
+    return {r["input_path"]: np.array(r["feature"], dtype=np.float32) for r in rows}
+
+
+def test_embed_jsonl_matches_api_and_npy(invoke, photos, model_dir, tmp_path):
+    out = tmp_path / "f.jsonl"
+    res = invoke("embed", photos, "--model-dir", model_dir, "--out", out, "--batch-size", 3, "--json")
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["embedded"] == 7 and summary["failed"] == 0 and summary["format"] == "jsonl"
+    feats = _jsonl(out)
+    assert len(feats) == 7 and not (tmp_path / "f.jsonl.part").exists()
+    api = {r["res"]["input_path"]: r["res"]["feature"] for r in create_model(model_dir=model_dir).predict(str(photos))}
+    assert set(api) == set(feats)
+    for k in feats:  # JSON floats read back to the identical float32 the model produced (batching aside)
+        np.testing.assert_allclose(feats[k], api[k], atol=1e-6)
+    npy = tmp_path / "f.npy"
+    assert invoke("embed", photos, "--model-dir", model_dir, "--out", npy, "-b", 3, "-q").exit_code == 0
+    arr = np.load(npy)
+    paths = (tmp_path / "f.paths.txt").read_text().splitlines()
+    assert arr.shape == (7, 512) and arr.dtype == np.float32
+    for p, row in zip(paths, arr):
+        np.testing.assert_array_equal(row, feats[p])  # same batches -> bit-identical
+    assert (tmp_path / "f.jsonl.config.yaml").is_file()
+
+
+def test_jsonl_floats_round_trip_exactly(tmp_path):
+    from imgfeat_cli.core.writers import JsonlWriter
+    feats = np.random.default_rng(0).standard_normal((3, 512)).astype(np.float32)
+    w = JsonlWriter(tmp_path / "x.jsonl")
+    w.begin(resume=False)
+    w.write(["a", "b", "c"], feats)
+    w.finish()
+    back = np.stack(list(_jsonl(tmp_path / "x.jsonl").values()))
+    np.testing.assert_array_equal(back, feats)
+    w16 = JsonlWriter(tmp_path / "h.jsonl", fp16=True)
+    w16.begin(resume=False)
+    w16.write(["a", "b", "c"], feats)
+    w16.finish()
+    back16 = np.stack(list(_jsonl(tmp_path / "h.jsonl").values())).astype(np.float16)
+    np.testing.assert_array_equal(back16, feats.astype(np.float16))
+
+
+def test_embed_records_bad_files_and_exit_codes(invoke, photos, model_dir, tmp_path):
+    (photos / "broken.jpg").write_bytes((photos / "p0.jpg").read_bytes()[:300])
+    (photos / "empty.png").write_bytes(b"")
+    out = tmp_path / "f.jsonl"
+    res = invoke("embed", photos, str(tmp_path / "missing.jpg"), "--model-dir", model_dir, "--out", out)
+    assert res.exit_code == 4
+    assert "Error: 3 of 10 inputs were skipped" in res.stderr
+    errors = {Path(e["input_path"]).name: e["error"] for e in map(json.loads, (tmp_path / "f.jsonl.errors.jsonl").read_text().splitlines())}
+    assert set(errors) == {"broken.jpg", "empty.png", "missing.jpg"}
+    assert "truncated" in errors["broken.jpg"] and "zero-byte" in errors["empty.png"]
+    assert "file not found" in errors["missing.jpg"]
+    assert len(_jsonl(out)) == 7
+    bad_only = invoke("embed", photos / "broken.jpg", "--model-dir", model_dir, "--out", tmp_path / "g.jsonl")
+    assert bad_only.exit_code == 1 and "no image could be embedded" in bad_only.stderr
+    nothing = invoke("embed", tmp_path / "emptydir_missing", "--model-dir", model_dir, "--out", tmp_path / "h.jsonl")
+    assert nothing.exit_code == 1
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "npy"])
+def test_resume_after_interrupt_has_no_duplicates(photos, model_dir, tmp_path, fmt, invoke):
+    from imgfeat_cli.core.embed import run_embed
+    from imgfeat_cli.core.errors import Interrupted
+    model = create_model(model_dir=model_dir)
+    out = tmp_path / f"f.{fmt}"
+    calls = {"n": 0}
+
+    def stop_after_two_batches() -> bool:
+        calls["n"] += 1
+        return calls["n"] >= 5  # checked once per decoded image: stop mid-run
+
+    with pytest.raises(Interrupted, match="partial output kept"):
+        run_embed([str(photos)], str(out), model, batch_size=2, stop=stop_after_two_batches)
+    assert not out.exists() and (tmp_path / f"f.{fmt}.part").exists()
+    if fmt == "jsonl":  # a torn last record is cut off on resume
+        with open(tmp_path / "f.jsonl.part", "a") as fh:
+            fh.write('{"input_path": "torn", "feat')
+    again = invoke("embed", photos, "--model-dir", model_dir, "--out", out, "-b", 2)
+    assert again.exit_code == 2 and "interrupted run left" in again.stderr and "--resume" in again.stderr
+    res = invoke("embed", photos, "--model-dir", model_dir, "--out", out, "-b", 2, "--resume", "--json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["already_done"] == 4 and doc["embedded"] == 3
+    full = tmp_path / f"full.{fmt}"
+    assert invoke("embed", photos, "--model-dir", model_dir, "--out", full, "-b", 2, "-q").exit_code == 0
+    if fmt == "jsonl":
+        got, ref = _jsonl(out), _jsonl(full)
+        assert len(out.read_text().splitlines()) == 7
+    else:
+        got = dict(zip((tmp_path / "f.paths.txt").read_text().splitlines(), np.load(out)))
+        ref = dict(zip((tmp_path / "full.paths.txt").read_text().splitlines(), np.load(full)))
+        assert np.load(out).shape == (7, 512)
+    assert set(got) == set(ref)
+    for k in ref:
+        np.testing.assert_allclose(got[k], ref[k], atol=1e-6)
+    # resuming a finished output is a no-op that keeps everything
+    res = invoke("embed", photos, "--model-dir", model_dir, "--out", out, "--resume", "--json")
+    assert json.loads(res.stdout)["already_done"] == 7
+
+
+def test_existing_output_needs_resume_or_overwrite(invoke, photos, model_dir, tmp_path):
+    out = tmp_path / "f.jsonl"
+    assert invoke("embed", photos, "--model-dir", model_dir, "--out", out, "-q").exit_code == 0
+    res = invoke("embed", photos, "--model-dir", model_dir, "--out", out)
+    assert res.exit_code == 2 and "already exists" in res.stderr
+    assert invoke("embed", photos, "--model-dir", model_dir, "--out", out, "--overwrite", "-q").exit_code == 0
+
+
+def test_shards_partition_inputs_and_stdin(invoke, photos, model_dir, tmp_path):
+    seen = []
+    for i in range(3):
+        out = tmp_path / f"s{i}.jsonl"
+        res = invoke("embed", photos, "--model-dir", model_dir, "--out", out, "--shard", f"{i}/3", "-q")
+        assert res.exit_code in (0, 2), res.output
+        if out.exists():
+            seen += list(_jsonl(out))
+    assert sorted(seen) == sorted(str(p) for p in photos.rglob("*.jpg"))
+    listing = "\n".join(str(p) for p in sorted(photos.rglob("*.jpg"))[:3]) + "\n"
+    res = invoke("embed", "-", "--model-dir", model_dir, "--out", tmp_path / "stdin.jsonl", "--json", input=listing)
+    assert res.exit_code == 0 and json.loads(res.stdout)["embedded"] == 3
+    bad = invoke("embed", photos, "--model-dir", model_dir, "--out", tmp_path / "x.jsonl", "--shard", "3/3")
+    assert bad.exit_code == 2 and "need 0 <= I < N" in bad.stderr
+
+
+def test_embed_usage_errors(invoke, photos, model_dir, tmp_path, monkeypatch):
+    res = invoke("embed", photos, "--model-dir", model_dir, "--out", tmp_path / "f.csv")
+    assert res.exit_code == 2 and "cannot tell the output format" in res.stderr
+    res = invoke("embed", photos, "--out", tmp_path / "f.jsonl", "-o", "Predict.batch_sise=4")
+    assert res.exit_code == 2 and "did you mean Predict.batch_size?" in res.stderr
+    monkeypatch.setenv("IMGFEAT_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("IMGFEAT_OFFLINE", "1")
+    res = invoke("embed", photos, "--out", tmp_path / "f.jsonl")
+    assert res.exit_code == 1
+    assert "not in the cache" in res.stderr and "--model-dir" in res.stderr and "--weights" in res.stderr
+
+
+def test_export_cli_then_embed(invoke, photos, tmp_path):
+    d = shared_path("fixtures", "ppshituv2_rec_seed0")
+    out = tmp_path / "inf"
+    res = invoke("export", "--weights", d / "checkpoint.pdparams", "--out", out, "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["model_name"] == "PP-ShiTuV2_rec"
+    again = invoke("export", "--weights", d / "checkpoint.pdparams", "--out", out)
+    assert again.exit_code == 2 and "exists and is not empty" in again.stderr
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    assert invoke("embed", photos, "--model-dir", out, "--out", a, "-q").exit_code == 0
+    assert invoke("embed", photos, "--weights", d / "checkpoint.pdparams", "--out", b, "-q").exit_code == 0
+    fa, fb = _jsonl(a), _jsonl(b)
+    for k in fa:  # exported program and dygraph checkpoint agree
+        assert float(fa[k] @ fb[k]) > 0.99999
+    missing = invoke("export", "--weights", tmp_path / "none.pdparams", "--out", tmp_path / "x")
+    assert missing.exit_code == 1 and "does not exist" in missing.stderr
+
+
+@pytest.mark.slow
+def test_embed_drink_gallery_subset(invoke, model_dir, tmp_path):
+    """Real-world files: RGBA PNGs named .jpg and a WebP named .jpg embed like any other image."""
+    src = shared_path("data", "drink_dataset_v1.0")
+    folder = tmp_path / "drink"
+    for cls in ("0", "1", "2", "100"):
+        shutil.copytree(src / "gallery" / cls, folder / cls)
+    shutil.copy(src / "test_images" / "99.jpg", folder / "webp_named.jpg")
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage")
+    out = tmp_path / "d.jsonl"
+    res = invoke("embed", folder, "--model-dir", model_dir, "--out", out, "--json")
+    doc = json.loads(res.stdout)
+    assert res.exit_code == 4 and doc["failed"] == 1
+    n_images = len([p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".png", ".jpeg")])
+    assert doc["embedded"] == n_images - 1
+    assert "corrupt.jpg" in (tmp_path / "d.jsonl.errors.jsonl").read_text()
