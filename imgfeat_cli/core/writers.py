@@ -43,7 +43,20 @@ def _fsync(fh: IO[Any]) -> None:
     os.fsync(fh.fileno())
 
 
-class JsonlWriter:
+class _PartWriter:
+    """What both writers share: the final path, its ``.part`` twin, and existence checks."""
+
+    out: Path
+    part_path: Path
+
+    def exists(self) -> bool:
+        return self.out.exists()
+
+    def part_exists(self) -> bool:
+        return self.part_path.exists()
+
+
+class JsonlWriter(_PartWriter):
     """One JSON object per line: ``{"input_path": ..., "feature": [...]}``; floats are written in the
     shortest form that reads back to the identical float32 (or float16 with ``fp16``)."""
 
@@ -52,12 +65,6 @@ class JsonlWriter:
         self.part_path = out.with_name(out.name + ".part")
         self.dtype = np.float16 if fp16 else np.float32
         self.fh: Optional[IO[str]] = None
-
-    def exists(self) -> bool:
-        return self.out.exists()
-
-    def part_exists(self) -> bool:
-        return self.part_path.exists()
 
     def begin(self, resume: bool) -> Set[str]:
         done: Set[str] = set()
@@ -103,7 +110,7 @@ class JsonlWriter:
         os.replace(self.part_path, self.out)
 
 
-class NpyWriter:
+class NpyWriter(_PartWriter):
     """A ``(N, D)`` ``.npy`` array plus ``.paths.txt``; rows stream to disk and the header is
     written at the end, so memory stays constant."""
 
@@ -117,12 +124,6 @@ class NpyWriter:
         self.dim: Optional[int] = None
         self.fh: Optional[IO[bytes]] = None
         self.ph: Optional[IO[str]] = None
-
-    def exists(self) -> bool:
-        return self.out.exists()
-
-    def part_exists(self) -> bool:
-        return self.part_path.exists()
 
     def begin(self, resume: bool) -> Set[str]:
         if resume and not self.part_path.exists() and self.out.exists():

@@ -13,6 +13,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from imgfeat_cli.models.base import RecModel
+
 # in_channels, kernel, split_pw, use_rep, use_se, use_shortcut (PaddleClas NET_CONFIG)
 NET_CONFIG = [(64, 3, False, False, False, False), (128, 3, False, False, False, False),
               (256, 5, True, True, True, False), (512, 5, False, True, False, True)]
@@ -160,25 +162,14 @@ class FCHead(nn.Layer):
         return self.fc(x)
 
 
-class PPShiTuV2Rec(nn.Layer):
-    """backbone -> neck (the feature) -> optional head (training only)."""
+class PPShiTuV2Rec(RecModel):
+    """backbone -> BNNeck (the feature) -> optional FC head (training only)."""
 
     def __init__(self, num_classes: Optional[int] = None, embedding_size: int = 512, **backbone_kw: object) -> None:
         super().__init__()
         self.backbone = PPLCNetV2ShiTu(embedding_size=embedding_size, **backbone_kw)  # type: ignore[arg-type]
         self.neck = BNNeck(embedding_size)
         self.head = FCHead(embedding_size, num_classes) if num_classes else None
-
-    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        """Return the un-normalised feature (what the exported model returns)."""
-        return self.neck(self.backbone(x))
-
-    def forward_train(self, x: paddle.Tensor, label: Optional[paddle.Tensor] = None) -> dict:
-        feat = self.forward(x)
-        out = {"features": feat}
-        if self.head is not None:
-            out["logits"] = self.head(feat, label)
-        return out
 
     def reparameterize(self) -> None:
         for layer in self.sublayers():

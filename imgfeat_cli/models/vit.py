@@ -13,6 +13,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from imgfeat_cli.models.base import RecModel
+
 
 class Attention(nn.Layer):
     def __init__(self, dim: int, num_heads: int) -> None:
@@ -122,22 +124,11 @@ class NeckFC(nn.Layer):
         return self.fc(x)
 
 
-class CLIPRec(nn.Layer):
+class CLIPRec(RecModel):
+    """CLIP ViT -> Linear neck (the feature) -> optional ArcMargin head (training only)."""
+
     def __init__(self, num_classes: Optional[int] = None, embedding_size: int = 512, **vit_kw: object) -> None:
         super().__init__()
         self.backbone = CLIPViT(output_dim=embedding_size, **vit_kw)  # type: ignore[arg-type]
         self.neck = NeckFC(embedding_size)
         self.head = ArcMargin(embedding_size, num_classes) if num_classes else None
-
-    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        return self.neck(self.backbone(x))
-
-    def forward_train(self, x: paddle.Tensor, label: Optional[paddle.Tensor] = None) -> dict:
-        feat = self.forward(x)
-        out = {"features": feat}
-        if self.head is not None:
-            out["logits"] = self.head(feat, label)
-        return out
-
-    def reparameterize(self) -> None:
-        """Nothing to fold in a ViT; present so export treats every model alike."""
