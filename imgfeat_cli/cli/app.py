@@ -33,9 +33,9 @@ def _root(version: Annotated[Optional[bool], typer.Option(
 
 
 def _register() -> None:
-    from imgfeat_cli.cli import check, convert, download, embed, export, split
+    from imgfeat_cli.cli import check, convert, download, embed, evaluate, export, split
 
-    for mod in (check, convert, split, embed, export, download):
+    for mod in (check, convert, split, embed, evaluate, export, download):
         mod.register(app)
 
 

@@ -1,0 +1,82 @@
+"""``imgfeat eval``: Recall@k and mAP from a dataset and a model, or from embedding files."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+from typing_extensions import Annotated
+
+from imgfeat_cli.cli.common import ConfigOpt, JsonOpt, OverrideOpt, Output, QuietOpt, handle_errors
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("eval")
+    @handle_errors
+    def eval_(
+        dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="ShiTuRecDataset (gallery/query lists).",
+                                                       show_default=False)] = None,
+        model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model name [default: PP-ShiTuV2_rec].",
+                                                     show_default=False)] = None,
+        model_dir: Annotated[Optional[str], typer.Option("--model-dir", help="Inference folder.", show_default=False)] = None,
+        weights: Annotated[Optional[str], typer.Option("--weights", help=".pdparams checkpoint.", show_default=False)] = None,
+        query: Annotated[Optional[str], typer.Option("--query", help="Query embeddings (.jsonl or .npy).",
+                                                     show_default=False)] = None,
+        gallery: Annotated[Optional[str], typer.Option("--gallery", help="Gallery embeddings (.jsonl or .npy).",
+                                                       show_default=False)] = None,
+        query_labels: Annotated[Optional[str], typer.Option("--query-labels", help="Labels for a .npy query file.",
+                                                            show_default=False)] = None,
+        gallery_labels: Annotated[Optional[str], typer.Option("--gallery-labels", help="Labels for a .npy gallery file.",
+                                                              show_default=False)] = None,
+        k: Annotated[Optional[List[int]], typer.Option("--k", help="Recall@k cut-offs (repeatable) [default: 1 5].",
+                                                       show_default=False)] = None,
+        exclude_same_path: Annotated[Optional[bool], typer.Option(
+            "--exclude-same-path", help="Do not let a query match a gallery item with the same path.",
+            show_default=False)] = None,
+        device: Annotated[Optional[str], typer.Option("--device", help="cpu, gpu or gpu:N.", show_default=False)] = None,
+        output: Annotated[Optional[str], typer.Option("--output", help="Folder for evaluate_result.json "
+                                                      "[default: output].", show_default=False)] = None,
+        config: ConfigOpt = None, override: OverrideOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False,
+    ) -> None:
+        """Score retrieval: Recall@k (share of queries with a same-label item in the top k) and mAP."""
+        from imgfeat_cli.cli.embed import load_model
+        from imgfeat_cli.core import config as cfgmod
+        from imgfeat_cli.core import fsutil
+        from imgfeat_cli.core.errors import UsageError
+        from imgfeat_cli.core.evaluate import eval_dataset, load_embeddings, write_result
+        from imgfeat_cli.core.metrics import evaluate
+
+        out = Output(json_, quiet)
+        cfg = cfgmod.resolve("eval", config, override or [], {
+            "Global.dataset_dir": dataset, "Global.model": model, "Global.device": device, "Global.output": output,
+            "Predict.model_dir": model_dir, "Predict.weights": weights, "Evaluate.recall_k": k or None,
+            "Evaluate.exclude_same_path": exclude_same_path})
+        ev = cfg["Evaluate"]
+        if (query or gallery) and cfg["Global"]["dataset_dir"]:
+            raise UsageError("give either --dataset or --query/--gallery, not both")
+        with out.progress("items") as progress:
+            if query or gallery:
+                if not (query and gallery):
+                    raise UsageError("--query and --gallery go together")
+                qf, ql, qp = load_embeddings(query, query_labels)
+                gf, gl, gp = load_embeddings(gallery, gallery_labels)
+                if ev["exclude_same_path"] and (qp is None or gp is None):
+                    raise UsageError("--exclude-same-path needs input paths in both embedding files")
+                metrics = evaluate(qf, ql, gf, gl, ev["recall_k"], qp, gp, ev["exclude_same_path"], progress=progress)
+            elif cfg["Global"]["dataset_dir"]:
+                feature_model = load_model(cfg, out)
+                metrics = eval_dataset(cfg["Global"]["dataset_dir"], feature_model, ev["recall_k"],
+                                       ev["exclude_same_path"], cfg["Predict"]["batch_size"] or 16, progress)
+            else:
+                raise UsageError("nothing to evaluate", hint="pass --dataset DIR, or --query Q --gallery G")
+        path = write_result(cfg["Global"]["output"], metrics)
+        fsutil.write_text(Path(cfg["Global"]["output"]) / "config.eval.yaml", cfgmod.dump_yaml(cfg))
+        table = Table(title=f"retrieval metrics ({metrics.num_scored} of {metrics.num_queries} queries scored, "
+                            f"{metrics.num_gallery} gallery items)")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for name, value in metrics.metrics().items():
+            table.add_row(name, f"{value:.4f}")
+        out.emit(metrics.to_dict(), table)
+        out.log(f"wrote {path}")

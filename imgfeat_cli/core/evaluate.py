@@ -1,0 +1,105 @@
+"""``eval``: retrieval metrics from precomputed embeddings or from a dataset and a model.
+
+Embedding files: ``.jsonl`` lines carrying ``feature`` and ``label`` (int or string; ``input_path``
+optional), or ``.npy`` with a label file (one label per line) and the optional ``.paths.txt``
+sidecar that ``embed`` writes. A dataset is embedded with the ``embed`` engine (parallel decoding,
+batched inference) and its gallery/query lists supply the labels.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from imgfeat_cli.core import fsutil
+from imgfeat_cli.core.dataset import read_list, resolve_inside
+from imgfeat_cli.core.errors import DatasetError, UsageError
+from imgfeat_cli.core.metrics import RetrievalMetrics, evaluate
+from imgfeat_cli.core.progress import ProgressFn, null_progress
+from imgfeat_cli.core.writers import paths_sidecar
+
+RESULT_FILE = "evaluate_result.json"
+Loaded = Tuple[np.ndarray, List[Any], Optional[List[str]]]
+
+
+def load_embeddings(path: str, labels_path: Optional[str] = None) -> Loaded:
+    """(features, labels, paths or None) from a ``.jsonl`` or ``.npy`` file."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"embeddings file {path} does not exist")
+    if p.suffix.lower() == ".jsonl":
+        feats, labels, paths = [], [], []
+        with open(p, encoding="utf-8") as fh:
+            for no, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                    feats.append(rec["feature"])
+                    labels.append(rec["label"])
+                except (ValueError, KeyError, TypeError) as exc:
+                    what = f"missing key {exc}" if isinstance(exc, KeyError) else "not a JSON object"
+                    raise UsageError(f"{path}:{no}: {what}",
+                                     hint="each line needs \"feature\" and \"label\" (add labels to embed output)") from None
+                paths.append(rec.get("input_path"))
+        if not feats:
+            raise UsageError(f"{path} holds no embeddings")
+        return np.asarray(feats, dtype=np.float32), labels, paths if all(paths) else None
+    if p.suffix.lower() == ".npy":
+        feats = np.load(p)
+        if labels_path is None:
+            raise UsageError(f"{path} has no labels", hint="pass the label file (one label per line)")
+        labels = [ln.strip() for ln in Path(labels_path).read_text(encoding="utf-8").splitlines() if ln.strip()]
+        labels = [int(v) if v.lstrip("-").isdigit() else v for v in labels]
+        sidecar = paths_sidecar(p)
+        paths = sidecar.read_text(encoding="utf-8").splitlines() if sidecar.is_file() else None
+        if len(labels) != len(feats):
+            raise UsageError(f"{labels_path} has {len(labels)} labels for {len(feats)} features in {path}")
+        return feats.astype(np.float32), labels, paths
+    raise UsageError(f"cannot read embeddings from {path}", hint="use .jsonl or .npy")
+
+
+def _embed_split(root: Path, split: str, model: Any, workdir: Path, batch_size: int,
+                 progress: ProgressFn) -> Loaded:
+    from imgfeat_cli.core.embed import run_embed
+
+    lf = read_list(root, split)
+    bad = [p for p in lf.problems if p.severity == "error"]
+    if bad:
+        raise DatasetError(f"{root / (bad[0].file or '')}:{bad[0].line or ''} {bad[0].message}",
+                           hint=f"run `imgfeat check --dataset {root}`")
+    full = []
+    for e in lf.entries:
+        path = resolve_inside(root, e.path)
+        if path is None:
+            raise DatasetError(f"{split}.txt:{e.line}: {e.path} points outside the dataset")
+        full.append(str(path))
+    out = workdir / f"{split}.npy"
+    res = run_embed(full, str(out), model, batch_size=batch_size, overwrite=True, progress=progress)
+    if res.failed:
+        raise DatasetError(f"{res.failed} {split} images could not be read (see {res.errors_file})",
+                           hint=f"run `imgfeat check --dataset {root}`")
+    by_path = dict(zip(paths_sidecar(out).read_text(encoding="utf-8").splitlines(), np.load(out)))
+    feats = np.stack([by_path[p] for p in full])
+    return feats, [e.label for e in lf.entries], [e.path for e in lf.entries]
+
+
+def eval_dataset(dataset_dir: str, model: Any, ks: Sequence[int] = (1, 5), exclude_same_path: bool = False,
+                 batch_size: int = 16, progress: ProgressFn = null_progress) -> RetrievalMetrics:
+    """Embed the dataset's gallery and query lists with ``model`` and score them."""
+    root = Path(dataset_dir)
+    if not root.is_dir():
+        raise UsageError(f"dataset folder {dataset_dir} does not exist")
+    with tempfile.TemporaryDirectory(prefix="imgfeat-eval-") as tmp:
+        g = _embed_split(root, "gallery", model, Path(tmp), batch_size, progress)
+        q = _embed_split(root, "query", model, Path(tmp), batch_size, progress)
+    return evaluate(q[0], q[1], g[0], g[1], ks, q[2], g[2], exclude_same_path, progress=progress)
+
+
+def write_result(output_dir: str, metrics: RetrievalMetrics) -> Path:
+    path = Path(output_dir) / RESULT_FILE
+    fsutil.write_json(path, metrics.to_dict())
+    return path
