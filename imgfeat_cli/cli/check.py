@@ -9,7 +9,8 @@ from rich.console import Group
 from rich.table import Table
 from typing_extensions import Annotated
 
-from imgfeat_cli.cli.common import ConfigOpt, JsonOpt, OverrideOpt, Output, QuietOpt, handle_errors
+from imgfeat_cli.cli.common import (ConfigOpt, DatasetOpt, JsonOpt, Output, OverrideOpt, QuietOpt,
+                                     handle_errors)
 from imgfeat_cli.core.errors import CheckFailed
 
 SEVERITY_STYLE = {"error": "red", "warning": "yellow", "info": "cyan"}
@@ -62,8 +63,7 @@ def register(app: typer.Typer) -> None:
     @app.command("check")
     @handle_errors
     def check(
-        dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset root (train/gallery/query.txt).",
-                                                       show_default=False)] = None,
+        dataset: DatasetOpt = None,
         output: Annotated[Optional[str], typer.Option("--output", help="Report folder [default: output].",
                                                       show_default=False)] = None,
         config: ConfigOpt = None, override: OverrideOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False,

@@ -33,6 +33,16 @@ OverrideOpt = Annotated[Optional[List[str]], typer.Option(
     "--override", "-o", help="Override a config key, e.g. -o Train.epochs_iters=10 (repeatable).",
     show_default=False)]
 
+DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset root (train/gallery/query.txt).",
+                                                   show_default=False)]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model name [default: PP-ShiTuV2_rec].",
+                                                 show_default=False)]
+ModelDirOpt = Annotated[Optional[str], typer.Option("--model-dir", help="Inference folder (exported or official).",
+                                                    show_default=False)]
+WeightsOpt = Annotated[Optional[str], typer.Option("--weights", help=".pdparams checkpoint (run in dygraph).",
+                                                   show_default=False)]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu, gpu or gpu:N.", show_default=False)]
+
 
 def debug_enabled() -> bool:
     return os.environ.get("IMGFEAT_DEBUG", "") not in ("", "0", "false", "no")

@@ -10,7 +10,8 @@ from rich.markup import escape
 from rich.table import Table
 from typing_extensions import Annotated
 
-from imgfeat_cli.cli.common import ConfigOpt, JsonOpt, OverrideOpt, Output, QuietOpt, handle_errors
+from imgfeat_cli.cli.common import (ConfigOpt, DeviceOpt, JsonOpt, ModelDirOpt, ModelOpt, Output,
+                                     OverrideOpt, QuietOpt, WeightsOpt, handle_errors)
 
 DEFAULT_EMBED_BATCH = 16
 
@@ -52,13 +53,10 @@ def register(app: typer.Typer) -> None:
             show_default=False)] = None,
         out_file: Annotated[Optional[str], typer.Option("--out", "-O", help="Output file: .jsonl or .npy.",
                                                         show_default=False)] = None,
-        model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model name [default: PP-ShiTuV2_rec].",
-                                                     show_default=False)] = None,
-        model_dir: Annotated[Optional[str], typer.Option("--model-dir", help="Inference folder (exported/official).",
-                                                         show_default=False)] = None,
-        weights: Annotated[Optional[str], typer.Option("--weights", help=".pdparams checkpoint (run in dygraph).",
-                                                       show_default=False)] = None,
-        device: Annotated[Optional[str], typer.Option("--device", help="cpu, gpu or gpu:N.", show_default=False)] = None,
+        model: ModelOpt = None,
+        model_dir: ModelDirOpt = None,
+        weights: WeightsOpt = None,
+        device: DeviceOpt = None,
         batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help=f"Images per forward pass "
                                                           f"[default: {DEFAULT_EMBED_BATCH}].", show_default=False)] = None,
         fmt: Annotated[Optional[str], typer.Option("--format", help="jsonl or npy [default: from --out].",

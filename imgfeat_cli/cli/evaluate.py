@@ -8,19 +8,18 @@ import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
-from imgfeat_cli.cli.common import ConfigOpt, JsonOpt, OverrideOpt, Output, QuietOpt, handle_errors
+from imgfeat_cli.cli.common import (ConfigOpt, DatasetOpt, DeviceOpt, JsonOpt, ModelDirOpt, ModelOpt, Output,
+                                     OverrideOpt, QuietOpt, WeightsOpt, handle_errors)
 
 
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     @handle_errors
     def eval_(
-        dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="ShiTuRecDataset (gallery/query lists).",
-                                                       show_default=False)] = None,
-        model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model name [default: PP-ShiTuV2_rec].",
-                                                     show_default=False)] = None,
-        model_dir: Annotated[Optional[str], typer.Option("--model-dir", help="Inference folder.", show_default=False)] = None,
-        weights: Annotated[Optional[str], typer.Option("--weights", help=".pdparams checkpoint.", show_default=False)] = None,
+        dataset: DatasetOpt = None,
+        model: ModelOpt = None,
+        model_dir: ModelDirOpt = None,
+        weights: WeightsOpt = None,
         query: Annotated[Optional[str], typer.Option("--query", help="Query embeddings (.jsonl or .npy).",
                                                      show_default=False)] = None,
         gallery: Annotated[Optional[str], typer.Option("--gallery", help="Gallery embeddings (.jsonl or .npy).",
@@ -34,7 +33,7 @@ def register(app: typer.Typer) -> None:
         exclude_same_path: Annotated[Optional[bool], typer.Option(
             "--exclude-same-path", help="Do not let a query match a gallery item with the same path.",
             show_default=False)] = None,
-        device: Annotated[Optional[str], typer.Option("--device", help="cpu, gpu or gpu:N.", show_default=False)] = None,
+        device: DeviceOpt = None,
         output: Annotated[Optional[str], typer.Option("--output", help="Folder for evaluate_result.json "
                                                       "[default: output].", show_default=False)] = None,
         config: ConfigOpt = None, override: OverrideOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False,

@@ -7,7 +7,8 @@ import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
-from imgfeat_cli.cli.common import ConfigOpt, JsonOpt, OverrideOpt, Output, QuietOpt, handle_errors
+from imgfeat_cli.cli.common import (ConfigOpt, DatasetOpt, JsonOpt, Output, OverrideOpt, QuietOpt,
+                                     handle_errors)
 
 
 def counts_table(title: str, counts: dict) -> Table:
@@ -23,7 +24,7 @@ def register(app: typer.Typer) -> None:
     @app.command("split")
     @handle_errors
     def split(
-        dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset root.", show_default=False)] = None,
+        dataset: DatasetOpt = None,
         train: Annotated[Optional[float], typer.Option("--train", help="Train percent [default: 50].",
                                                        show_default=False)] = None,
         gallery: Annotated[Optional[float], typer.Option("--gallery", help="Gallery percent [default: 30].",
