@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 from jsonschema import Draft202012Validator
 
+from conftest import shared_path
 from imgfeat_cli.core.config import load_schema
 
 
@@ -109,7 +109,7 @@ def test_check_no_dataset_dir(invoke, tmp_path):
 def test_check_on_drink_gallery(invoke, tmp_path):
     """A ShiTuRecDataset built over the real drink gallery (listed paths that are missing on disk
     are real-world mess the check must report, not crash on)."""
-    src = pytest.importorskip("conftest").shared_path("data", "drink_dataset_v1.0")
+    src = shared_path("data", "drink_dataset_v1.0")
     root = tmp_path / "drink"
     root.mkdir()
     (root / "gallery").symlink_to(src / "gallery")

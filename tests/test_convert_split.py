@@ -66,7 +66,7 @@ def test_convert_then_check_passes(invoke, tmp_path, layout):
     gallery_labels = {l.split()[1] for l in lists["gallery"]}
     assert {l.split()[1] for l in lists["query"]} <= gallery_labels
     again = invoke("convert", "--dataset", root, "--json")
-    assert _lists(root) == lists  # deterministic
+    assert again.exit_code == 0 and _lists(root) == lists  # deterministic
     chk = invoke("check", "--dataset", root, "--output", tmp_path / "o", "--quiet")
     assert chk.exit_code == 0, chk.output
 

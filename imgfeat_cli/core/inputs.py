@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, List, Optional, Union
+from typing import Any, Iterable, Iterator, List, Optional
 
 import numpy as np
 
@@ -109,5 +109,3 @@ def read_path_list(lines: Iterable[str]) -> List[str]:
     """Paths from a list (e.g. stdin for ``embed -``): one per line, blanks and ``#`` comments skipped."""
     return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
 
-
-PathOrArray = Union[str, np.ndarray]
