@@ -1,0 +1,1 @@
+"""Training building blocks (metric learning recipe of PaddleClas GeneralRecognitionV2)."""
