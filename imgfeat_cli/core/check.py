@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from imgfeat_cli.core import fsutil
 from imgfeat_cli.core.dataset import SPLITS, Entry, Problem, read_list, resolve_inside
 from imgfeat_cli.core.errors import UsageError
-from imgfeat_cli.core.imageio import extension_matches, probe_image
+from imgfeat_cli.core.imageio import extension_matches, probe_bytes
 from imgfeat_cli.core.progress import ProgressFn, cpu_count, null_progress
 
 RESULT_FILE = "check_dataset_result.json"
@@ -73,14 +73,13 @@ class CheckResult:
 
 
 def _probe(path: Path) -> ImageStatus:
-    err, fmt, size = probe_image(path)
-    digest = None
-    if err is None:
-        h = hashlib.blake2b(digest_size=16)
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        digest = h.hexdigest()
+    """Read the file once: decode it and hash the same bytes."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return ImageStatus(f"cannot read ({exc.strerror or exc})", None, None, None)
+    err, fmt, size = probe_bytes(data)
+    digest = hashlib.blake2b(data, digest_size=16).hexdigest() if err is None else None
     return ImageStatus(err, fmt, size, digest)
 
 

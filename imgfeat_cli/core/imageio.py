@@ -87,27 +87,29 @@ def decode_image(source: Source, name: Optional[str] = None) -> np.ndarray:
         raise ImageDecodeError(f"{label}: is a directory") from None
     except PermissionError:
         raise ImageDecodeError(f"{label}: permission denied") from None
-    except UnidentifiedImageError:
-        raise ImageDecodeError(f"{label}: not a recognised image format") from None
-    except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(f"{label}: refused, too many pixels ({exc})") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        text = str(exc) or exc.__class__.__name__
-        reason = "truncated file" if "truncat" in text.lower() else f"cannot decode ({text})"
-        raise ImageDecodeError(f"{label}: {reason}") from None
+    except _DECODE_ERRORS as exc:
+        raise ImageDecodeError(f"{label}: {_decode_failure(exc)}") from None
 
 
-def probe_image(path: Union[str, os.PathLike]) -> Tuple[Optional[str], Optional[str], Optional[Tuple[int, int]]]:
-    """Fully decode ``path``; return ``(error_reason, format, (width, height))``.
+_DECODE_ERRORS = (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError, EOFError)
+
+
+def _decode_failure(exc: BaseException) -> str:
+    """The user-facing reason for a Pillow decoding failure (shared by decode and probe)."""
+    if isinstance(exc, UnidentifiedImageError):
+        return "not a recognised image format"
+    if isinstance(exc, Image.DecompressionBombError):
+        return f"refused, too many pixels ({exc})"
+    text = str(exc) or exc.__class__.__name__
+    return "truncated file" if "truncat" in text.lower() else f"cannot decode ({text})"
+
+
+def probe_bytes(data: bytes) -> Tuple[Optional[str], Optional[str], Optional[Tuple[int, int]]]:
+    """Fully decode encoded ``data``; return ``(error_reason, format, (width, height))``.
 
     Decoding (not just ``verify()``) is what catches truncated data. The reason is ``None`` when the
-    image is fine.
+    image is fine. Taking bytes lets the caller hash the same read.
     """
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        return f"cannot read ({exc.strerror or exc})", None, None
     if not data:
         return "zero-byte file", None, None
     try:
@@ -117,13 +119,8 @@ def probe_image(path: Union[str, os.PathLike]) -> Tuple[Optional[str], Optional[
                 img.draft("RGB", (img.width // 8 or 1, img.height // 8 or 1))  # still reads every byte
             img.load()
             return None, fmt, img.size
-    except UnidentifiedImageError:
-        return "not a recognised image format", None, None
-    except Image.DecompressionBombError:
-        return "too many pixels", None, None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        text = str(exc) or exc.__class__.__name__
-        return ("truncated file" if "truncat" in text.lower() else f"cannot decode ({text})"), None, None
+    except _DECODE_ERRORS as exc:
+        return _decode_failure(exc), None, None
 
 
 def extension_matches(path: Union[str, os.PathLike], fmt: Optional[str]) -> bool:

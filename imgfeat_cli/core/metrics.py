@@ -82,14 +82,15 @@ def evaluate(query: np.ndarray, query_labels: Sequence[Any], gallery: np.ndarray
     for start in range(0, len(q), block):
         sims = q[start:start + block] @ g.T
         labels = q_lab[start:start + block]
-        excluded = np.zeros(sims.shape, dtype=bool)
-        if exclude_same_path:
+        excluded = None
+        if exclude_same_path:  # only then is a block-sized mask worth allocating
+            excluded = np.zeros(sims.shape, dtype=bool)
             for i, p in enumerate((query_paths or [])[start:start + block]):
                 excluded[i, g_index.get(p, [])] = True
             sims[excluded] = -np.inf
         order = np.argsort(-sims, axis=1, kind="stable")
         rel = g_lab[order] == labels[:, None]
-        if exclude_same_path:
+        if excluded is not None:
             rel &= ~np.take_along_axis(excluded, order, axis=1)
         n_rel = rel.sum(axis=1)
         valid = n_rel > 0

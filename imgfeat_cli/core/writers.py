@@ -119,6 +119,7 @@ class NpyWriter(_PartWriter):
         self.paths_out = paths_sidecar(out)
         self.part_path = out.with_name(out.name + ".part")
         self.paths_part = self.paths_out.with_name(self.paths_out.name + ".part")
+        self.dim_path = self.part_path.with_name(self.part_path.name + ".dim")  # row width, for resume
         self.dtype = np.dtype(np.float16 if fp16 else np.float32)
         self.rows = 0
         self.dim: Optional[int] = None
@@ -132,12 +133,11 @@ class NpyWriter(_PartWriter):
             self.fh = open(self.part_path, "wb")
             self.ph = open(self.paths_part, "w", encoding="utf-8")
             return set()
-        meta_path = self.part_path.with_name(self.part_path.name + ".dim")
         paths = []
         if self.paths_part.exists():
             with open(self.paths_part, "rb") as fh:
                 paths = [ln.decode("utf-8").rstrip("\n") for ln in fh if ln.endswith(b"\n")]
-        self.dim = int(meta_path.read_text()) if meta_path.exists() else None
+        self.dim = int(self.dim_path.read_text()) if self.dim_path.exists() else None
         nbytes = self.part_path.stat().st_size
         rows_on_disk = nbytes // (self.dim * self.dtype.itemsize) if self.dim else 0
         keep = min(len(paths), rows_on_disk)
@@ -158,14 +158,14 @@ class NpyWriter(_PartWriter):
         with open(self.part_path, "wb") as fh:
             for start in range(0, arr.shape[0], 4096):
                 fh.write(np.ascontiguousarray(arr[start:start + 4096]).tobytes())
-        self.part_path.with_name(self.part_path.name + ".dim").write_text(str(arr.shape[1]))
+        self.dim_path.write_text(str(arr.shape[1]))
         shutil.copyfile(self.paths_out, self.paths_part)
 
     def write(self, paths: Sequence[str], feats: np.ndarray) -> None:
         assert self.fh is not None and self.ph is not None
         if self.dim is None:
             self.dim = int(feats.shape[1])
-            self.part_path.with_name(self.part_path.name + ".dim").write_text(str(self.dim))
+            self.dim_path.write_text(str(self.dim))
         self.fh.write(np.ascontiguousarray(feats, dtype=self.dtype).tobytes())
         self.fh.flush()
         self.ph.write("".join(p.replace("\n", " ") + "\n" for p in paths))
@@ -190,9 +190,8 @@ class NpyWriter(_PartWriter):
             shutil.copyfileobj(src, out, 1 << 20)
         os.replace(self.paths_part, self.paths_out)
         self.part_path.unlink()
-        dim_file = self.part_path.with_name(self.part_path.name + ".dim")
-        if dim_file.exists():
-            dim_file.unlink()
+        if self.dim_path.exists():
+            self.dim_path.unlink()
 
 
 def open_writer(out: Path, fmt: str, fp16: bool = False) -> Any:
