@@ -56,7 +56,8 @@ def test_version(invoke):
 
 def test_defaults_come_from_schema():
     d = config.defaults("train")
-    assert d["Train"]["epochs_iters"] == 20 and d["Train"]["batch_size"] == 128
+    assert d["Train"]["epochs_iters"] == 20 and d["Train"]["batch_size"] is None  # None: the recipe default
+    assert d["Train"]["input_size"] == 224 and d["Train"]["warmup_steps"] == 5
     assert d["Global"]["output"] == "output"
     assert d["CheckDataset"]["split"] == {"enable": False, "train_percent": 50, "gallery_percent": 30,
                                           "query_percent": 20, "seed": 0, "stratify": True}
@@ -79,8 +80,8 @@ def test_layering_file_then_overrides_then_flags(tmp_path):
 @pytest.mark.parametrize("override,needle", [
     ("Train.epoch=3", "unknown config key Train.epoch (from -o Train.epoch=3)\nHint: did you mean Train.epochs_iters?"),
     ("Trian.batch_size=3", "unknown config key Trian"),
-    ("Train.batch_size=abc", 'config key Train.batch_size (from -o Train.batch_size=abc): got "abc", expected integer >= 1'),
-    ("Train.batch_size=0", "got 0, expected integer >= 1"),
+    ("Train.batch_size=abc", 'config key Train.batch_size (from -o Train.batch_size=abc): got "abc", expected integer >= 4 (or null)'),
+    ("Train.batch_size=0", "got 0, expected integer >= 4 (or null)"),
     ("Global.device=tpu", 'got "tpu", expected string matching cpu, gpu, gpu:N'),
     ("Train.batch_size", "bad override 'Train.batch_size': expected Section.key=value"),
     ("Train.batch_size=[1, {a: 2}]", "only scalars and flat lists"),

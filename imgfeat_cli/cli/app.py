@@ -33,9 +33,9 @@ def _root(version: Annotated[Optional[bool], typer.Option(
 
 
 def _register() -> None:
-    from imgfeat_cli.cli import check, convert, download, embed, evaluate, export, split
+    from imgfeat_cli.cli import check, convert, download, embed, evaluate, export, split, train
 
-    for mod in (check, convert, split, embed, evaluate, export, download):
+    for mod in (check, convert, split, train, evaluate, embed, export, download):
         mod.register(app)
 
 

@@ -197,7 +197,9 @@ def _describe_allowed(schema: Mapping[str, Any]) -> str:
     if "enum" in schema:
         return "one of " + ", ".join(json.dumps(v) for v in schema["enum"])
     types = schema.get("type")
-    parts = [" or ".join(types) if isinstance(types, list) else str(types or "value")]
+    types = list(types) if isinstance(types, list) else [str(types or "value")]
+    nullable = "null" in types and len(types) > 1
+    parts = [" or ".join(t for t in types if t != "null" or not nullable)]
     if "minimum" in schema and "maximum" in schema:
         parts.append(f"from {schema['minimum']} to {schema['maximum']}")
     else:
@@ -206,6 +208,8 @@ def _describe_allowed(schema: Mapping[str, Any]) -> str:
                 parts.append(f"{sym} {schema[kw]}")
     if "pattern" in schema:
         parts.append(f"matching {schema.get('description') or schema['pattern']}")
+    if nullable:
+        parts.append("(or null)")
     return " ".join(parts)
 
 

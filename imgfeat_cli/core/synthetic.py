@@ -46,11 +46,18 @@ def _draw(shape: str, colour: Tuple[int, int, int], size: int, rng: random.Rando
 
 
 def make_dataset(root: Path, num_classes: int = 8, per_class: int = 10, size: int = 64, seed: int = 0,
-                 percents: Tuple[float, float, float] = (50, 30, 20)) -> List[Entry]:
-    """Write ``root/images/cNN/*.jpg`` and the three list files; return all entries."""
+                 percents: Tuple[float, float, float] = (50, 30, 20), distinct_colours: bool = False) -> List[Entry]:
+    """Write ``root/images/cNN/*.jpg`` and the three list files; return all entries.
+
+    With ``distinct_colours`` the first 8 classes differ in colour as well as shape, an easier task
+    that a randomly initialised network learns in a few dozen steps (the training tests use it)."""
     rng = random.Random(seed)
     pairs = [(s, c) for c in range(len(COLOURS)) for s in SHAPES]
     rng.shuffle(pairs)
+    if distinct_colours:
+        firsts = [next(p for p in pairs if p[1] == c) for c in range(len(COLOURS))]
+        rng.shuffle(firsts)
+        pairs = firsts + [p for p in pairs if p not in firsts]
     if num_classes > len(pairs):
         raise ValueError(f"at most {len(pairs)} synthetic classes")
     entries: List[Entry] = []

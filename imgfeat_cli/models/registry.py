@@ -20,7 +20,7 @@ TAGS = ("paddle3.0.0", "paddle3.0", "paddle3.0rc0", "paddle3.0b2", "paddle3.0b1"
 _IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "scale": 1.0 / 255.0}
 
 
-def _ops(interpolation: str, size: int = 224) -> Tuple[Dict[str, Any], ...]:
+def inference_ops(interpolation: str, size: int = 224) -> Tuple[Dict[str, Any], ...]:
     """The ``PreProcess.transform_ops`` of the official inference.yml files."""
     resize: Dict[str, Any] = {"size": [size, size], "interpolation": interpolation}
     if interpolation == "bilinear":
@@ -65,7 +65,7 @@ class ModelSpec:
             tag=tag,
             inference_url=f"{base}official_inference_model/{tag}/{self.name}_infer.tar",
             pretrained_url=f"{base}official_pretrained_model/{self.name}_pretrained.pdparams",
-            transform_ops=_ops(self.interpolation),
+            transform_ops=inference_ops(self.interpolation),
             backbone_url=backbone)
 
 

@@ -1,0 +1,119 @@
+"""``imgfeat train``: metric-learning training with evaluation, checkpoints and exact resume."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+from typing_extensions import Annotated
+
+from imgfeat_cli.cli.common import (ConfigOpt, DatasetOpt, DeviceOpt, JsonOpt, ModelOpt, Output, OverrideOpt,
+                                     QuietOpt, handle_errors)
+
+
+def _monitor(out: Output, bar: Any) -> Any:
+    """A TrainMonitor that drives one rich bar (steps of the whole run) and prints epoch lines."""
+    from imgfeat_cli.training.trainer import StepInfo, TrainMonitor
+
+    class CliMonitor(TrainMonitor):
+        task = None
+
+        def step(self, info: StepInfo) -> None:
+            if bar is None:
+                return
+            parts = " ".join(f"{k} {v:.3f}" for k, v in info.parts.items())
+            desc = f"epoch {info.epoch}/{info.epochs} step {info.step}/{info.steps}"
+            stats = f"loss {info.loss:.3f} ({parts}) lr {info.lr:.2e} {info.images_per_s:.1f} img/s"
+            if self.task is None:
+                self.task = bar.add_task(desc, total=info.total_steps, stats=stats)
+            bar.update(self.task, completed=info.global_step, description=desc, stats=stats)
+
+        def log(self, message: str, level: str = "epoch") -> None:
+            if level == "step":
+                return
+            if bar is not None:
+                bar.console.print(escape(message))
+            else:
+                out.log(escape(message))
+
+        def progress(self, task: str, done: int, total: Optional[int]) -> None:
+            if bar is not None and self.task is not None:
+                bar.update(self.task, stats=f"evaluating: {task} {done}/{total or '?'}")
+
+    return CliMonitor()
+
+
+def summary_table(res: dict) -> Table:
+    table = Table(title=f"trained {res['model_name']}", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    best = "n/a (no gallery/query)" if res["best_score"] is None else f"{res['best_score']:.4f} (epoch {res['best_epoch']})"
+    last = res["history"][-1] if res["history"] else {}
+    rows = [("output", res["output"]), ("epochs", f"{res['epochs_done']}/{res['epochs']} x {res['steps_per_epoch']} steps"),
+            ("batch size / lr", f"{res['batch_size']} / {res['learning_rate']}"), ("classes", str(res["num_classes"])),
+            ("best recall1", best), ("last loss", f"{last.get('loss', float('nan')):.4f}"),
+            ("seconds", f"{res['seconds']:.1f}"), ("best model", res["best_model_dir"]),
+            ("result", res["train_result"])]
+    if res.get("resumed_from"):
+        rows.insert(1, ("resumed from", res["resumed_from"]))
+    for k, v in rows:
+        table.add_row(k, escape(v))
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train")
+    @handle_errors
+    def train(
+        dataset: DatasetOpt = None,
+        model: ModelOpt = None,
+        device: DeviceOpt = None,
+        output: Annotated[Optional[str], typer.Option("--output", help="Folder for checkpoints and logs "
+                                                      "[default: output].", show_default=False)] = None,
+        epochs: Annotated[Optional[int], typer.Option("--epochs", help="Same as -o Train.epochs_iters=N.",
+                                                      show_default=False)] = None,
+        resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --output from latest/ "
+                                             "(start fresh if there is none).")] = False,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Start again over a previous run in --output.")] = False,
+        config: ConfigOpt = None, override: OverrideOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False,
+    ) -> None:
+        """Train a feature model on a ShiTuRecDataset (PK batches, recipe losses, cosine LR).
+
+        Evaluates on query/gallery every Train.eval_interval epochs, keeps best_model/ by recall1,
+        saves epoch_N/ and latest/ with an exported inference/. Ctrl-C saves latest/ and exits 130;
+        --resume continues exactly where it stopped.
+        """
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        from imgfeat_cli.core import config as cfgmod
+        from imgfeat_cli.core.errors import UsageError
+        from imgfeat_cli.training.trainer import TrainOptions, run_train
+
+        if resume and overwrite:
+            raise UsageError("--resume and --overwrite contradict each other")
+        cfg = cfgmod.resolve("train", config, override or [], {
+            "Global.dataset_dir": dataset, "Global.model": model, "Global.device": device,
+            "Global.output": output, "Train.epochs_iters": epochs})
+        cfg["Global"]["mode"] = "train"
+        glob, tr = cfg["Global"], cfg["Train"]
+        if not glob["dataset_dir"]:
+            raise UsageError("no dataset given", hint="use --dataset DIR (a ShiTuRecDataset)")
+        opts = TrainOptions(
+            dataset_dir=glob["dataset_dir"], model_name=glob["model"], output=glob["output"], device=glob["device"],
+            num_classes=tr["num_classes"], epochs=tr["epochs_iters"], batch_size=tr["batch_size"],
+            learning_rate=tr["learning_rate"], warmup_epochs=tr["warmup_steps"], resume_path=tr["resume_path"],
+            resume=resume, overwrite=overwrite, pretrain_weight_path=tr["pretrain_weight_path"],
+            log_interval=tr["log_interval"], eval_interval=tr["eval_interval"], save_interval=tr["save_interval"],
+            input_size=tr["input_size"], seed=tr["seed"], num_workers=tr["num_workers"],
+            eval_batch_size=tr["eval_batch_size"], config=cfg)
+        out = Output(json_, quiet)
+        if out.interactive:
+            with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[stats]}"),
+                          TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                          console=out.err) as bar:
+                res = run_train(opts, _monitor(out, bar))
+        else:
+            res = run_train(opts, _monitor(out, None))
+        doc = res.to_dict()
+        out.emit(doc, summary_table(doc))
