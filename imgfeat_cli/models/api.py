@@ -113,6 +113,23 @@ class DygraphRunner:
             return self.layer(paddle.to_tensor(batch, dtype="float32")).numpy()
 
 
+def trained_input_size(weights: str) -> Optional[int]:
+    """The input side a checkpoint was trained at, from the ``.pdstates`` that ``imgfeat train``
+    writes beside it (``Train.input_size``), so evaluating or exporting a checkpoint trained at 64
+    does not silently resize to 224."""
+    states = Path(weights).with_suffix(".pdstates")
+    if not states.is_file():
+        return None
+    import paddle
+
+    try:
+        doc = paddle.load(str(states))
+    except Exception:  # an unreadable side file is not worth failing the load for
+        return None
+    size = doc.get("input_size") if isinstance(doc, dict) else None
+    return int(size) if isinstance(size, int) else None
+
+
 class FeatureResult(dict):
     """One image's result: ``{"res": {"input_path", "page_index", "feature"}}`` (PaddleX shape)."""
 
@@ -184,8 +201,9 @@ class FeatureModel:
         layer = build_model(spec.name, num_classes=None, arch=cfg)
         load_into(layer, state, weights)
         ops = list(spec.pretrained_cfg(tag).transform_ops)
-        if spec.arch == "clip_vit" and cfg.get("img_size", 224) != 224:
-            ops[0] = {"ResizeImage": {**ops[0]["ResizeImage"], "size": [cfg["img_size"]] * 2}}
+        size = trained_input_size(weights) or (cfg.get("img_size") if spec.arch == "clip_vit" else None)
+        if size and size != 224:
+            ops[0] = {"ResizeImage": {**ops[0]["ResizeImage"], "size": [int(size)] * 2}}
         return cls(spec.name, DygraphRunner(layer, device), pp.build(ops, resize_mode), ops, weights, layer=layer)
 
     def embed_arrays(self, chw: Sequence[np.ndarray]) -> np.ndarray:

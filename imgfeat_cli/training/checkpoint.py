@@ -50,7 +50,13 @@ def restore_optimizer_state(opt: Any, model: Any, state: Dict[str, Any]) -> None
             native[f"{by_struct[struct]}_{acc}"] = value
         else:
             native[key] = value
-    opt.set_state_dict(native)
+    import warnings
+
+    with warnings.catch_warnings():
+        # LinearWarmup stores its inner schedule under an extra key, and paddle's base class warns
+        # about that key although LinearWarmup.set_state_dict consumes it.
+        warnings.filterwarnings("ignore", message="There are some unused values in state_dict")
+        opt.set_state_dict(native)
 
 
 def resolve_resume(path: str) -> Path:

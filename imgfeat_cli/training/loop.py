@@ -235,7 +235,9 @@ def train_process(opts: TrainOptions, monitor: TrainMonitor, stop: Optional[Call
                     log(f"epoch {epoch}/{opts.epochs} step {step + 1}/{steps} loss {info.loss:.4f} "
                         + " ".join(f"{k} {v:.4f}" for k, v in values.items())
                         + f" lr {lr_now:.6f} {info.images_per_s:.1f} img/s", level="step")
-                if flag.requested or (stop is not None and stop(state["global_step"])):
+                if stop is not None and stop(state["global_step"]):
+                    flag.requested = True
+                if flag.requested:
                     interrupted = True
                     break
             if interrupted and state["step"] < steps:
@@ -273,10 +275,9 @@ def train_process(opts: TrainOptions, monitor: TrainMonitor, stop: Optional[Call
                 import paddle.distributed as dist
 
                 dist.barrier()
-            if flag.requested or (stop is not None and stop(state["global_step"])):
-                if not last:
-                    raise Interrupted(f"training interrupted after epoch {epoch}",
-                                      hint=f"continue with: imgfeat train --dataset {root} --output {out} --resume")
+            if flag.requested and not last:
+                raise Interrupted(f"training interrupted after epoch {epoch}",
+                                  hint=f"continue with: imgfeat train --dataset {root} --output {out} --resume")
     return TrainResult(spec.name, str(out), state["epoch"] - 1, opts.epochs, steps, bs, lr, num_classes,
                        state["best_epoch"], state["best_score"], state["history"], round(timer.seconds(), 3),
                        resumed_from, str(out / "best_model"), str(out / RESULT_FILE))
