@@ -20,7 +20,8 @@ def summary_table(res: dict) -> Table:
     table = Table(title="embed summary", show_header=False)
     table.add_column("key", style="bold")
     table.add_column("value")
-    rows = [("output", res["output"]), ("model", res["model"]), ("backend", f"{res['backend']} on {res['device']}"),
+    rows = [("output", res["output"]), ("model", res["model"]),
+            ("backend", f"{res['backend']} {res.get('precision', 'fp32')} on {res['device']}"),
             ("images", str(res["total"])), ("embedded now", str(res["embedded"])),
             ("already done", str(res["already_done"])), ("skipped (errors)", str(res["failed"])),
             ("seconds", f"{res['seconds']:.2f}"), ("images/s", f"{res['images_per_s']:.1f}"),
@@ -41,7 +42,9 @@ def load_model(cfg: dict, out: Output) -> object:
     pred, glob = cfg["Predict"], cfg["Global"]
     out.log(f"loading {pred['model_dir'] or pred['weights'] or glob['model']} ...")
     return create_model(None if pred["model_dir"] else glob["model"], model_dir=pred["model_dir"],
-                        weights=pred["weights"], device=glob["device"], cpu_threads=pred["cpu_threads"])
+                        weights=pred["weights"], device=glob["device"], cpu_threads=pred["cpu_threads"],
+                        backend=pred.get("backend", "paddle"), precision=pred.get("precision", "fp32"),
+                        hpi_config={"batch_size": pred["batch_size"] or DEFAULT_EMBED_BATCH}, log=out.log)
 
 
 def register(app: typer.Typer) -> None:
@@ -68,6 +71,13 @@ def register(app: typer.Typer) -> None:
                                                      show_default=False)] = None,
         workers: Annotated[Optional[int], typer.Option("--workers", help="Decoding threads [default: cores].",
                                                        show_default=False)] = None,
+        backend: Annotated[Optional[str], typer.Option("--backend", help="paddle, onnxruntime or auto "
+                                                       "[default: paddle].", show_default=False)] = None,
+        precision: Annotated[Optional[str], typer.Option("--precision", help="fp32, bf16 (CPU), fp16 (GPU) or auto "
+                                                         "[default: fp32].", show_default=False)] = None,
+        hpi: Annotated[bool, typer.Option("--hpi", help="High-performance mode: --backend auto --precision auto.")] = False,
+        threads: Annotated[Optional[int], typer.Option("--threads", help="Inference threads [default: the cores "
+                                                       "this process may use].", show_default=False)] = None,
         config: ConfigOpt = None, override: OverrideOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False,
     ) -> None:
         """Embed images into L2-normalised feature vectors. Exit 4 when some inputs were skipped."""
@@ -81,7 +91,9 @@ def register(app: typer.Typer) -> None:
         cfg = cfgmod.resolve("embed", config, override or [], {
             "Global.model": model, "Global.device": device, "Predict.model_dir": model_dir,
             "Predict.weights": weights, "Predict.batch_size": batch_size, "Predict.format": fmt,
-            "Predict.fp16": fp16 or None, "Predict.num_workers": workers,
+            "Predict.fp16": fp16 or None, "Predict.num_workers": workers, "Predict.cpu_threads": threads,
+            "Predict.backend": backend or ("auto" if hpi else None),
+            "Predict.precision": precision or ("auto" if hpi else None),
             "Predict.input": list(inputs) if inputs else None})
         pred = cfg["Predict"]
         sources = pred["input"] if isinstance(pred["input"], list) else ([pred["input"]] if pred["input"] else [])

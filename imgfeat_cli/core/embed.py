@@ -50,6 +50,7 @@ class EmbedResult:
     seconds: float
     errors_file: Optional[str]
     shard: Optional[str]
+    precision: str = "fp32"
 
     @property
     def images_per_s(self) -> float:
@@ -184,7 +185,7 @@ def run_embed(inputs: Sequence[Any], out: str, model: Any, fmt: Optional[str] = 
     _write_errors(errors_path, errors)
     return EmbedResult(str(out_path), fmt, model.name, model.backend, model.device, batch_size, total, embedded,
                        already, len(errors), seconds, str(errors_path) if errors else None,
-                       f"{shard_t[0]}/{shard_t[1]}" if shard_t else None)
+                       f"{shard_t[0]}/{shard_t[1]}" if shard_t else None, str(getattr(model, "precision", "fp32")))
 
 
 def _write_errors(path: Path, errors: List[Dict[str, str]]) -> None:

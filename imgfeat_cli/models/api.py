@@ -60,7 +60,8 @@ def stdout_to_stderr() -> Iterator[None]:
 class InferenceRunner:
     """``paddle.inference`` predictor for an exported folder."""
 
-    def __init__(self, model_dir: Path, device: Optional[str] = None, cpu_threads: Optional[int] = None) -> None:
+    def __init__(self, model_dir: Path, device: Optional[str] = None, cpu_threads: Optional[int] = None,
+                 precision: str = "fp32") -> None:
         from paddle import inference as pi
 
         prog, params = find_inference_files(model_dir)
@@ -68,12 +69,15 @@ class InferenceRunner:
         config = pi.Config(str(prog), str(params))
         config.disable_glog_info()
         if kind == "gpu":
-            config.enable_use_gpu(256, dev_id)
+            mode = pi.PrecisionType.Half if precision == "fp16" else pi.PrecisionType.Float32
+            config.enable_use_gpu(256, dev_id, mode)
         else:
             config.disable_gpu()
             config.enable_mkldnn()
             config.set_mkldnn_cache_capacity(16)
             config.set_cpu_math_library_num_threads(cpu_threads or cpu_count())
+            if precision == "bf16":
+                config.enable_mkldnn_bfloat16()
         try:
             with stdout_to_stderr():
                 self.predictor = pi.create_predictor(config)
@@ -83,6 +87,7 @@ class InferenceRunner:
         self.input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
         self.output_name = self.predictor.get_output_names()[0]
         self.device = f"{kind}:{dev_id}" if kind == "gpu" else "cpu"
+        self.precision = precision
         self.backend = "paddle-inference" + (" (oneDNN)" if kind == "cpu" else " (CUDA)")
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -104,6 +109,7 @@ class DygraphRunner:
         self.layer = layer
         self.layer.eval()
         self.device = f"{kind}:{dev_id}" if kind == "gpu" else "cpu"
+        self.precision = "fp32"
         self.backend = "paddle-dygraph"
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -180,16 +186,34 @@ class FeatureModel:
     def device(self) -> str:
         return str(self.runner.device)
 
+    @property
+    def precision(self) -> str:
+        return str(getattr(self.runner, "precision", "fp32"))
+
     @classmethod
     def from_inference_dir(cls, model_dir: str, name: Optional[str] = None, device: Optional[str] = None,
-                           cpu_threads: Optional[int] = None, resize_mode: str = "yml") -> "FeatureModel":
+                           cpu_threads: Optional[int] = None, resize_mode: str = "yml", backend: str = "paddle",
+                           precision: str = "fp32", batch_size: int = 16,
+                           log: Optional[Any] = None) -> "FeatureModel":
+        """``backend``/``precision`` as in :mod:`imgfeat_cli.models.backends`; ``auto`` in either
+        measures the candidates at ``batch_size`` and keeps the fastest within the accuracy bar."""
+        from imgfeat_cli.models import backends as hpi
+
         path = Path(model_dir)
         find_inference_files(path)  # fail on a wrong folder before reading yml
         doc = pp.read_inference_yml(path)
         ops = doc["PreProcess"]["transform_ops"]
         model_name = name or (doc.get("Global") or {}).get("model_name") or path.name
         prep = pp.build(ops, resize_mode)
-        return cls(str(model_name), InferenceRunner(path, device, cpu_threads), prep, ops, str(path))
+        kind = parse_device(device)[0]
+        hpi.validate(backend, precision, kind)
+        if "auto" in (backend, precision):
+            w, h = prep.input_size or (224, 224)
+            _, runner = hpi.choose_auto(path, device, cpu_threads, batch_size, (h, w), backend, precision,
+                                        log or (lambda m: None))
+        else:
+            runner = hpi.make_runner(path, device, cpu_threads, hpi.HpiChoice(backend, precision))
+        return cls(str(model_name), runner, prep, ops, str(path))
 
     @classmethod
     def from_checkpoint(cls, spec: ModelSpec, weights: str, device: Optional[str] = None, tag: Optional[str] = None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from imgfeat_cli.core.errors import ModelError
 
@@ -129,15 +129,44 @@ def build_model(name: str, num_classes: Optional[int] = None, arch: Optional[Map
     return CLIPRec(num_classes=num_classes, embedding_size=spec.feature_dim, **cfg)
 
 
+HPI_KEYS = ("backend", "precision", "cpu_threads", "batch_size", "backend_config")
+
+
+def _hpi_settings(use_hpip: bool, hpi_config: Optional[Mapping[str, Any]], backend: Optional[str],
+                  precision: Optional[str]) -> Dict[str, Any]:
+    """Merge PaddleX's ``use_hpip``/``hpi_config`` with imgfeat's ``backend``/``precision``.
+
+    ``use_hpip=True`` means ``auto`` for whatever ``hpi_config`` leaves open; PaddleX's
+    ``backend_config: {precision: ...}`` is read as ``precision``."""
+    cfg = dict(hpi_config or {})
+    unknown = sorted(set(cfg) - set(HPI_KEYS))
+    if unknown:
+        raise ModelError(f"unknown hpi_config keys: {', '.join(unknown)}", hint=f"supported: {', '.join(HPI_KEYS)}")
+    nested = cfg.pop("backend_config", None) or {}
+    if "precision" in nested and "precision" not in cfg:
+        cfg["precision"] = nested["precision"]
+    auto = "auto" if use_hpip else None
+    return {"backend": backend or cfg.get("backend") or auto or "paddle",
+            "precision": precision or cfg.get("precision") or auto or "fp32",
+            "cpu_threads": cfg.get("cpu_threads"), "batch_size": int(cfg.get("batch_size") or 16)}
+
+
 def create_model(name: Optional[str] = None, model_dir: Optional[str] = None, weights: Optional[str] = None,
                  device: Optional[str] = None, tag: Optional[str] = None, arch: Optional[Mapping[str, Any]] = None,
-                 cpu_threads: Optional[int] = None, **kwargs: Any) -> Any:
+                 cpu_threads: Optional[int] = None, use_hpip: bool = False,
+                 hpi_config: Optional[Mapping[str, Any]] = None, backend: Optional[str] = None,
+                 precision: Optional[str] = None, log: Optional[Callable[[str], None]] = None, **kwargs: Any) -> Any:
     """Create a feature model, PaddleX style.
 
     * ``model_dir``: an inference folder (official layout) run with ``paddle.inference``;
     * ``weights``: a ``.pdparams`` checkpoint run in dygraph (``name`` picks the architecture);
     * neither: the official inference model for ``name``, from the download cache (downloaded on
       first use unless ``IMGFEAT_OFFLINE=1``).
+
+    High-performance inference (inference folders only): ``backend`` (``paddle``, ``onnxruntime``,
+    ``auto``) and ``precision`` (``fp32``, ``bf16``, ``fp16``, ``auto``), or PaddleX's
+    ``use_hpip=True`` with an optional ``hpi_config`` dict of the same keys (plus ``cpu_threads``
+    and the ``batch_size`` that ``auto`` measures at). ``log`` receives the measurements of ``auto``.
     """
     from imgfeat_cli.models.api import FeatureModel
 
@@ -145,17 +174,24 @@ def create_model(name: Optional[str] = None, model_dir: Optional[str] = None, we
         raise TypeError(f"create_model() got unexpected arguments: {', '.join(sorted(kwargs))}")
     if model_dir and weights:
         raise ModelError("give either model_dir or weights, not both")
-    if model_dir:
-        return FeatureModel.from_inference_dir(model_dir, name=name, device=device, cpu_threads=cpu_threads)
-    if name is None:
-        raise ModelError("no model given", hint=f"pass a name ({', '.join(_SPECS)}), model_dir or weights")
-    spec = get_spec(name)
+    hpi = _hpi_settings(use_hpip, hpi_config, backend, precision)
+    threads = cpu_threads or hpi["cpu_threads"]
     if weights:
-        return FeatureModel.from_checkpoint(spec, weights, device=device, tag=tag, arch=arch)
-    from imgfeat_cli.core.cache import ensure_inference_model
+        if (hpi["backend"], hpi["precision"]) != ("paddle", "fp32"):
+            raise ModelError("high-performance backends run inference folders, not .pdparams checkpoints",
+                             hint="export the checkpoint first (imgfeat export) and use model_dir / --model-dir")
+        if name is None:
+            raise ModelError("no model given", hint=f"pass a name ({', '.join(_SPECS)}) with weights")
+        return FeatureModel.from_checkpoint(get_spec(name), weights, device=device, tag=tag, arch=arch)
+    if not model_dir:
+        if name is None:
+            raise ModelError("no model given", hint=f"pass a name ({', '.join(_SPECS)}), model_dir or weights")
+        from imgfeat_cli.core.cache import ensure_inference_model
 
-    path = ensure_inference_model(spec, tag or DEFAULT_TAG)
-    return FeatureModel.from_inference_dir(str(path), name=name, device=device, cpu_threads=cpu_threads)
+        model_dir = str(ensure_inference_model(get_spec(name), tag or DEFAULT_TAG))
+    return FeatureModel.from_inference_dir(model_dir, name=name, device=device, cpu_threads=threads,
+                                           backend=hpi["backend"], precision=hpi["precision"],
+                                           batch_size=hpi["batch_size"], log=log)
 
 
 def find_inference_files(model_dir: Path) -> Tuple[Path, Path]:
