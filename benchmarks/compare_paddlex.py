@@ -1,0 +1,164 @@
+"""imgfeat against PaddleX on the same inference folder and the same images, in one run.
+
+    python benchmarks/compare_paddlex.py [--model-dir DIR] [--images DIR] [--limit 160]
+                                         [--batches 1,8,16,32] [--repeats 3] [--json]
+
+Installs nothing. PaddleX is optional: with it importable (a separate venv is fine:
+``pip install paddlex paddlepaddle opencv-contrib-python pypdfium2`` plus ``pip install -e .[hpi]``)
+its predictor runs beside imgfeat; without it imgfeat's figures and the model-only bound are still
+printed. Both sides run end to end (decode, pre-process, infer, collect features); runs alternate
+so machine noise hits both, and medians are reported.
+
+Reported: images/s of each side at batch 1 and at each batch size, the best batch of each, the
+ratios imgfeat fp32 / PaddleX and best high-performance mode / PaddleX (both at their best batch),
+and the max/mean cosine gap between their features for the same images. Without --model-dir a
+PP-ShiTuV2_rec with random weights is exported (same compute as the official model).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Tuple
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from embed import default_images  # noqa: E402  (the same image set as benchmarks/embed.py)
+
+from imgfeat_cli.core.embed import run_embed  # noqa: E402
+from imgfeat_cli.core.inputs import InputItem, walk_images  # noqa: E402
+from imgfeat_cli.models import backends as hpi  # noqa: E402
+from imgfeat_cli.models.registry import build_model, create_model  # noqa: E402
+
+
+def _paddlex() -> Any:
+    try:
+        import paddlex  # noqa: F401
+    except Exception as exc:  # ImportError, or paddlex failing on a missing optional dependency
+        print(f"PaddleX not available ({exc.__class__.__name__}: {str(exc)[:120]}): imgfeat figures only",
+              file=sys.stderr)
+        return None
+    return paddlex
+
+
+def _imgfeat_run(model: Any, images: List[str], bs: int, tmp: Path) -> Tuple[float, np.ndarray]:
+    out = tmp / "imgfeat.npy"
+    res = run_embed(images, str(out), model, fmt="npy", batch_size=bs, overwrite=True)
+    return res.images_per_s, np.load(out)
+
+
+def _paddlex_run(px_model: Any, images: List[str], bs: int) -> Tuple[float, np.ndarray]:
+    t = time.perf_counter()
+    feats = []
+    for j, r in enumerate(px_model.predict(images, batch_size=bs)):
+        f = np.asarray(r["feature"], dtype=np.float32)
+        # PaddleX 3.7 gives every result of a batch the whole batch's (bs, 512) matrix
+        feats.append(f[j % bs] if f.ndim == 2 and f.shape[0] > 1 else f.reshape(-1))
+    return len(images) / (time.perf_counter() - t), np.stack(feats)
+
+
+def _model_only(model: Any, images: List[str], bs: int, repeats: int) -> float:
+    arrays = [model.preprocess(InputItem(p, p)) for p in images]
+    batches = [np.stack(arrays[i:i + bs]) for i in range(0, len(arrays), bs)]
+    model.runner(batches[0])
+    rates = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for b in batches:
+            model.runner(b)
+        rates.append(len(arrays) / (time.perf_counter() - t))
+    return statistics.median(rates)
+
+
+def _norm(a: np.ndarray) -> np.ndarray:
+    return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images")
+    ap.add_argument("--model-dir")
+    ap.add_argument("--limit", type=int, default=160)
+    ap.add_argument("--batches", default="1,8,16,32")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="imgfeat-cmp-"))
+    model_dir = args.model_dir
+    if not model_dir:
+        from imgfeat_cli.models.export import export_layer
+        from imgfeat_cli.models.registry import get_spec
+
+        model_dir = str(tmp / "model")
+        export_layer("PP-ShiTuV2_rec", build_model("PP-ShiTuV2_rec"), model_dir,
+                     get_spec("PP-ShiTuV2_rec").pretrained_cfg().transform_ops)
+    images = (walk_images(Path(args.images)) if args.images else default_images(tmp))[: args.limit]
+    batches = [int(b) for b in args.batches.split(",")]
+
+    fp32 = create_model(model_dir=model_dir)
+    modes: Dict[str, Any] = {"imgfeat fp32": fp32}
+    if hpi.onnxruntime_available():
+        modes["imgfeat onnxruntime fp32"] = create_model(model_dir=model_dir, backend="onnxruntime")
+    if hpi.native_bf16():
+        modes["imgfeat paddle bf16"] = create_model(model_dir=model_dir, precision="bf16")
+    px = _paddlex()
+    px_model = px.create_model("PP-ShiTuV2_rec", model_dir=model_dir) if px else None
+
+    runners: Dict[str, Callable[[int], Tuple[float, np.ndarray]]] = {
+        name: (lambda bs, m=m: _imgfeat_run(m, images, bs, tmp)) for name, m in modes.items()}
+    if px_model is not None:
+        runners["PaddleX fp32"] = lambda bs: _paddlex_run(px_model, images, bs)
+    rates: Dict[str, Dict[int, List[float]]] = {n: {b: [] for b in batches} for n in runners}
+    feats: Dict[str, np.ndarray] = {}
+    for name, run in runners.items():  # warm-up: oneDNN primitives, ONNX conversion, caches
+        run(batches[0])
+    for _ in range(args.repeats):
+        for bs in batches:
+            for name, run in runners.items():  # alternate sides within each repeat
+                rate, f = run(bs)
+                rates[name][bs].append(rate)
+                feats[name] = f
+    med = {n: {b: statistics.median(v) for b, v in per.items()} for n, per in rates.items()}
+    best = {n: max(per.items(), key=lambda kv: kv[1]) for n, per in med.items()}
+    bound_bs = best["imgfeat fp32"][0]
+    doc: Dict[str, Any] = {
+        "images": len(images), "model_dir": model_dir, "batches": batches, "repeats": args.repeats,
+        "images_per_s": {n: {str(b): round(v, 2) for b, v in per.items()} for n, per in med.items()},
+        "best": {n: {"batch": b, "images_per_s": round(v, 2)} for n, (b, v) in best.items()},
+        "model_only_bound_fp32": {"batch": bound_bs, "images_per_s": round(_model_only(fp32, images, bound_bs,
+                                                                                    args.repeats), 2)}}
+    if "PaddleX fp32" in best:
+        px_best = best["PaddleX fp32"][1]
+        hpi_best = max((v for n, (b, v) in best.items() if n.startswith("imgfeat")), default=0.0)
+        cos = (_norm(feats["imgfeat fp32"]) * _norm(feats["PaddleX fp32"])).sum(axis=1)
+        doc["ratios"] = {"imgfeat_fp32_vs_paddlex": round(best["imgfeat fp32"][1] / px_best, 3),
+                         "best_hpi_vs_paddlex_fp32": round(hpi_best / px_best, 3),
+                         "imgfeat_fp32_vs_paddlex_batch1": round(med["imgfeat fp32"][1] / med["PaddleX fp32"][1], 3)
+                         if 1 in batches else None}
+        doc["feature_agreement"] = {"min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),
+                                    "max_gap": float(1 - cos.min()), "mean_gap": float(1 - cos.mean())}
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return
+    print(f"images: {len(images)}  model: {model_dir}  repeats: {args.repeats} (medians)")
+    head = "".join(f"{'bs ' + str(b):>10}" for b in batches)
+    print(f"{'images/s':<28}{head}{'best':>16}")
+    for n, per in med.items():
+        print(f"{n:<28}" + "".join(f"{per[b]:>10.1f}" for b in batches)
+              + f"{best[n][1]:>10.1f} @ {best[n][0]:<3}")
+    mo = doc["model_only_bound_fp32"]
+    print(f"model-only bound (fp32, bs {mo['batch']}): {mo['images_per_s']:.1f} images/s")
+    if "ratios" in doc:
+        r, fa = doc["ratios"], doc["feature_agreement"]
+        print(f"imgfeat fp32 / PaddleX (best batches): {r['imgfeat_fp32_vs_paddlex']:.2f}x")
+        print(f"best imgfeat mode / PaddleX fp32     : {r['best_hpi_vs_paddlex_fp32']:.2f}x")
+        print(f"feature cosine imgfeat vs PaddleX    : min {fa['min_cosine']:.6f}, mean {fa['mean_cosine']:.6f}")
+
+
+if __name__ == "__main__":
+    main()
