@@ -195,3 +195,18 @@ def test_train_on_gpu(invoke, tiny_ds, tmp_path, devices):
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert doc["epochs_done"] == 2 and (tmp_path / "g" / "best_model" / "inference" / "inference.pdiparams").is_file()
+
+
+def test_resume_path_accepts_folder_file_or_prefix(tmp_path):
+    from imgfeat_cli.core.errors import UsageError
+    from imgfeat_cli.training.checkpoint import resolve_resume
+
+    ck = tmp_path / "latest"
+    ck.mkdir()
+    for suffix in (".pdparams", ".pdopt", ".pdstates"):
+        (ck / f"latest{suffix}").write_bytes(b"x")
+    for given in (ck, ck / "latest.pdparams", ck / "latest"):
+        assert resolve_resume(str(given)) == ck / "latest"
+    (ck / "latest.pdopt").unlink()
+    with pytest.raises(UsageError, match="latest.pdopt not found"):
+        resolve_resume(str(ck))

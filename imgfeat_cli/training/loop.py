@@ -118,8 +118,10 @@ def train_process(opts: TrainOptions, monitor: TrainMonitor, stop: Optional[Call
     log = _Log(out / LOG_FILE if rank == 0 else None, monitor if rank == 0 else TrainMonitor())
 
     kind, ids = parse_devices(opts.device)
-    device = f"gpu:{ids[rank] if world > 1 else ids[0]}" if kind == "gpu" else "cpu"
-    if world == 1:
+    if world > 1:
+        device = paddle.device.get_device()  # the launcher has bound this rank to its GPU
+    else:
+        device = f"gpu:{ids[0]}" if kind == "gpu" else "cpu"
         paddle.set_device(device)
     arch: Dict[str, Any] = dict(opts.arch or {})
     if spec.arch == "clip_vit":
