@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from imgfeat_cli.core import fsutil
-from imgfeat_cli.core.errors import DatasetError, Interrupted, UsageError
+from imgfeat_cli.core.errors import DatasetError, UsageError
 from imgfeat_cli.core.progress import cpu_count
 from imgfeat_cli.training.checkpoint import resolve_resume
 
