@@ -28,12 +28,12 @@ from typing import Any, Callable, Dict, List, Tuple
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from embed import default_images  # noqa: E402  (the same image set as benchmarks/embed.py)
+from embed import default_images, default_model_dir  # noqa: E402  (the same image set as benchmarks/embed.py)
 
 from imgfeat_cli.core.embed import run_embed  # noqa: E402
 from imgfeat_cli.core.inputs import InputItem, walk_images  # noqa: E402
 from imgfeat_cli.models import backends as hpi  # noqa: E402
-from imgfeat_cli.models.registry import build_model, create_model  # noqa: E402
+from imgfeat_cli.models.registry import create_model  # noqa: E402
 
 
 def _paddlex() -> Any:
@@ -89,14 +89,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="imgfeat-cmp-"))
-    model_dir = args.model_dir
-    if not model_dir:
-        from imgfeat_cli.models.export import export_layer
-        from imgfeat_cli.models.registry import get_spec
-
-        model_dir = str(tmp / "model")
-        export_layer("PP-ShiTuV2_rec", build_model("PP-ShiTuV2_rec"), model_dir,
-                     get_spec("PP-ShiTuV2_rec").pretrained_cfg().transform_ops)
+    model_dir = args.model_dir or default_model_dir(tmp)
     images = (walk_images(Path(args.images)) if args.images else default_images(tmp))[: args.limit]
     batches = [int(b) for b in args.batches.split(",")]
 

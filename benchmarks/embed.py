@@ -40,6 +40,17 @@ def default_images(tmp: Path) -> list:
     return out
 
 
+def default_model_dir(tmp: Path) -> str:
+    """A PP-ShiTuV2_rec with random weights, exported: the official model's compute, offline."""
+    from imgfeat_cli.models.export import export_layer
+    from imgfeat_cli.models.registry import get_spec
+
+    model_dir = str(tmp / "model")
+    export_layer("PP-ShiTuV2_rec", build_model("PP-ShiTuV2_rec"), model_dir,
+                 get_spec("PP-ShiTuV2_rec").pretrained_cfg().transform_ops)
+    return model_dir
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images")
@@ -50,14 +61,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="imgfeat-bench-"))
-    model_dir = args.model_dir
-    if not model_dir:
-        from imgfeat_cli.models.export import export_layer
-        from imgfeat_cli.models.registry import get_spec
-
-        model_dir = str(tmp / "model")
-        export_layer("PP-ShiTuV2_rec", build_model("PP-ShiTuV2_rec"), model_dir,
-                     get_spec("PP-ShiTuV2_rec").pretrained_cfg().transform_ops)
+    model_dir = args.model_dir or default_model_dir(tmp)
     images = walk_images(Path(args.images)) if args.images else default_images(tmp)
     images = images[: args.limit]
     model = create_model(model_dir=model_dir)
