@@ -105,7 +105,7 @@ def test_checkpoints_cannot_take_hpi_backends(tmp_path):
 
 
 @pytest.mark.slow
-def test_hpi_auto_picks_a_measured_backend_and_caches_the_choice(invoke, tmp_path):
+def test_hpi_auto_picks_a_measured_backend_and_caches_the_choice(invoke, tmp_path, monkeypatch):
     folder = _copy_inference("ppshituv2_rec_seed0", tmp_path / "inference")
     images = shared_path("data", "drink_dataset_v1.0", "test_images")
     res = invoke("embed", images, "--model-dir", folder, "--out", tmp_path / "a.jsonl", "--hpi", "--json",
@@ -126,9 +126,13 @@ def test_hpi_auto_picks_a_measured_backend_and_caches_the_choice(invoke, tmp_pat
     b = {json.loads(ln)["input_path"]: json.loads(ln)["feature"] for ln in open(tmp_path / "b.jsonl")}
     cos = [float(np.dot(a[k], b[k])) for k in a]
     assert min(cos) >= hpi.COSINE_BAR[measured["precision"]]
-    # second run reads the cached decision
+    # a second run reads the cached decision instead of measuring again
     from imgfeat_cli import create_model
 
+    def no_measuring(*a, **k):
+        raise AssertionError("measured again despite the cached decision")
+
+    monkeypatch.setattr(hpi, "measure", no_measuring)
     model = create_model(model_dir=str(folder), use_hpip=True, hpi_config={"batch_size": 4})
     assert model.precision == measured["precision"]
 

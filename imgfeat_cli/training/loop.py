@@ -6,6 +6,7 @@ same seeded sampler and trains on its own share of them (rank r takes batches r,
 from __future__ import annotations
 
 import datetime as _dt
+import shutil
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
@@ -69,22 +70,20 @@ def _load_pretrained(model: Any, spec: Any, path: Optional[str], log: _Log) -> O
     return path
 
 
-class _TrainStep:
-    """Wraps the model so ``forward(x, label)`` gives the training outputs (DataParallel needs it)."""
+def _train_step_layer(model: Any) -> Any:
+    """Wrap the model so ``forward(x, label)`` gives the training outputs: DataParallel only
+    synchronises what goes through ``forward``."""
+    import paddle.nn as nn
 
-    @staticmethod
-    def make(model: Any) -> Any:
-        import paddle.nn as nn
+    class TrainStep(nn.Layer):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
 
-        class TrainStep(nn.Layer):
-            def __init__(self, inner: Any) -> None:
-                super().__init__()
-                self.inner = inner
+        def forward(self, x: Any, label: Any) -> Dict[str, Any]:
+            return self.inner.forward_train(x, label)
 
-            def forward(self, x: Any, label: Any) -> Dict[str, Any]:
-                return self.inner.forward_train(x, label)
-
-        return TrainStep(model)
+    return TrainStep(model)
 
 
 def train_process(opts: TrainOptions, monitor: TrainMonitor, stop: Optional[Callable[[int], bool]] = None,
@@ -158,7 +157,7 @@ def train_process(opts: TrainOptions, monitor: TrainMonitor, stop: Optional[Call
                                           weight_decay=paddle.regularizer.L2Decay(recipe.weight_decay))
     if prefix is not None:
         ckpt.restore_optimizer_state(optimizer, model, saved["opt"])
-    step_model = _TrainStep.make(model)
+    step_model = _train_step_layer(model)
     if world > 1:
         step_model = paddle.DataParallel(step_model)
     data = TrainData(root, entries, recipe.first, recipe.augment, opts.seed, default_workers(opts))
@@ -169,25 +168,19 @@ def train_process(opts: TrainOptions, monitor: TrainMonitor, stop: Optional[Call
 
     staged = out / ".staged-inference"  # this epoch's export: evaluated, then moved into the checkpoint
     if rank == 0:
-        import shutil
-
         shutil.rmtree(staged, ignore_errors=True)  # left by a crashed run: never reuse a stale export
 
     def export_now() -> Path:
         from imgfeat_cli.models.export import export_layer
 
+        shutil.rmtree(staged, ignore_errors=True)
         params = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
         layer = build_model(spec.name, num_classes=None, arch=arch)
         layer.set_state_dict(params)
-        export_layer(spec.name, layer, str(staged), ops, overwrite=True)
-        import shutil
-
-        shutil.rmtree(staged.with_name(staged.name + ".bak"), ignore_errors=True)
+        export_layer(spec.name, layer, str(staged), ops)
         return staged
 
     def place_export(dest: Path) -> None:
-        import shutil
-
         if not staged.is_dir():
             export_now()
         shutil.move(str(staged), str(dest))
@@ -248,7 +241,8 @@ def train_process(opts: TrainOptions, monitor: TrainMonitor, stop: Optional[Call
                     sums[k] = sums.get(k, 0.0) + v
                 info = StepInfo(epoch, opts.epochs, step + 1, steps, state["global_step"], total, float(loss), values,
                                 lr_now, seen * world / max(ep_timer.seconds(), 1e-9))
-                monitor.step(info) if rank == 0 else None
+                if rank == 0:
+                    monitor.step(info)
                 if rank == 0 and (step + 1) % opts.log_interval == 0:
                     log(f"epoch {epoch}/{opts.epochs} step {step + 1}/{steps} loss {info.loss:.4f} "
                         + " ".join(f"{k} {v:.4f}" for k, v in values.items())
