@@ -1,6 +1,7 @@
 """Decoding and pre-processing fidelity to PaddleX (cv2), and the Python API."""
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def _photo(h=61, w=83) -> np.ndarray:
 
 
 @pytest.mark.parametrize("kind", ["jpeg", "png_rgba", "png_palette", "png_gray", "png16", "bmp", "webp", "tiff",
-                                  "exif_rotated", "cmyk_jpeg"])
+                                  "exif_rotated", "cmyk_jpeg", "jpeg_trailing_bytes", "jpeg_gray"])
 def test_decoding_matches_cv2_imread(tmp_path, kind):
     """PaddleX reads with cv2.imread(IMREAD_COLOR); our pixels must be the same (as RGB)."""
     rgb = _photo()
@@ -46,6 +47,14 @@ def test_decoding_matches_cv2_imread(tmp_path, kind):
         exif = img.getexif()
         exif[0x0112] = 6  # rotate 90 CW on display
         img.save(path, quality=90, exif=exif.tobytes())
+    elif kind == "jpeg_trailing_bytes":  # not ending in EOI: decoded by Pillow, same pixels
+        path = tmp_path / "trail.jpg"
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, format="JPEG", quality=90)
+        path.write_bytes(buf.getvalue() + b"\x00\x00trailer")
+    elif kind == "jpeg_gray":
+        path = tmp_path / "gray.jpg"
+        Image.fromarray(rgb[:, :, 1]).save(path, quality=90)
     elif kind == "cmyk_jpeg":
         path = tmp_path / "cmyk.jpg"
         Image.fromarray(rgb).convert("CMYK").save(path, quality=95)
@@ -92,6 +101,23 @@ def test_preprocess_matches_paddlex_pipeline(tmp_path):
     prep = pp.build(get_spec("PP-ShiTuV2_rec").pretrained_cfg().transform_ops)
     ours = prep(decode_image(path))
     np.testing.assert_allclose(ours, _paddlex_reference(path), atol=2e-6)
+
+
+@pytest.mark.parametrize("name", ["PP-ShiTuV2_rec", "PP-ShiTuV2_rec_CLIP_vit_base"])
+def test_fused_preprocess_is_bit_identical(name):
+    """``into`` (one pass into a batch row) must give exactly the step-by-step chain's floats."""
+    prep = pp.build(get_spec(name).pretrained_cfg().transform_ops)
+    assert prep.fused is not None and prep.output_shape == (3, 224, 224)
+    out = np.full((3,) + prep.output_shape, np.nan, np.float32)
+    for row, img in zip(out, [_photo(300, 170), _photo(224, 224), _photo(31, 500)]):
+        prep.into(img, row)
+        np.testing.assert_array_equal(row, prep(img))
+    generic = pp.build([{"ResizeImage": {"size": 32}}, {"ToCHWImage": None}])
+    assert generic.fused is None
+    img = _photo()
+    row = np.empty((3, 32, 32), np.float32)
+    generic.into(img, row)
+    np.testing.assert_array_equal(row, generic(img))
 
 
 def test_preprocess_options_and_errors():

@@ -3,8 +3,8 @@
 Design points:
 
 * A bounded pipeline: worker threads decode and pre-process images (Pillow, OpenCV and NumPy
-  release the GIL) while the main thread runs batched inference. At most ``prefetch`` images are
-  in flight, so memory is constant in the number of images.
+  release the GIL) straight into preallocated batch buffers while the main thread runs batched
+  inference. A few batches are in flight, so memory is constant in the number of images.
 * Output is appended to ``FILE.part`` batch by batch and renamed to ``FILE`` at the end; an
   interrupted run leaves ``FILE.part`` and ``--resume`` continues from it (a torn last record is
   cut off). Inputs already present in the output are skipped.
@@ -22,7 +22,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -93,21 +93,22 @@ def collect_inputs(inputs: Sequence[Any], shard: Optional[Tuple[int, int]] = Non
     return items
 
 
-def _prefetch(pool: ThreadPoolExecutor, fn: Callable[[InputItem], Any], items: Iterable[InputItem],
-              depth: int) -> Iterator[Tuple[InputItem, "Future[Any]"]]:
-    """Submit up to ``depth`` items ahead; yield (item, future) in input order."""
-    it = iter(items)
-    window: Deque[Tuple[InputItem, Future]] = deque()
-    for item in it:
-        window.append((item, pool.submit(fn, item)))
-        if len(window) >= depth:
-            break
-    while window:
-        item, fut = window.popleft()
-        nxt = next(it, None)
-        if nxt is not None:
-            window.append((nxt, pool.submit(fn, nxt)))
-        yield item, fut
+@dataclass
+class _Chunk:
+    """One batch in flight: its items, the preallocated batch buffer the decode workers write their
+    rows into (``None`` when image sizes vary), and one future per item."""
+
+    items: List[InputItem]
+    buf: Optional[np.ndarray]
+    futures: List["Future[Any]"]
+
+
+def _submit(pool: ThreadPoolExecutor, model: Any, items: List[InputItem]) -> _Chunk:
+    shape = getattr(model, "input_shape", None)
+    if shape is None:
+        return _Chunk(items, None, [pool.submit(model.preprocess, it) for it in items])
+    buf = np.empty((len(items),) + tuple(shape), dtype=np.float32)
+    return _Chunk(items, buf, [pool.submit(model.preprocess_into, it, row) for it, row in zip(items, buf)])
 
 
 def run_embed(inputs: Sequence[Any], out: str, model: Any, fmt: Optional[str] = None, batch_size: int = 8,
@@ -139,53 +140,71 @@ def run_embed(inputs: Sequence[Any], out: str, model: Any, fmt: Optional[str] = 
     # Decoding costs ~1/6 of a PP-ShiTuV2 forward pass per image: half the cores keep the model fed
     # without starving the inference threads (measured in benchmarks/embed.py).
     workers = num_workers or max(1, cpu_count() // 2)
-    batch_items: List[InputItem] = []
-    batch_arrays: List[np.ndarray] = []
+    # Batches are submitted ahead so the decode threads work while the model runs; each keeps its
+    # preallocated buffer, so memory stays at a few batches whatever the number of images.
+    ahead = max(2, -(-4 * workers // batch_size))
+    chunks = (todo[i:i + batch_size] for i in range(0, len(todo), batch_size))
+    window: Deque[_Chunk] = deque()
 
-    def flush() -> None:
+    def take(chunk: _Chunk) -> None:
         nonlocal embedded
-        if not batch_items:
-            return
-        feats = model.embed_arrays(batch_arrays)
-        writer.write([it.input_path or "" for it in batch_items], feats)
-        embedded += len(batch_items)
-        batch_items.clear()
-        batch_arrays.clear()
+        rows: List[int] = []
+        arrays: List[np.ndarray] = []
+        for row, (item, fut) in enumerate(zip(chunk.items, chunk.futures)):
+            try:
+                arr = fut.result()
+            except ImgfeatError as exc:
+                errors.append({"input_path": item.input_path or "", "error": exc.message})
+            except Exception as exc:  # an unexpected decoder failure is still one bad file
+                errors.append({"input_path": item.input_path or "", "error": f"{exc.__class__.__name__}: {exc}"})
+            else:
+                rows.append(row)
+                if chunk.buf is None:
+                    arrays.append(arr)
+            if stop is not None and stop():
+                raise KeyboardInterrupt
+        if rows:
+            if chunk.buf is None:
+                batch = np.stack(arrays)
+            else:
+                batch = chunk.buf if len(rows) == len(chunk.items) else chunk.buf[rows]
+            feats = model.embed_batch(batch)
+            writer.write([chunk.items[r].input_path or "" for r in rows], feats)
+            embedded += len(rows)
         progress(TASK, already + embedded + len(errors), total)
 
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imgfeat-decode")
     try:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imgfeat-decode") as pool:
-            for item, fut in _prefetch(pool, model.preprocess, todo, depth=max(2 * batch_size, 4 * workers)):
-                try:
-                    arr = fut.result()
-                except ImgfeatError as exc:
-                    errors.append({"input_path": item.input_path or "", "error": exc.message})
-                    continue
-                except Exception as exc:  # an unexpected decoder failure is still one bad file
-                    errors.append({"input_path": item.input_path or "", "error": f"{exc.__class__.__name__}: {exc}"})
-                    continue
-                batch_items.append(item)
-                batch_arrays.append(arr)
-                if len(batch_items) >= batch_size:
-                    flush()
-                if stop is not None and stop():
-                    raise KeyboardInterrupt
-            flush()
+        for items in chunks:
+            window.append(_submit(pool, model, items))
+            if len(window) > ahead:
+                take(window.popleft())
+        while window:
+            take(window.popleft())
     except KeyboardInterrupt:
+        _cancel(pool, window)
         writer.suspend()  # keep FILE.part for --resume
         _write_errors(errors_path, errors)
         raise Interrupted(f"interrupted after {embedded} new images; partial output kept in {writer.part_path}",
                           hint="rerun the same command with --resume to continue") from None
     except BaseException:
+        _cancel(pool, window)
         writer.suspend()
         _write_errors(errors_path, errors)
         raise
+    pool.shutdown()
     seconds = time.perf_counter() - t0
     writer.finish()
     _write_errors(errors_path, errors)
     return EmbedResult(str(out_path), fmt, model.name, model.backend, model.device, batch_size, total, embedded,
                        already, len(errors), seconds, str(errors_path) if errors else None,
                        f"{shard_t[0]}/{shard_t[1]}" if shard_t else None, str(getattr(model, "precision", "fp32")))
+
+
+def _cancel(pool: ThreadPoolExecutor, window: Deque[_Chunk]) -> None:
+    """Drop queued decodes and wait for the running ones (they write into buffers we own)."""
+    pool.shutdown(wait=True, cancel_futures=True)
+    window.clear()
 
 
 def _write_errors(path: Path, errors: List[Dict[str, str]]) -> None:

@@ -1,11 +1,14 @@
 """Image decoding that is strict about broken files and faithful to PaddleX's pixels.
 
 PaddleX reads with ``cv2.imread(path, IMREAD_COLOR)``: 8-bit, 3 channels, alpha dropped (not
-composited), EXIF orientation applied, 16-bit scaled by 1/256. We decode with Pillow instead because
-it also reads GIF, refuses truncated files (OpenCV silently returns a half-grey image for a
-truncated JPEG, which would poison a gallery), and releases the GIL so threads decode in parallel.
-The conversions below reproduce OpenCV's results for every mode (JPEG decoding goes through
-libjpeg-turbo in both, so the pixels are identical).
+composited), EXIF orientation applied, 16-bit scaled by 1/256.
+
+A complete JPEG (it ends with its EOI marker) is decoded by OpenCV itself: the very reader PaddleX
+uses, so the pixels are PaddleX's by definition, and about 1.5x faster than Pillow here (decoding is
+most of the pre-processing cost). Everything else goes through Pillow, because it also reads GIF,
+refuses truncated files (OpenCV may return a half-grey image for a truncated JPEG, which would
+poison a gallery) and gives specific reasons for failures. The conversions below reproduce
+OpenCV's results for every mode. Both release the GIL, so threads decode in parallel.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Optional, Tuple, Union
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -58,6 +62,26 @@ def _to_rgb8(img: Image.Image) -> np.ndarray:
     return np.asarray(img)
 
 
+_CV2_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10 converts while decoding
+
+
+def _decode_complete_jpeg(data: bytes) -> Optional[np.ndarray]:
+    """OpenCV's decoding of a JPEG that starts with SOI and ends with EOI (``None`` otherwise, or
+    when OpenCV cannot decode it, so that Pillow reports the reason). Entropy-coded data cannot
+    contain FF D9, so a file cut short does not end with it."""
+    if not (data.startswith(b"\xff\xd8\xff") and data.endswith(b"\xff\xd9")):
+        return None
+    buf = np.frombuffer(data, dtype=np.uint8)
+    if _CV2_RGB is not None:
+        arr = cv2.imdecode(buf, _CV2_RGB)
+    else:
+        arr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        arr = None if arr is None else cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+    if arr is None or arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+        return None
+    return arr
+
+
 def decode_image(source: Source, name: Optional[str] = None) -> np.ndarray:
     """Decode a file path or encoded bytes to an ``HxWx3`` uint8 **RGB** array.
 
@@ -66,14 +90,16 @@ def decode_image(source: Source, name: Optional[str] = None) -> np.ndarray:
     label = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
     try:
         if isinstance(source, bytes):
-            if not source:
-                raise ImageDecodeError(f"{label}: empty data")
-            fh = io.BytesIO(source)
+            data = source
         else:
-            if os.path.getsize(source) == 0:
-                raise ImageDecodeError(f"{label}: zero-byte file")
-            fh = open(source, "rb")
-        with fh, Image.open(fh) as img:
+            with open(source, "rb") as fh:
+                data = fh.read()
+        if not data:
+            raise ImageDecodeError(f"{label}: {'empty data' if isinstance(source, bytes) else 'zero-byte file'}")
+        fast = _decode_complete_jpeg(data)
+        if fast is not None:
+            return fast
+        with Image.open(io.BytesIO(data)) as img:
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)
             img.load()

@@ -232,10 +232,23 @@ class FeatureModel:
 
     def embed_arrays(self, chw: Sequence[np.ndarray]) -> np.ndarray:
         """Run pre-processed CHW arrays through the model; return L2-normalised features."""
-        return pp.l2_normalize(self.runner(np.stack(chw)))
+        return self.embed_batch(np.stack(chw))
+
+    def embed_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Run an ``NCHW`` float32 batch through the model; return L2-normalised features."""
+        return pp.l2_normalize(self.runner(batch))
+
+    @property
+    def input_shape(self) -> Optional[tuple]:
+        """``(3, h, w)`` when the pre-processing gives every image that shape, else ``None``."""
+        return self.preprocessor.output_shape
 
     def preprocess(self, item: InputItem) -> np.ndarray:
         return self.preprocessor(load_rgb(item))
+
+    def preprocess_into(self, item: InputItem, out: np.ndarray) -> None:
+        """Decode and pre-process ``item`` into ``out`` (a row of a preallocated batch)."""
+        self.preprocessor.into(load_rgb(item), out)
 
     def predict(self, input: Any, batch_size: int = 1) -> Iterator[FeatureResult]:
         """Yield one :class:`FeatureResult` per image in ``input`` (see :mod:`imgfeat_cli.core.inputs`)."""
@@ -251,6 +264,13 @@ class FeatureModel:
             yield from self._run(batch)
 
     def _run(self, items: List[InputItem]) -> Iterator[FeatureResult]:
-        feats = self.embed_arrays([self.preprocess(it) for it in items])
+        shape = self.input_shape
+        if shape is None:
+            feats = self.embed_arrays([self.preprocess(it) for it in items])
+        else:
+            batch = np.empty((len(items),) + shape, dtype=np.float32)
+            for row, it in zip(batch, items):
+                self.preprocess_into(it, row)
+            feats = self.embed_batch(batch)
         for it, f in zip(items, feats):
             yield FeatureResult(it.input_path, f)
