@@ -25,7 +25,7 @@ def summary_table(res: dict) -> Table:
             ("images", str(res["total"])), ("embedded now", str(res["embedded"])),
             ("already done", str(res["already_done"])), ("skipped (errors)", str(res["failed"])),
             ("seconds", f"{res['seconds']:.2f}"), ("images/s", f"{res['images_per_s']:.1f}"),
-            ("batch size", str(res["batch_size"]))]
+            ("batch size", str(res["batch_size"])), ("streams", str(res.get("streams", 1)))]
     if res.get("shard"):
         rows.append(("shard", res["shard"]))
     if res.get("errors_file"):
@@ -35,14 +35,14 @@ def summary_table(res: dict) -> Table:
     return table
 
 
-def load_model(cfg: dict, out: Output) -> object:
+def load_model(cfg: dict, out: Output, cpu_threads: Optional[int] = None) -> object:
     """Resolve --model-dir / --weights / --model NAME (download cache) into a FeatureModel."""
     from imgfeat_cli.models.registry import create_model
 
     pred, glob = cfg["Predict"], cfg["Global"]
     out.log(f"loading {pred['model_dir'] or pred['weights'] or glob['model']} ...")
     return create_model(None if pred["model_dir"] else glob["model"], model_dir=pred["model_dir"],
-                        weights=pred["weights"], device=glob["device"], cpu_threads=pred["cpu_threads"],
+                        weights=pred["weights"], device=glob["device"], cpu_threads=cpu_threads or pred["cpu_threads"],
                         backend=pred.get("backend", "paddle"), precision=pred.get("precision", "fp32"),
                         hpi_config={"batch_size": pred["batch_size"] or DEFAULT_EMBED_BATCH}, log=out.log)
 
@@ -76,14 +76,19 @@ def register(app: typer.Typer) -> None:
         precision: Annotated[Optional[str], typer.Option("--precision", help="fp32, bf16 (CPU), fp16 (GPU) or auto "
                                                          "[default: fp32].", show_default=False)] = None,
         hpi: Annotated[bool, typer.Option("--hpi", help="High-performance mode: --backend auto --precision auto.")] = False,
-        threads: Annotated[Optional[int], typer.Option("--threads", help="Inference threads [default: the cores "
-                                                       "this process may use].", show_default=False)] = None,
+        threads: Annotated[Optional[int], typer.Option("--threads", help="Inference threads, per stream "
+                                                       "[default: the cores this process may use, split "
+                                                       "between streams].", show_default=False)] = None,
+        streams: Annotated[Optional[int], typer.Option("--streams", help="Model replicas in worker processes (CPU) "
+                                                       "[default: auto, several for 256+ images on multi-core "
+                                                       "CPUs]; 1 = one process.", show_default=False)] = None,
         config: ConfigOpt = None, override: OverrideOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False,
     ) -> None:
         """Embed images into L2-normalised feature vectors. Exit 4 when some inputs were skipped."""
         from imgfeat_cli.core import config as cfgmod
         from imgfeat_cli.core import fsutil
-        from imgfeat_cli.core.embed import run_embed
+        from imgfeat_cli.core.embed import collect_inputs, parse_shard, run_embed
+        from imgfeat_cli.core.streams import plan as streams_plan
         from imgfeat_cli.core.errors import ImgfeatError, PartialFailure, UsageError
         from imgfeat_cli.core.inputs import read_path_list
 
@@ -92,6 +97,7 @@ def register(app: typer.Typer) -> None:
             "Global.model": model, "Global.device": device, "Predict.model_dir": model_dir,
             "Predict.weights": weights, "Predict.batch_size": batch_size, "Predict.format": fmt,
             "Predict.fp16": fp16 or None, "Predict.num_workers": workers, "Predict.cpu_threads": threads,
+            "Predict.streams": streams,
             "Predict.backend": backend or ("auto" if hpi else None),
             "Predict.precision": precision or ("auto" if hpi else None),
             "Predict.input": list(inputs) if inputs else None})
@@ -106,10 +112,14 @@ def register(app: typer.Typer) -> None:
         if pred["model_dir"] and pred["weights"]:
             raise UsageError("give either --model-dir or --weights, not both")
         bs = pred["batch_size"] or DEFAULT_EMBED_BATCH
-        feature_model = load_model(cfg, out)
+        # plan the streams before loading, so the model here runs with the per-stream threads and
+        # is one of them
+        plan = streams_plan(pred.get("streams"), pred["cpu_threads"], len(collect_inputs(sources, parse_shard(shard))),
+                            cfg["Global"]["device"], rebuildable=not pred["weights"])
+        feature_model = load_model(cfg, out, plan.threads if plan.streams > 1 else None)
         with out.progress("images") as progress:
             res = run_embed(sources, out_file, feature_model, pred["format"], bs, pred["fp16"], resume, overwrite,
-                            shard, pred["num_workers"], progress)
+                            shard, pred["num_workers"], progress, streams=plan.streams, threads=plan.threads)
         fsutil.write_text(Path(out_file).with_name(Path(out_file).name + ".config.yaml"), cfgmod.dump_yaml(cfg))
         doc = res.to_dict()
         out.emit(doc, summary_table(doc))

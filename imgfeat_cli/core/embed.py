@@ -27,6 +27,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, Tu
 import numpy as np
 
 from imgfeat_cli.core import fsutil
+from imgfeat_cli.core import streams as streams_mod
 from imgfeat_cli.core.errors import ImgfeatError, Interrupted, UsageError
 from imgfeat_cli.core.inputs import InputItem, expand
 from imgfeat_cli.core.progress import ProgressFn, cpu_count, null_progress
@@ -51,6 +52,7 @@ class EmbedResult:
     errors_file: Optional[str]
     shard: Optional[str]
     precision: str = "fp32"
+    streams: int = 1
 
     @property
     def images_per_s(self) -> float:
@@ -114,8 +116,14 @@ def _submit(pool: ThreadPoolExecutor, model: Any, items: List[InputItem]) -> _Ch
 def run_embed(inputs: Sequence[Any], out: str, model: Any, fmt: Optional[str] = None, batch_size: int = 8,
               fp16: bool = False, resume: bool = False, overwrite: bool = False, shard: Optional[str] = None,
               num_workers: Optional[int] = None, progress: ProgressFn = null_progress,
-              stop: Optional[Callable[[], bool]] = None) -> EmbedResult:
-    """Embed ``inputs`` with ``model`` (a :class:`~imgfeat_cli.models.api.FeatureModel`) into ``out``."""
+              stop: Optional[Callable[[], bool]] = None, streams: Optional[int] = None,
+              threads: Optional[int] = None) -> EmbedResult:
+    """Embed ``inputs`` with ``model`` (a :class:`~imgfeat_cli.models.api.FeatureModel`) into ``out``.
+
+    ``streams``: model replicas in worker processes (:mod:`imgfeat_cli.core.streams`); ``None``
+    decides from the machine and the job size, ``1`` keeps everything in this process;
+    ``threads``: inference threads per stream (``None``: from the plan).
+    """
     if batch_size < 1:
         raise UsageError("batch size must be >= 1")
     fmt = output_format(out, fmt)
@@ -137,74 +145,115 @@ def run_embed(inputs: Sequence[Any], out: str, model: Any, fmt: Optional[str] = 
     embedded = 0
     t0 = time.perf_counter()
     progress(TASK, already, total)
-    # Decoding costs ~1/6 of a PP-ShiTuV2 forward pass per image: half the cores keep the model fed
+    own_pool = getattr(model, "stream_pool", None)
+    sp = streams_mod.plan(streams, threads, len(todo), getattr(model, "device", "cpu"),
+                          getattr(model, "recipe", None) is not None)
+
+    def record(items: List[InputItem], res: streams_mod.BatchResult) -> None:
+        nonlocal embedded
+        for row, reason in res.errors:
+            errors.append({"input_path": items[row].input_path or "", "error": reason})
+        if res.rows:
+            writer.write([items[r].input_path or "" for r in res.rows], res.feats)
+            embedded += len(res.rows)
+        progress(TASK, already + embedded + len(errors), total)
+
+    batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+    pool: Any = None
+    used_streams = 1
+    try:
+        if own_pool is not None or sp.streams > 1:
+            # the model's own pool (FeatureModel.start_streams) or one for this job; a parent model
+            # built with the per-stream thread count is one of the streams
+            joins = getattr(model, "cpu_threads", None) == sp.threads
+            pool = own_pool or streams_mod.StreamPool(model, sp.streams - 1 if joins else sp.streams,
+                                                      sp.threads, joins)
+            used_streams = pool.streams
+            pool.run(batches, lambda res: record(batches[res.batch_id], res), stop)
+        else:
+            pool = _threaded(model, batches, record, stop, num_workers)
+    except KeyboardInterrupt:
+        _stop(pool, model)
+        writer.suspend()  # keep FILE.part for --resume
+        _write_errors(errors_path, errors)
+        raise Interrupted(f"interrupted after {embedded} new images; partial output kept in {writer.part_path}",
+                          hint="rerun the same command with --resume to continue") from None
+    except BaseException:
+        _stop(pool, model)
+        writer.suspend()
+        _write_errors(errors_path, errors)
+        raise
+    if isinstance(pool, streams_mod.StreamPool) and pool is not own_pool:
+        pool.close()
+    seconds = time.perf_counter() - t0
+    writer.finish()
+    _write_errors(errors_path, errors)
+    return EmbedResult(str(out_path), fmt, model.name, model.backend, model.device, batch_size, total, embedded,
+                       already, len(errors), seconds, str(errors_path) if errors else None,
+                       f"{shard_t[0]}/{shard_t[1]}" if shard_t else None, str(getattr(model, "precision", "fp32")),
+                       used_streams)
+
+
+def _threaded(model: Any, batches: List[List[InputItem]],
+              record: Callable[[List[InputItem], streams_mod.BatchResult], None],
+              stop: Optional[Callable[[], bool]], num_workers: Optional[int]) -> None:
+    """One process: decode threads fill batch buffers ahead while the main thread runs the model."""
+    # Decoding costs a fraction of a forward pass per image: half the cores keep the model fed
     # without starving the inference threads (measured in benchmarks/embed.py).
     workers = num_workers or max(1, cpu_count() // 2)
     # Batches are submitted ahead so the decode threads work while the model runs; each keeps its
     # preallocated buffer, so memory stays at a few batches whatever the number of images.
-    ahead = max(2, -(-4 * workers // batch_size))
-    chunks = (todo[i:i + batch_size] for i in range(0, len(todo), batch_size))
+    ahead = max(2, -(-4 * workers // max(1, len(batches[0]) if batches else 1)))
     window: Deque[_Chunk] = deque()
 
-    def take(chunk: _Chunk) -> None:
-        nonlocal embedded
+    def take(chunk: _Chunk, batch_id: int) -> None:
         rows: List[int] = []
         arrays: List[np.ndarray] = []
-        for row, (item, fut) in enumerate(zip(chunk.items, chunk.futures)):
+        errs: List[Tuple[int, str]] = []
+        for row, fut in enumerate(chunk.futures):
             try:
                 arr = fut.result()
             except ImgfeatError as exc:
-                errors.append({"input_path": item.input_path or "", "error": exc.message})
+                errs.append((row, exc.message))
             except Exception as exc:  # an unexpected decoder failure is still one bad file
-                errors.append({"input_path": item.input_path or "", "error": f"{exc.__class__.__name__}: {exc}"})
+                errs.append((row, f"{exc.__class__.__name__}: {exc}"))
             else:
                 rows.append(row)
                 if chunk.buf is None:
                     arrays.append(arr)
             if stop is not None and stop():
                 raise KeyboardInterrupt
+        feats = np.empty((0, 0), np.float32)
         if rows:
             if chunk.buf is None:
                 batch = np.stack(arrays)
             else:
                 batch = chunk.buf if len(rows) == len(chunk.items) else chunk.buf[rows]
             feats = model.embed_batch(batch)
-            writer.write([chunk.items[r].input_path or "" for r in rows], feats)
-            embedded += len(rows)
-        progress(TASK, already + embedded + len(errors), total)
+        record(chunk.items, streams_mod.BatchResult(batch_id, rows, feats, errs))
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imgfeat-decode")
     try:
-        for items in chunks:
+        done = 0
+        for items in batches:
             window.append(_submit(pool, model, items))
             if len(window) > ahead:
-                take(window.popleft())
+                take(window.popleft(), done)
+                done += 1
         while window:
-            take(window.popleft())
-    except KeyboardInterrupt:
-        _cancel(pool, window)
-        writer.suspend()  # keep FILE.part for --resume
-        _write_errors(errors_path, errors)
-        raise Interrupted(f"interrupted after {embedded} new images; partial output kept in {writer.part_path}",
-                          hint="rerun the same command with --resume to continue") from None
-    except BaseException:
-        _cancel(pool, window)
-        writer.suspend()
-        _write_errors(errors_path, errors)
-        raise
-    pool.shutdown()
-    seconds = time.perf_counter() - t0
-    writer.finish()
-    _write_errors(errors_path, errors)
-    return EmbedResult(str(out_path), fmt, model.name, model.backend, model.device, batch_size, total, embedded,
-                       already, len(errors), seconds, str(errors_path) if errors else None,
-                       f"{shard_t[0]}/{shard_t[1]}" if shard_t else None, str(getattr(model, "precision", "fp32")))
+            take(window.popleft(), done)
+            done += 1
+    finally:
+        # drop queued decodes and wait for running ones (they write into buffers we own)
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _cancel(pool: ThreadPoolExecutor, window: Deque[_Chunk]) -> None:
-    """Drop queued decodes and wait for the running ones (they write into buffers we own)."""
-    pool.shutdown(wait=True, cancel_futures=True)
-    window.clear()
+def _stop(pool: Any, model: Any) -> None:
+    """Stop worker processes at once (their queued batches are dropped; resume redoes them)."""
+    if isinstance(pool, streams_mod.StreamPool):
+        pool.terminate()
+        if getattr(model, "stream_pool", None) is pool:
+            model.stream_pool = None
 
 
 def _write_errors(path: Path, errors: List[Dict[str, str]]) -> None:

@@ -174,6 +174,10 @@ class FeatureModel:
         self.transform_ops = list(transform_ops)
         self.source = source
         self.layer = layer  # the dygraph layer when built from a checkpoint (export uses it)
+        #: how to rebuild this model in another process (inference folders only; see core/streams)
+        self.recipe: Optional[Dict[str, Any]] = None
+        self.cpu_threads: Optional[int] = None  # CPU inference threads, when known
+        self.stream_pool: Any = None  # worker replicas started by start_streams()
 
     def __repr__(self) -> str:
         return f"FeatureModel({self.name!r}, source={self.source!r}, backend={self.backend!r}, device={self.device!r})"
@@ -209,11 +213,23 @@ class FeatureModel:
         hpi.validate(backend, precision, kind)
         if "auto" in (backend, precision):
             w, h = prep.input_size or (224, 224)
-            _, runner = hpi.choose_auto(path, device, cpu_threads, batch_size, (h, w), backend, precision,
-                                        log or (lambda m: None))
+            choice, runner = hpi.choose_auto(path, device, cpu_threads, batch_size, (h, w), backend, precision,
+                                             log or (lambda m: None))
         else:
-            runner = hpi.make_runner(path, device, cpu_threads, hpi.HpiChoice(backend, precision))
-        return cls(str(model_name), runner, prep, ops, str(path))
+            choice = hpi.HpiChoice(backend, precision)
+            runner = hpi.make_runner(path, device, cpu_threads, choice)
+        model = cls(str(model_name), runner, prep, ops, str(path))
+        model.cpu_threads = cpu_threads or cpu_count()
+        model.recipe = {"model_dir": str(path), "name": name, "device": device, "resize_mode": resize_mode,
+                        "backend": choice.backend, "precision": choice.precision}
+        return model
+
+    @classmethod
+    def from_recipe(cls, recipe: Dict[str, Any], cpu_threads: Optional[int] = None) -> "FeatureModel":
+        """The same model again (another process, another thread count), backend already chosen."""
+        return cls.from_inference_dir(recipe["model_dir"], name=recipe["name"], device=recipe["device"],
+                                      cpu_threads=cpu_threads, resize_mode=recipe["resize_mode"],
+                                      backend=recipe["backend"], precision=recipe["precision"])
 
     @classmethod
     def from_checkpoint(cls, spec: ModelSpec, weights: str, device: Optional[str] = None, tag: Optional[str] = None,
@@ -229,6 +245,31 @@ class FeatureModel:
         if size and size != 224:
             ops[0] = {"ResizeImage": {**ops[0]["ResizeImage"], "size": [int(size)] * 2}}
         return cls(spec.name, DygraphRunner(layer, device), pp.build(ops, resize_mode), ops, weights, layer=layer)
+
+    def start_streams(self, workers: int, threads: Optional[int] = None) -> None:
+        """Start ``workers`` replica processes that ``imgfeat_cli.core.embed.run_embed`` keeps using
+        until :meth:`close` (see :mod:`imgfeat_cli.core.streams`): worth it for repeated large jobs,
+        since each replica takes about 2 s to start. The model itself joins in when it runs with
+        ``threads`` inference threads."""
+        from imgfeat_cli.core.streams import StreamPool
+
+        if self.recipe is None:
+            raise ModelError("streams need an inference folder", hint="export the checkpoint first (imgfeat export)")
+        self.close()
+        per = threads or self.cpu_threads or cpu_count()
+        self.stream_pool = StreamPool(self, workers, per, parent_joins=self.cpu_threads == per)
+
+    def close(self) -> None:
+        """Stop the replica processes, if any."""
+        if self.stream_pool is not None:
+            self.stream_pool.close()
+            self.stream_pool = None
+
+    def __enter__(self) -> "FeatureModel":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     def embed_arrays(self, chw: Sequence[np.ndarray]) -> np.ndarray:
         """Run pre-processed CHW arrays through the model; return L2-normalised features."""

@@ -1,0 +1,114 @@
+"""Inference streams (model replicas in worker processes): same output as one process, errors,
+interruption, and the plan. Each worker imports paddle (~2 s), so the jobs here are small."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import shared_path
+from imgfeat_cli import create_model
+from imgfeat_cli.core import streams
+from imgfeat_cli.core.embed import run_embed
+from imgfeat_cli.core.errors import Interrupted, ModelError, UsageError
+
+
+@pytest.fixture(scope="module")
+def model_dir() -> str:
+    return str(shared_path("fixtures", "ppshituv2_rec_seed0", "inference"))
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    rng = np.random.default_rng(2)
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i in range(22):
+        Image.fromarray(rng.integers(0, 255, (30 + i, 40, 3), dtype=np.uint8)).save(root / f"p{i:02d}.jpg")
+    (root / "p05.jpg").write_bytes((root / "p05.jpg").read_bytes()[:100])  # truncated
+    return root
+
+
+def _rows(out: Path) -> dict:
+    return {r["input_path"]: r["feature"] for r in map(json.loads, out.read_text().splitlines())}
+
+
+def test_streams_give_the_same_output_as_one_process(photos, model_dir, tmp_path):
+    model = create_model(model_dir=model_dir, cpu_threads=1)
+    one = run_embed([str(photos)], str(tmp_path / "one.jsonl"), model, batch_size=4, streams=1)
+    two = run_embed([str(photos)], str(tmp_path / "two.jsonl"), model, batch_size=4, streams=3)
+    assert one.streams == 1 and two.streams == 3  # the parent (1 thread, like the plan) + 2 workers
+    assert two.embedded == one.embedded == 21 and two.failed == one.failed == 1
+    lines_one = (tmp_path / "one.jsonl").read_text().splitlines()
+    lines_two = (tmp_path / "two.jsonl").read_text().splitlines()
+    assert [json.loads(l)["input_path"] for l in lines_two] == [json.loads(l)["input_path"] for l in lines_one]
+    a, b = _rows(tmp_path / "one.jsonl"), _rows(tmp_path / "two.jsonl")
+    for k in a:  # same batches, same predictor configuration: identical floats
+        np.testing.assert_array_equal(np.float32(a[k]), np.float32(b[k]))
+    errs = (tmp_path / "two.jsonl.errors.jsonl").read_text()
+    assert "p05.jpg" in errs and "truncated" in errs
+
+
+def test_persistent_streams_are_reused_and_closed(photos, model_dir, tmp_path):
+    with create_model(model_dir=model_dir, cpu_threads=1) as model:
+        model.start_streams(1)
+        pool = model.stream_pool
+        for name in ("a.npy", "b.npy"):
+            res = run_embed([str(photos)], str(tmp_path / name), model, fmt="npy", batch_size=4)
+            assert res.streams == 2 and model.stream_pool is pool
+        np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+        procs = list(pool.procs)
+    assert model.stream_pool is None and all(not p.is_alive() for p in procs)
+
+
+def test_a_stream_that_cannot_start_is_a_clear_error(photos, model_dir, tmp_path):
+    model = create_model(model_dir=model_dir)
+    model.recipe = dict(model.recipe, model_dir=str(tmp_path / "gone"))
+    with pytest.raises(ModelError, match="inference stream 0 could not start: .*gone"):
+        run_embed([str(photos)], str(tmp_path / "x.jsonl"), model, batch_size=4, streams=2)
+    assert (tmp_path / "x.jsonl.part").exists() and not (tmp_path / "x.jsonl").exists()
+
+
+def test_interrupted_streams_resume_without_duplicates(photos, model_dir, tmp_path):
+    model = create_model(model_dir=model_dir, cpu_threads=1)
+    out = tmp_path / "f.jsonl"
+    calls = {"n": 0}
+
+    def stop() -> bool:  # checked once per written batch
+        calls["n"] += 1
+        return calls["n"] >= 2
+
+    with pytest.raises(Interrupted):
+        run_embed([str(photos)], str(out), model, batch_size=4, streams=2, stop=stop)
+    res = run_embed([str(photos)], str(out), model, batch_size=4, streams=2, resume=True)
+    assert res.already_done == 7 and res.embedded == 14 and res.failed == 1  # p05 is retried, fails again
+    assert len(out.read_text().splitlines()) == 21 == len(_rows(out))
+
+
+def test_plan(monkeypatch):
+    monkeypatch.setattr(streams, "cpu_count", lambda: 2)
+    assert streams.plan(None, None, 10, "cpu") == streams.StreamPlan(1, 2)  # small job: one process
+    assert streams.plan(None, None, 5000, "cpu") == streams.StreamPlan(2, 1)
+    assert streams.plan(None, None, 5000, "gpu:0") == streams.StreamPlan(1, 2)
+    assert streams.plan(None, None, 5000, "cpu", rebuildable=False) == streams.StreamPlan(1, 2)
+    assert streams.plan(3, None, 10, "cpu") == streams.StreamPlan(3, 1)
+    monkeypatch.setattr(streams, "cpu_count", lambda: 16)
+    assert streams.plan(None, None, 5000, "cpu") == streams.StreamPlan(4, 4)
+    with pytest.raises(UsageError, match="needs an inference folder on CPU"):
+        streams.plan(2, None, 10, "cpu", rebuildable=False)
+
+
+def test_cli_streams(invoke, photos, model_dir, tmp_path):
+    res = invoke("embed", photos, "--model-dir", model_dir, "--out", tmp_path / "c.jsonl", "-b", 4,
+                 "--streams", 2, "--json")
+    assert res.exit_code == 4, res.output  # one input skipped
+    doc = json.loads(res.stdout)
+    assert doc["streams"] == 2 and doc["embedded"] == 21
+    bad = invoke("embed", photos, "--weights", tmp_path / "w.pdparams", "--model", "PP-ShiTuV2_rec",
+                 "--out", tmp_path / "d.jsonl", "--streams", 2)
+    assert bad.exit_code == 2 and "needs an inference folder on CPU" in bad.stderr
+    zero = invoke("embed", photos, "--model-dir", model_dir, "--out", tmp_path / "e.jsonl", "--streams", 0)
+    assert zero.exit_code == 2 and "Predict.streams" in zero.stderr
