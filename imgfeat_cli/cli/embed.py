@@ -80,7 +80,7 @@ def register(app: typer.Typer) -> None:
                                                        "[default: the cores this process may use, split "
                                                        "between streams].", show_default=False)] = None,
         streams: Annotated[Optional[int], typer.Option("--streams", help="Model replicas in worker processes (CPU) "
-                                                       "[default: auto, several for 256+ images on multi-core "
+                                                       "[default: auto, several for 2048+ images on multi-core "
                                                        "CPUs]; 1 = one process.", show_default=False)] = None,
         config: ConfigOpt = None, override: OverrideOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False,
     ) -> None:

@@ -4,15 +4,15 @@ Why processes: ``paddle.inference`` keeps the GIL for the whole forward pass, so
 the same process stall while the model runs, and one predictor spread over all cores pays OpenMP
 synchronisation on every layer. Several single-threaded (or few-threaded) replicas, each decoding
 its own batches, keep every core busy with useful work. On the 2-core development machine two
-1-thread streams embed 15-20% more images per second than one 2-thread predictor, in fp32 and bf16
-(``benchmarks/embed.py --streams``).
+1-thread streams embed about 10% more images per second than one 2-thread predictor in fp32 and
+about 15% in bf16, once started (``benchmarks/compare_paddlex.py --streams 2``).
 
 How: each worker process (``spawn``, so no paddle/OpenMP state is forked) rebuilds the model from
 its :attr:`~imgfeat_cli.models.api.FeatureModel.recipe` with the already-resolved backend and
 precision, then takes batches of paths from one shared queue (so faster workers take more) and
 sends back features and per-image errors through its own pipe. While the workers start (about 2 s:
-importing paddle, building the predictor), the parent embeds batches itself, so small jobs lose
-nothing. Results are written in input order. Workers ignore Ctrl-C; the parent stops them.
+importing paddle, building the predictor), the parent embeds batches itself; start-up still costs
+about as much as streams gain on a thousand images, hence :data:`MIN_IMAGES`. Results are written in input order. Workers ignore Ctrl-C; the parent stops them.
 """
 from __future__ import annotations
 
@@ -30,8 +30,10 @@ from imgfeat_cli.core.errors import ImgfeatError, ModelError, UsageError
 from imgfeat_cli.core.inputs import InputItem
 from imgfeat_cli.core.progress import cpu_count
 
-#: Below this many images a single in-process predictor wins (workers take ~2 s to start).
-MIN_IMAGES = 256
+#: Below this many images one process wins: each worker takes ~2 s to start. Measured on 2 cores
+#: with ``imgfeat embed`` (PP-ShiTuV2, fp32): 1069 images 14.2 s either way, 4276 images 50.7 s
+#: with two streams against 55.9 s in one process.
+MIN_IMAGES = 2048
 
 
 @dataclass(frozen=True)
