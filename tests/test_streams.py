@@ -60,6 +60,8 @@ def test_persistent_streams_are_reused_and_closed(photos, model_dir, tmp_path):
             res = run_embed([str(photos)], str(tmp_path / name), model, fmt="npy", batch_size=4)
             assert res.streams == 2 and model.stream_pool is pool
         np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+        alone = run_embed([str(photos)], str(tmp_path / "c.npy"), model, fmt="npy", batch_size=4, streams=1)
+        assert alone.streams == 1 and model.stream_pool is pool  # --streams 1 bypasses the pool
         procs = list(pool.procs)
     assert model.stream_pool is None and all(not p.is_alive() for p in procs)
 

@@ -13,7 +13,14 @@ from typing_extensions import Annotated
 from imgfeat_cli.cli.common import (ConfigOpt, DeviceOpt, JsonOpt, ModelDirOpt, ModelOpt, Output,
                                      OverrideOpt, QuietOpt, WeightsOpt, handle_errors)
 
-DEFAULT_EMBED_BATCH = 16
+#: Images per forward pass when --batch-size is not given. On CPU, 8 is the fastest end to end for
+#: every backend and precision measured on the 2-core development machine (benchmarks/
+#: compare_paddlex.py: batch 16 is 5-15% slower, batch 32 more); GPUs want larger batches.
+DEFAULT_EMBED_BATCH = {"cpu": 8, "gpu": 32}
+
+
+def default_batch(device: Optional[str]) -> int:
+    return DEFAULT_EMBED_BATCH["gpu" if str(device or "cpu").startswith("gpu") else "cpu"]
 
 
 def summary_table(res: dict) -> Table:
@@ -44,7 +51,7 @@ def load_model(cfg: dict, out: Output, cpu_threads: Optional[int] = None) -> obj
     return create_model(None if pred["model_dir"] else glob["model"], model_dir=pred["model_dir"],
                         weights=pred["weights"], device=glob["device"], cpu_threads=cpu_threads or pred["cpu_threads"],
                         backend=pred.get("backend", "paddle"), precision=pred.get("precision", "fp32"),
-                        hpi_config={"batch_size": pred["batch_size"] or DEFAULT_EMBED_BATCH}, log=out.log)
+                        hpi_config={"batch_size": pred["batch_size"] or default_batch(glob["device"])}, log=out.log)
 
 
 def register(app: typer.Typer) -> None:
@@ -61,7 +68,8 @@ def register(app: typer.Typer) -> None:
         weights: WeightsOpt = None,
         device: DeviceOpt = None,
         batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help=f"Images per forward pass "
-                                                          f"[default: {DEFAULT_EMBED_BATCH}].", show_default=False)] = None,
+                                                          f"[default: {DEFAULT_EMBED_BATCH['cpu']} on CPU, {DEFAULT_EMBED_BATCH['gpu']} "
+                                                          "on GPU].", show_default=False)] = None,
         fmt: Annotated[Optional[str], typer.Option("--format", help="jsonl or npy [default: from --out].",
                                                    show_default=False)] = None,
         fp16: Annotated[bool, typer.Option("--fp16", help="Store features as float16.")] = False,
@@ -111,7 +119,7 @@ def register(app: typer.Typer) -> None:
             raise UsageError("no output file given", hint="use --out feats.jsonl (or .npy)")
         if pred["model_dir"] and pred["weights"]:
             raise UsageError("give either --model-dir or --weights, not both")
-        bs = pred["batch_size"] or DEFAULT_EMBED_BATCH
+        bs = pred["batch_size"] or default_batch(cfg["Global"]["device"])
         # plan the streams before loading, so the model here runs with the per-stream threads and
         # is one of them
         plan = streams_plan(pred.get("streams"), pred["cpu_threads"], len(collect_inputs(sources, parse_shard(shard))),

@@ -145,7 +145,7 @@ def run_embed(inputs: Sequence[Any], out: str, model: Any, fmt: Optional[str] = 
     embedded = 0
     t0 = time.perf_counter()
     progress(TASK, already, total)
-    own_pool = getattr(model, "stream_pool", None)
+    own_pool = getattr(model, "stream_pool", None) if streams != 1 else None
     sp = streams_mod.plan(streams, threads, len(todo), getattr(model, "device", "cpu"),
                           getattr(model, "recipe", None) is not None)
 
