@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from imgfeat_cli.cli.app import app
@@ -23,6 +25,22 @@ def shared_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared material {path} is absent (set IMGFEAT_SHARED to its folder)")
     return path
+
+
+@pytest.fixture(scope="module")
+def model_dir() -> str:
+    """The PP-ShiTuV2_rec reference fixture's inference folder (read only)."""
+    return str(shared_path("fixtures", "ppshituv2_rec_seed0", "inference"))
+
+
+def make_photos(root: Path, sizes: list, seed: int, subdir_odd: bool = False) -> Path:
+    """Small random JPEGs named p00.jpg...; odd ones in ``b/`` when ``subdir_odd``."""
+    rng = np.random.default_rng(seed)
+    (root / "b").mkdir(parents=True, exist_ok=True)
+    for i, (h, w) in enumerate(sizes):
+        sub = root / ("b" if subdir_odd and i % 2 else "")
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(sub / f"p{i}.jpg")
+    return root
 
 
 @pytest.fixture

@@ -7,26 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from conftest import shared_path
+from conftest import make_photos, shared_path
 from imgfeat_cli import create_model
-
-
-@pytest.fixture(scope="module")
-def model_dir() -> str:
-    return str(shared_path("fixtures", "ppshituv2_rec_seed0", "inference"))
 
 
 @pytest.fixture
 def photos(tmp_path) -> Path:
-    rng = np.random.default_rng(1)
-    root = tmp_path / "photos"
-    (root / "b").mkdir(parents=True)
-    for i in range(7):
-        sub = root / ("b" if i % 2 else "")
-        Image.fromarray(rng.integers(0, 255, (40 + i, 50, 3), dtype=np.uint8)).save(sub / f"p{i}.jpg")
-    return root
+    return make_photos(tmp_path / "photos", [(40 + i, 50) for i in range(7)], seed=1, subdir_odd=True)
 
 
 def _jsonl(path: Path) -> dict:

@@ -7,28 +7,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from conftest import shared_path
+from conftest import make_photos
 from imgfeat_cli import create_model
 from imgfeat_cli.core import streams
 from imgfeat_cli.core.embed import run_embed
 from imgfeat_cli.core.errors import Interrupted, ModelError, UsageError
 
 
-@pytest.fixture(scope="module")
-def model_dir() -> str:
-    return str(shared_path("fixtures", "ppshituv2_rec_seed0", "inference"))
-
-
 @pytest.fixture
 def photos(tmp_path) -> Path:
-    rng = np.random.default_rng(2)
-    root = tmp_path / "photos"
-    root.mkdir()
-    for i in range(22):
-        Image.fromarray(rng.integers(0, 255, (30 + i, 40, 3), dtype=np.uint8)).save(root / f"p{i:02d}.jpg")
-    (root / "p05.jpg").write_bytes((root / "p05.jpg").read_bytes()[:100])  # truncated
+    root = make_photos(tmp_path / "photos", [(30 + i, 40) for i in range(22)], seed=2)
+    (root / "p5.jpg").write_bytes((root / "p5.jpg").read_bytes()[:100])  # truncated
     return root
 
 
@@ -49,7 +39,7 @@ def test_streams_give_the_same_output_as_one_process(photos, model_dir, tmp_path
     for k in a:  # same batches, same predictor configuration: identical floats
         np.testing.assert_array_equal(np.float32(a[k]), np.float32(b[k]))
     errs = (tmp_path / "two.jsonl.errors.jsonl").read_text()
-    assert "p05.jpg" in errs and "truncated" in errs
+    assert "p5.jpg" in errs and "truncated" in errs
 
 
 def test_persistent_streams_are_reused_and_closed(photos, model_dir, tmp_path):
@@ -86,7 +76,7 @@ def test_interrupted_streams_resume_without_duplicates(photos, model_dir, tmp_pa
     with pytest.raises(Interrupted):
         run_embed([str(photos)], str(out), model, batch_size=4, streams=2, stop=stop)
     res = run_embed([str(photos)], str(out), model, batch_size=4, streams=2, resume=True)
-    assert res.already_done == 7 and res.embedded == 14 and res.failed == 1  # p05 is retried, fails again
+    assert res.already_done == 8 and res.embedded == 13 and res.failed == 1  # p5 is retried, fails again
     assert len(out.read_text().splitlines()) == 21 == len(_rows(out))
 
 
@@ -112,5 +102,7 @@ def test_cli_streams(invoke, photos, model_dir, tmp_path):
     bad = invoke("embed", photos, "--weights", tmp_path / "w.pdparams", "--model", "PP-ShiTuV2_rec",
                  "--out", tmp_path / "d.jsonl", "--streams", 2)
     assert bad.exit_code == 2 and "needs an inference folder on CPU" in bad.stderr
+    plain = invoke("embed", photos, "--model-dir", model_dir, "--out", tmp_path / "p.jsonl", "--json")
+    assert json.loads(plain.stdout)["batch_size"] == 8 and json.loads(plain.stdout)["streams"] == 1  # CPU defaults
     zero = invoke("embed", photos, "--model-dir", model_dir, "--out", tmp_path / "e.jsonl", "--streams", 0)
     assert zero.exit_code == 2 and "Predict.streams" in zero.stderr
