@@ -1,3 +1,5 @@
+"""``python -m imgfeat_cli``: the same as the ``imgfeat`` command."""
 from imgfeat_cli.cli.app import main
 
-main()
+if __name__ == "__main__":  # spawned worker processes (inference streams) import this module
+    main()

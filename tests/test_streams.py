@@ -89,6 +89,8 @@ def test_plan(monkeypatch):
     assert streams.plan(3, None, 10, "cpu") == streams.StreamPlan(3, 1)
     monkeypatch.setattr(streams, "cpu_count", lambda: 16)
     assert streams.plan(None, None, 5000, "cpu") == streams.StreamPlan(4, 4)
+    monkeypatch.setattr(streams, "cpu_count", lambda: 128)
+    assert streams.plan(None, None, 5000, "cpu") == streams.StreamPlan(8, 4)  # memory: at most 8 replicas
     with pytest.raises(UsageError, match="needs an inference folder on CPU"):
         streams.plan(2, None, 10, "cpu", rebuildable=False)
 

@@ -34,6 +34,8 @@ from imgfeat_cli.core.progress import cpu_count
 #: with ``imgfeat embed`` (PP-ShiTuV2, fp32): 1069 images 14.2 s either way, 4276 images 50.7 s
 #: with two streams against 55.9 s in one process.
 MIN_IMAGES = 2048
+#: Each replica holds its own paddle runtime and weights (a few hundred MB): auto stops here.
+MAX_AUTO_STREAMS = 8
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ def plan(requested: Optional[int], threads: Optional[int], n_images: int, device
         if n_images < MIN_IMAGES or cores < 2:
             return StreamPlan(1, threads or cores)
         per = threads or (1 if cores <= 3 else 2 if cores <= 8 else 4)
-        return StreamPlan(max(1, cores // per), per)
+        return StreamPlan(max(1, min(MAX_AUTO_STREAMS, cores // per)), per)
     return StreamPlan(requested, threads or max(1, cores // requested))
 
 
