@@ -28,7 +28,7 @@ import numpy as np
 
 from imgfeat_cli.core import fsutil
 from imgfeat_cli.core import streams as streams_mod
-from imgfeat_cli.core.errors import ImgfeatError, Interrupted, UsageError
+from imgfeat_cli.core.errors import Interrupted, UsageError
 from imgfeat_cli.core.inputs import InputItem, expand
 from imgfeat_cli.core.progress import ProgressFn, cpu_count, null_progress
 from imgfeat_cli.core.writers import open_writer, output_format
@@ -97,7 +97,7 @@ def collect_inputs(inputs: Sequence[Any], shard: Optional[Tuple[int, int]] = Non
 
 @dataclass
 class _Chunk:
-    """One batch in flight: its items, the preallocated batch buffer the decode workers write their
+    """One batch in flight: its items, the preallocated batch buffer the decode threads write their
     rows into (``None`` when image sizes vary), and one future per item."""
 
     items: List[InputItem]
@@ -106,11 +106,8 @@ class _Chunk:
 
 
 def _submit(pool: ThreadPoolExecutor, model: Any, items: List[InputItem]) -> _Chunk:
-    shape = getattr(model, "input_shape", None)
-    if shape is None:
-        return _Chunk(items, None, [pool.submit(model.preprocess, it) for it in items])
-    buf = np.empty((len(items),) + tuple(shape), dtype=np.float32)
-    return _Chunk(items, buf, [pool.submit(model.preprocess_into, it, row) for it, row in zip(items, buf)])
+    buf, jobs = streams_mod.row_jobs(model, items)
+    return _Chunk(items, buf, [pool.submit(job) for job in jobs])
 
 
 def run_embed(inputs: Sequence[Any], out: str, model: Any, fmt: Optional[str] = None, batch_size: int = 8,
@@ -206,31 +203,13 @@ def _threaded(model: Any, batches: List[List[InputItem]],
     ahead = max(2, -(-4 * workers // max(1, len(batches[0]) if batches else 1)))
     window: Deque[_Chunk] = deque()
 
+    def check_stop() -> None:
+        if stop is not None and stop():
+            raise KeyboardInterrupt
+
     def take(chunk: _Chunk, batch_id: int) -> None:
-        rows: List[int] = []
-        arrays: List[np.ndarray] = []
-        errs: List[Tuple[int, str]] = []
-        for row, fut in enumerate(chunk.futures):
-            try:
-                arr = fut.result()
-            except ImgfeatError as exc:
-                errs.append((row, exc.message))
-            except Exception as exc:  # an unexpected decoder failure is still one bad file
-                errs.append((row, f"{exc.__class__.__name__}: {exc}"))
-            else:
-                rows.append(row)
-                if chunk.buf is None:
-                    arrays.append(arr)
-            if stop is not None and stop():
-                raise KeyboardInterrupt
-        feats = np.empty((0, 0), np.float32)
-        if rows:
-            if chunk.buf is None:
-                batch = np.stack(arrays)
-            else:
-                batch = chunk.buf if len(rows) == len(chunk.items) else chunk.buf[rows]
-            feats = model.embed_batch(batch)
-        record(chunk.items, streams_mod.BatchResult(batch_id, rows, feats, errs))
+        res = streams_mod.assemble(model, batch_id, chunk.buf, [f.result for f in chunk.futures], check_stop)
+        record(chunk.items, res)
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imgfeat-decode")
     try:

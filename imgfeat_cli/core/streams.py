@@ -21,6 +21,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing.connection import wait
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -79,33 +80,50 @@ class BatchResult:
     errors: List[Tuple[int, str]]
 
 
-def embed_items(model: Any, batch_id: int, items: Sequence[InputItem]) -> BatchResult:
-    """Decode, pre-process and embed one batch in this process (no threads)."""
+def row_jobs(model: Any, items: Sequence[InputItem]) -> Tuple[Optional[np.ndarray], List[Callable[[], Any]]]:
+    """One decode job per item. With a fixed input shape each job writes its row of a fresh batch
+    buffer (returned first); otherwise each returns its array and the buffer is ``None``."""
     shape = model.input_shape
+    if shape is None:
+        return None, [partial(model.preprocess, it) for it in items]
+    buf = np.empty((len(items),) + tuple(shape), np.float32)
+    return buf, [partial(model.preprocess_into, it, row) for it, row in zip(items, buf)]
+
+
+def assemble(model: Any, batch_id: int, buf: Optional[np.ndarray], outcomes: Sequence[Callable[[], Any]],
+             after_each: Optional[Callable[[], None]] = None) -> BatchResult:
+    """Collect each row's decode (``outcomes``: a job, or a future's ``result``), record the
+    failures, then embed the rows that worked in one forward pass. ``after_each`` runs after every
+    row (the caller's interruption check)."""
     rows: List[int] = []
     errors: List[Tuple[int, str]] = []
     arrays: List[np.ndarray] = []
-    buf = np.empty((len(items),) + tuple(shape), np.float32) if shape is not None else None
-    for row, item in enumerate(items):
+    for row, outcome in enumerate(outcomes):
         try:
-            if buf is not None:
-                model.preprocess_into(item, buf[row])
-            else:
-                arrays.append(model.preprocess(item))
+            arr = outcome()
         except ImgfeatError as exc:
             errors.append((row, exc.message))
-            continue
         except Exception as exc:  # an unexpected decoder failure is still one bad file
             errors.append((row, f"{exc.__class__.__name__}: {exc}"))
-            continue
-        rows.append(row)
+        else:
+            rows.append(row)
+            if buf is None:
+                arrays.append(arr)
+        if after_each is not None:
+            after_each()
     if not rows:
         return BatchResult(batch_id, rows, np.empty((0, 0), np.float32), errors)
     if buf is None:
         batch = np.stack(arrays)
     else:
-        batch = buf if len(rows) == len(items) else buf[rows]
+        batch = buf if len(rows) == len(outcomes) else buf[rows]
     return BatchResult(batch_id, rows, model.embed_batch(batch), errors)
+
+
+def embed_items(model: Any, batch_id: int, items: Sequence[InputItem]) -> BatchResult:
+    """Decode, pre-process and embed one batch in this process (no threads)."""
+    buf, jobs = row_jobs(model, items)
+    return assemble(model, batch_id, buf, jobs)
 
 
 def _worker(rank: int, recipe: Dict[str, Any], threads: int, tasks: Any, conn: Any) -> None:

@@ -305,13 +305,10 @@ class FeatureModel:
             yield from self._run(batch)
 
     def _run(self, items: List[InputItem]) -> Iterator[FeatureResult]:
-        shape = self.input_shape
-        if shape is None:
-            feats = self.embed_arrays([self.preprocess(it) for it in items])
-        else:
-            batch = np.empty((len(items),) + shape, dtype=np.float32)
-            for row, it in zip(batch, items):
-                self.preprocess_into(it, row)
-            feats = self.embed_batch(batch)
+        from imgfeat_cli.core.streams import row_jobs
+
+        buf, jobs = row_jobs(self, items)
+        arrays = [job() for job in jobs]  # a bad input raises here, as in PaddleX
+        feats = self.embed_batch(buf if buf is not None else np.stack(arrays))
         for it, f in zip(items, feats):
             yield FeatureResult(it.input_path, f)
