@@ -146,12 +146,12 @@ def run_embed(inputs: Sequence[Any], out: str, model: Any, fmt: Optional[str] = 
     sp = streams_mod.plan(streams, threads, len(todo), getattr(model, "device", "cpu"),
                           getattr(model, "recipe", None) is not None)
 
-    def record(items: List[InputItem], res: streams_mod.BatchResult) -> None:
+    def record(batch: List[InputItem], res: streams_mod.BatchResult) -> None:
         nonlocal embedded
         for row, reason in res.errors:
-            errors.append({"input_path": items[row].input_path or "", "error": reason})
+            errors.append({"input_path": batch[row].input_path or "", "error": reason})
         if res.rows:
-            writer.write([items[r].input_path or "" for r in res.rows], res.feats)
+            writer.write([batch[r].input_path or "" for r in res.rows], res.feats)
             embedded += len(res.rows)
         progress(TASK, already + embedded + len(errors), total)
 
@@ -168,7 +168,7 @@ def run_embed(inputs: Sequence[Any], out: str, model: Any, fmt: Optional[str] = 
             used_streams = pool.streams
             pool.run(batches, lambda res: record(batches[res.batch_id], res), stop)
         else:
-            pool = _threaded(model, batches, record, stop, num_workers)
+            _threaded(model, batches, record, stop, num_workers)
     except KeyboardInterrupt:
         _stop(pool, model)
         writer.suspend()  # keep FILE.part for --resume
