@@ -162,7 +162,9 @@ class StreamPool:
         self.model = model
         self.parent_joins = parent_joins
         self.threads = threads
-        self.tasks = ctx.SimpleQueue()
+        # a Queue, not a SimpleQueue: its feeder thread writes to the pipe, so a large task never
+        # blocks the parent while a worker is blocked sending it a result (a deadlock)
+        self.tasks = ctx.Queue()
         self.procs: List[Any] = []
         self.conns: List[Any] = []
         self.ready = 0
@@ -256,8 +258,13 @@ class StreamPool:
             if proc.is_alive():
                 proc.terminate()
                 proc.join(1.0)
+        self._close_queue()
+
+    def _close_queue(self) -> None:
         for conn in self.conns:
             conn.close()
+        self.tasks.cancel_join_thread()  # queued tasks for dead workers must not block our exit
+        self.tasks.close()
 
     def terminate(self) -> None:
         """Stop now (Ctrl-C, errors): queued batches are dropped, nothing of the user's is open."""
@@ -268,5 +275,4 @@ class StreamPool:
             proc.join(2.0)
             if proc.is_alive() and hasattr(os, "kill"):
                 os.kill(proc.pid, signal.SIGKILL)
-        for conn in self.conns:
-            conn.close()
+        self._close_queue()
