@@ -122,11 +122,12 @@ def register(app: typer.Typer) -> None:
         bs = pred["batch_size"] or default_batch(cfg["Global"]["device"])
         # plan the streams before loading, so the model here runs with the per-stream threads and
         # is one of them
-        plan = streams_plan(pred.get("streams"), pred["cpu_threads"], len(collect_inputs(sources, parse_shard(shard))),
-                            cfg["Global"]["device"], rebuildable=not pred["weights"])
+        items = collect_inputs(sources, parse_shard(shard))  # walked once: run_embed takes the items
+        plan = streams_plan(pred.get("streams"), pred["cpu_threads"], len(items), cfg["Global"]["device"],
+                            rebuildable=not pred["weights"])
         feature_model = load_model(cfg, out, plan.threads if plan.streams > 1 else None)
         with out.progress("images") as progress:
-            res = run_embed(sources, out_file, feature_model, pred["format"], bs, pred["fp16"], resume, overwrite,
+            res = run_embed(items, out_file, feature_model, pred["format"], bs, pred["fp16"], resume, overwrite,
                             shard, pred["num_workers"], progress, streams=plan.streams, threads=plan.threads)
         fsutil.write_text(Path(out_file).with_name(Path(out_file).name + ".config.yaml"), cfgmod.dump_yaml(cfg))
         doc = res.to_dict()

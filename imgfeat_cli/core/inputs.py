@@ -48,6 +48,9 @@ def expand(inputs: Any, strict: bool = True) -> Iterator[InputItem]:
         for item in inputs:
             yield from expand(item, strict)
         return
+    if isinstance(inputs, InputItem):  # already expanded (the CLI collects once, then embeds)
+        yield inputs
+        return
     if isinstance(inputs, dict):
         if "img" not in inputs:
             raise UsageError("a dict input needs an 'img' key", hint='e.g. {"img": "photo.jpg"}')

@@ -271,10 +271,6 @@ class FeatureModel:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def embed_arrays(self, chw: Sequence[np.ndarray]) -> np.ndarray:
-        """Run pre-processed CHW arrays through the model; return L2-normalised features."""
-        return self.embed_batch(np.stack(chw))
-
     def embed_batch(self, batch: np.ndarray) -> np.ndarray:
         """Run an ``NCHW`` float32 batch through the model; return L2-normalised features."""
         return pp.l2_normalize(self.runner(batch))
