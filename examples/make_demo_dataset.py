@@ -8,7 +8,7 @@ from random initialisation for a minute on 2 cores already retrieves clearly bet
 import sys
 from pathlib import Path
 
-from imgfeat_cli.core.synthetic import make_dataset
+from imgfeat_cli.datasets.synthetic import make_dataset
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "demo_dataset")
 entries = make_dataset(out, num_classes=8, per_class=24, size=96, seed=0, distinct_colours=True)

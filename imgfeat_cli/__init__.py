@@ -13,8 +13,12 @@ __all__ = ["__version__", "create_model", "list_models"]
 
 
 def __getattr__(name: str) -> Any:  # PEP 562 lazy exports
-    if name in ("create_model", "list_models"):
-        from imgfeat_cli.models import registry
+    if name == "create_model":
+        from imgfeat_cli.pipeline.predictor import create_model
 
-        return getattr(registry, name)
+        return create_model
+    if name == "list_models":
+        from imgfeat_cli.models.registry import list_models
+
+        return list_models
     raise AttributeError(f"module 'imgfeat_cli' has no attribute {name!r}")

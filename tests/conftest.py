@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from imgfeat_cli.cli.app import app
-from imgfeat_cli.core.synthetic import make_dataset
+from imgfeat_cli.datasets.synthetic import make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("IMGFEAT_SHARED", REPO.parent / "shared"))

@@ -3,7 +3,8 @@
 Routes are registered per test: ``server.add(path, data, mode=...)`` where mode is ``ok`` (honours
 Range), ``norange`` (ignores Range), ``drop`` (first response sends half the bytes then closes),
 ``flaky`` (first ``fails`` responses are 500), ``slow`` (paced chunks), or ``status`` (answers
-``status``). Every request is logged as (path, Range header, bytes sent).
+``status``). Every request is logged as (path, Range header, bytes the response carries), before
+the response is sent: a client that has its answer must find its request in the log already.
 """
 from __future__ import annotations
 
@@ -32,32 +33,32 @@ class Server:
                 route = server.routes.get(self.path)
                 rng = self.headers.get("Range")
                 if route is None:
+                    server.log.append((self.path, rng, 0))
                     self.send_response(404)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
-                    server.log.append((self.path, rng, 0))
                     return
                 route.hits += 1
                 if route.mode == "status" or (route.mode == "flaky" and route.hits <= route.fails):
+                    server.log.append((self.path, rng, 0))
                     self.send_response(route.status if route.mode == "status" else 500)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
-                    server.log.append((self.path, rng, 0))
                     return
                 start = 0
                 if rng and route.mode != "norange":
                     start = int(rng.split("=")[1].split("-")[0])
                 body = route.data[start:]
+                dropping = route.mode == "drop" and route.hits == 1
+                server.log.append((self.path, rng, len(body) // 2 if dropping else len(body)))
                 self.send_response(206 if start else 200)
                 if start:
                     self.send_header("Content-Range", f"bytes {start}-{len(route.data) - 1}/{len(route.data)}")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                if route.mode == "drop" and route.hits == 1:
-                    half = body[: len(body) // 2]
-                    self.wfile.write(half)
+                if dropping:
+                    self.wfile.write(body[: len(body) // 2])
                     self.wfile.flush()
-                    server.log.append((self.path, rng, len(half)))
                     self.close_connection = True
                     return
                 if route.mode == "slow":
@@ -66,7 +67,6 @@ class Server:
                         time.sleep(0.002)
                 else:
                     self.wfile.write(body)
-                server.log.append((self.path, rng, len(body)))
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"

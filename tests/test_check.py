@@ -7,7 +7,7 @@ from pathlib import Path
 from jsonschema import Draft202012Validator
 
 from conftest import shared_path
-from imgfeat_cli.core.config import load_schema
+from imgfeat_cli.common.config import load_schema
 
 
 def _codes(doc):

@@ -15,8 +15,8 @@ import pytest
 
 from conftest import shared_path
 from httpserver import Server
-from imgfeat_cli.core.download import download_file, extract_archive
-from imgfeat_cli.core.errors import DownloadError
+from imgfeat_cli.common.download import download_file, extract_archive
+from imgfeat_cli.common.errors import DownloadError
 
 DATA = os.urandom(200_000)
 SHA = hashlib.sha256(DATA).hexdigest()

@@ -45,7 +45,7 @@ def test_embed_jsonl_matches_api_and_npy(invoke, photos, model_dir, tmp_path):
 
 
 def test_jsonl_floats_round_trip_exactly(tmp_path):
-    from imgfeat_cli.core.writers import JsonlWriter
+    from imgfeat_cli.pipeline.sinks import JsonlWriter
     feats = np.random.default_rng(0).standard_normal((3, 512)).astype(np.float32)
     w = JsonlWriter(tmp_path / "x.jsonl")
     w.begin(resume=False)
@@ -81,8 +81,8 @@ def test_embed_records_bad_files_and_exit_codes(invoke, photos, model_dir, tmp_p
 
 @pytest.mark.parametrize("fmt", ["jsonl", "npy"])
 def test_resume_after_interrupt_has_no_duplicates(photos, model_dir, tmp_path, fmt, invoke):
-    from imgfeat_cli.core.embed import run_embed
-    from imgfeat_cli.core.errors import Interrupted
+    from imgfeat_cli.pipeline.embedder import run_embed
+    from imgfeat_cli.common.errors import Interrupted
     model = create_model(model_dir=model_dir)
     out = tmp_path / f"f.{fmt}"
     calls = {"n": 0}

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from imgfeat_cli import __version__
-from imgfeat_cli.core import config
+from imgfeat_cli.common import config
 
 
 def _py(code: str, **env: str) -> subprocess.CompletedProcess:
@@ -18,20 +18,35 @@ def _py(code: str, **env: str) -> subprocess.CompletedProcess:
                           env={**os.environ, **env}, timeout=120)
 
 
-def test_engines_import_neither_typer_nor_rich():
-    res = _py("""
+#: The layers, bottom first: a module may import its own layer and those below, never above.
+LAYERS = [["common"], ["models"], ["pipeline"], ["datasets"], ["retrieval", "training"], ["cli"]]
+
+
+def _layer(package: str) -> int:
+    return next(i for i, names in enumerate(LAYERS) if package in names)
+
+
+@pytest.mark.parametrize("package", [p for names in LAYERS[:-1] for p in names])
+def test_layers_import_only_downward_and_engines_never_typer_or_rich(package):
+    """Import every module of one package in a fresh interpreter and look at what came with it:
+    nothing from a higher layer (or a sibling engine), and no typer/rich/click below the CLI."""
+    res = _py(f"""
         import importlib, pkgutil, sys
-        import imgfeat_cli.core as core
-        for m in pkgutil.iter_modules(core.__path__):
-            importlib.import_module(f"imgfeat_cli.core.{m.name}")
-        import imgfeat_cli.models as models
-        for m in pkgutil.iter_modules(models.__path__):
-            importlib.import_module(f"imgfeat_cli.models.{m.name}")
-        bad = sorted(n for n in sys.modules if n.split('.')[0] in ('typer', 'rich', 'click'))
-        print(bad)
+        pkg = importlib.import_module("imgfeat_cli.{package}")
+        for m in pkgutil.iter_modules(pkg.__path__):
+            importlib.import_module(f"imgfeat_cli.{package}.{{m.name}}")
+        import json
+        print(json.dumps(sorted({{n.split('.')[1] for n in sys.modules if n.startswith('imgfeat_cli.')}})))
+        print(json.dumps(sorted(n for n in sys.modules if n.split('.')[0] in ('typer', 'rich', 'click'))))
     """)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == "[]"
+    loaded, ui = res.stdout.strip().splitlines()[-2:]
+    assert ui == "[]"
+    mine = _layer(package)
+    for other in json.loads(loaded):
+        if not any(other in names for names in LAYERS):
+            continue
+        assert _layer(other) < mine or other == package, f"imgfeat_cli.{package} imports imgfeat_cli.{other}"
 
 
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["check", "--help"]])

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imgfeat_cli.core.errors import ModelError, UsageError
+from imgfeat_cli.common.errors import ModelError, UsageError
 from imgfeat_cli.models import backends as hpi
 from conftest import shared_path
 
@@ -63,7 +63,7 @@ def test_every_backend_meets_the_accuracy_bar(tmp_path, fixture):
 
 
 def test_bf16_refused_without_native_support(monkeypatch, invoke, tmp_path):
-    monkeypatch.setattr(hpi, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    monkeypatch.setattr(hpi, "native_bf16", lambda: False)
     with pytest.raises(UsageError, match="no native bf16"):
         hpi.validate("paddle", "bf16", "cpu")
     folder = _copy_inference("ppshituv2_rec_seed0", tmp_path / "inference")

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imgfeat_cli.core.errors import UsageError
-from imgfeat_cli.core.metrics import evaluate
+from imgfeat_cli.common.errors import UsageError
+from imgfeat_cli.retrieval.metrics import evaluate
 
 
 def _unit(angles_deg):

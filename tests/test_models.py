@@ -7,7 +7,7 @@ import pytest
 
 from conftest import shared_path
 from imgfeat_cli import create_model, list_models
-from imgfeat_cli.core.errors import ModelError
+from imgfeat_cli.common.errors import ModelError
 
 FIXTURES = [("ppshituv2_rec_seed0", "PP-ShiTuV2_rec", None),
             ("clip_vit_base_tiny_seed0", "PP-ShiTuV2_rec_CLIP_vit_base", {"num_heads": 2}),

@@ -12,8 +12,8 @@ from PIL import Image
 
 from conftest import shared_path
 from imgfeat_cli import create_model
-from imgfeat_cli.core.errors import ImageDecodeError, ModelError
-from imgfeat_cli.core.imageio import decode_image
+from imgfeat_cli.common.errors import ImageDecodeError, ModelError
+from imgfeat_cli.pipeline.decode import decode_image
 from imgfeat_cli.models import preprocess as pp
 from imgfeat_cli.models.registry import get_spec
 
@@ -177,7 +177,7 @@ def test_predict_print(fixture_model, tmp_path, capsys):
 
 
 def test_predict_bad_inputs(fixture_model, tmp_path):
-    from imgfeat_cli.core.errors import UsageError
+    from imgfeat_cli.common.errors import UsageError
     with pytest.raises(UsageError, match="does not exist"):
         list(fixture_model.predict(str(tmp_path / "missing.jpg")))
     with pytest.raises(UsageError, match="needs an 'img' key"):

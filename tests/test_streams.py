@@ -10,9 +10,9 @@ import pytest
 
 from conftest import make_photos
 from imgfeat_cli import create_model
-from imgfeat_cli.core import streams
-from imgfeat_cli.core.embed import run_embed
-from imgfeat_cli.core.errors import Interrupted, ModelError, UsageError
+from imgfeat_cli.pipeline import workers
+from imgfeat_cli.pipeline.embedder import run_embed
+from imgfeat_cli.common.errors import Interrupted, ModelError, UsageError
 
 
 @pytest.fixture
@@ -81,18 +81,18 @@ def test_interrupted_streams_resume_without_duplicates(photos, model_dir, tmp_pa
 
 
 def test_plan(monkeypatch):
-    monkeypatch.setattr(streams, "cpu_count", lambda: 2)
-    assert streams.plan(None, None, 10, "cpu") == streams.StreamPlan(1, 2)  # small job: one process
-    assert streams.plan(None, None, 5000, "cpu") == streams.StreamPlan(2, 1)
-    assert streams.plan(None, None, 5000, "gpu:0") == streams.StreamPlan(1, 2)
-    assert streams.plan(None, None, 5000, "cpu", rebuildable=False) == streams.StreamPlan(1, 2)
-    assert streams.plan(3, None, 10, "cpu") == streams.StreamPlan(3, 1)
-    monkeypatch.setattr(streams, "cpu_count", lambda: 16)
-    assert streams.plan(None, None, 5000, "cpu") == streams.StreamPlan(4, 4)
-    monkeypatch.setattr(streams, "cpu_count", lambda: 128)
-    assert streams.plan(None, None, 5000, "cpu") == streams.StreamPlan(8, 4)  # memory: at most 8 replicas
+    monkeypatch.setattr(workers, "cpu_count", lambda: 2)
+    assert workers.plan(None, None, 10, "cpu") == workers.StreamPlan(1, 2)  # small job: one process
+    assert workers.plan(None, None, 5000, "cpu") == workers.StreamPlan(2, 1)
+    assert workers.plan(None, None, 5000, "gpu:0") == workers.StreamPlan(1, 2)
+    assert workers.plan(None, None, 5000, "cpu", rebuildable=False) == workers.StreamPlan(1, 2)
+    assert workers.plan(3, None, 10, "cpu") == workers.StreamPlan(3, 1)
+    monkeypatch.setattr(workers, "cpu_count", lambda: 16)
+    assert workers.plan(None, None, 5000, "cpu") == workers.StreamPlan(4, 4)
+    monkeypatch.setattr(workers, "cpu_count", lambda: 128)
+    assert workers.plan(None, None, 5000, "cpu") == workers.StreamPlan(8, 4)  # memory: at most 8 replicas
     with pytest.raises(UsageError, match="needs an inference folder on CPU"):
-        streams.plan(2, None, 10, "cpu", rebuildable=False)
+        workers.plan(2, None, 10, "cpu", rebuildable=False)
 
 
 def test_cli_streams(invoke, photos, model_dir, tmp_path):

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imgfeat_cli.core.errors import Interrupted
-from imgfeat_cli.core.synthetic import make_dataset
+from imgfeat_cli.common.errors import Interrupted
+from imgfeat_cli.datasets.synthetic import make_dataset
 
 TINY = ["-o", "Train.pretrain_weight_path=none", "-o", "Train.input_size=32", "-o", "Train.batch_size=8",
         "-o", "Train.warmup_steps=1", "-o", "Train.learning_rate=0.02"]
@@ -32,9 +32,10 @@ def _params(path: Path) -> dict:
 def _untrained_recall1(dataset: Path, size: int) -> float:
     import paddle
 
-    from imgfeat_cli.core.evaluate import eval_dataset
+    from imgfeat_cli.retrieval.evaluate import eval_dataset
     from imgfeat_cli.models import preprocess as pp
-    from imgfeat_cli.models.api import DygraphRunner, FeatureModel
+    from imgfeat_cli.models.runners import DygraphRunner
+    from imgfeat_cli.pipeline.predictor import FeatureModel
     from imgfeat_cli.models.registry import build_model, inference_ops
 
     paddle.seed(0)
@@ -170,7 +171,7 @@ def test_clip_recipe_trains_and_exports(tiny_ds, tmp_path):
     assert set(res.history[0]) >= {"loss", "arcface_ce", "metrics"}
     assert np.isfinite(res.history[0]["loss"])
     assert (tmp_path / "c" / "best_model" / "inference" / "inference.yml").is_file()
-    from imgfeat_cli.models.registry import create_model
+    from imgfeat_cli.pipeline.predictor import create_model
 
     model = create_model(model_dir=str(tmp_path / "c" / "best_model" / "inference"))
     feats = [r["res"]["feature"] for r in model.predict(str(tiny_ds / "images"), batch_size=4)]
@@ -198,7 +199,7 @@ def test_train_on_gpu(invoke, tiny_ds, tmp_path, devices):
 
 
 def test_resume_path_accepts_folder_file_or_prefix(tmp_path):
-    from imgfeat_cli.core.errors import UsageError
+    from imgfeat_cli.common.errors import UsageError
     from imgfeat_cli.training.checkpoint import resolve_resume
 
     ck = tmp_path / "latest"

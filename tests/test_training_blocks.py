@@ -7,7 +7,7 @@ import numpy as np
 import paddle
 import pytest
 
-from imgfeat_cli.core.errors import UsageError
+from imgfeat_cli.common.errors import UsageError
 from imgfeat_cli.training.losses import label_smoothing_ce, triplet_angular_margin_loss
 from imgfeat_cli.training.sampler import PKSampler
 

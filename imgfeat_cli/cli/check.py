@@ -11,7 +11,7 @@ from typing_extensions import Annotated
 
 from imgfeat_cli.cli.common import (ConfigOpt, DatasetOpt, JsonOpt, Output, OverrideOpt, QuietOpt,
                                      handle_errors)
-from imgfeat_cli.core.errors import CheckFailed
+from imgfeat_cli.common.errors import CheckFailed
 
 SEVERITY_STYLE = {"error": "red", "warning": "yellow", "info": "cyan"}
 
@@ -69,10 +69,10 @@ def register(app: typer.Typer) -> None:
         config: ConfigOpt = None, override: OverrideOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False,
     ) -> None:
         """Validate a ShiTuRecDataset: list files, images, leakage, class balance. Exit 3 when it fails."""
-        from imgfeat_cli.core import config as cfgmod
-        from imgfeat_cli.core import fsutil
-        from imgfeat_cli.core.check import run_check
-        from imgfeat_cli.core.errors import UsageError
+        from imgfeat_cli.common import config as cfgmod
+        from imgfeat_cli.common import fsutil
+        from imgfeat_cli.datasets.check import run_check
+        from imgfeat_cli.common.errors import UsageError
 
         out = Output(json_, quiet)
         cfg = cfgmod.resolve("check", config, override or [],

@@ -20,7 +20,7 @@ from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progre
                            TimeElapsedColumn, TimeRemainingColumn, TransferSpeedColumn)
 from typing_extensions import Annotated
 
-from imgfeat_cli.core.errors import EXIT_ERROR, EXIT_INTERRUPTED, ImgfeatError
+from imgfeat_cli.common.errors import EXIT_ERROR, EXIT_INTERRUPTED, ImgfeatError
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -21,9 +21,9 @@ def register(app: typer.Typer) -> None:
         config: ConfigOpt = None, override: OverrideOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False,
     ) -> None:
         """Convert LabelMe classification flags into train/gallery/query lists (stratified, deterministic)."""
-        from imgfeat_cli.core import config as cfgmod
-        from imgfeat_cli.core.convert import run_convert
-        from imgfeat_cli.core.errors import UsageError
+        from imgfeat_cli.common import config as cfgmod
+        from imgfeat_cli.datasets.convert import run_convert
+        from imgfeat_cli.common.errors import UsageError
 
         out = Output(json_, quiet)
         if from_.lower() != "labelme":

@@ -28,8 +28,8 @@ def register(app: typer.Typer) -> None:
               kind: Annotated[str, typer.Option("--kind", help="inference, pretrained or backbone.")] = "inference",
               tag: TagOpt = "paddle3.0.0", json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
         """Fetch an official model: the unpacked inference folder or a .pdparams file."""
-        from imgfeat_cli.core.cache import KINDS, ensure_model_file
-        from imgfeat_cli.core.errors import UsageError
+        from imgfeat_cli.models.hub import KINDS, ensure_model_file
+        from imgfeat_cli.common.errors import UsageError
         from imgfeat_cli.models.registry import get_spec
 
         out = Output(json_, quiet)
@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
     def dataset(name: Annotated[str, typer.Argument(help="Inshop_examples or image_classification_labelme_examples.")],
                 json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
         """Fetch and unpack a PaddleX demo dataset."""
-        from imgfeat_cli.core.cache import ensure_dataset
+        from imgfeat_cli.common.cache import ensure_dataset
 
         out = Output(json_, quiet)
         with out.progress("bytes") as progress:
@@ -62,8 +62,8 @@ def register(app: typer.Typer) -> None:
         """Fetch any file: resumable, retried, verified."""
         import re
 
-        from imgfeat_cli.core.cache import cache_root, fetch
-        from imgfeat_cli.core.errors import UsageError
+        from imgfeat_cli.common.cache import cache_root, fetch
+        from imgfeat_cli.common.errors import UsageError
 
         out = Output(json_, quiet)
         if not address.startswith(("http://", "https://")):
@@ -80,10 +80,11 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def list_(tag: TagOpt = "paddle3.0.0", json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
         """What imgfeat can download, and what is cached (size, path)."""
-        from imgfeat_cli.core.cache import cache_root, list_cache
+        from imgfeat_cli.common.cache import cache_root, dataset_entries
+        from imgfeat_cli.models.hub import list_cached_models
 
         out = Output(json_, quiet)
-        entries = list_cache(tag)
+        entries = list_cached_models(tag) + dataset_entries()
         table = Table(title=f"imgfeat downloads (cache: {cache_root()})")
         for col in ("kind", "name", "cached", "size", "path"):
             table.add_column(col, justify="right" if col == "size" else "left")

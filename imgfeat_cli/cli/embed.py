@@ -44,7 +44,7 @@ def summary_table(res: dict) -> Table:
 
 def load_model(cfg: dict, out: Output, cpu_threads: Optional[int] = None) -> object:
     """Resolve --model-dir / --weights / --model NAME (download cache) into a FeatureModel."""
-    from imgfeat_cli.models.registry import create_model
+    from imgfeat_cli.pipeline.predictor import create_model
 
     pred, glob = cfg["Predict"], cfg["Global"]
     out.log(f"loading {pred['model_dir'] or pred['weights'] or glob['model']} ...")
@@ -93,12 +93,12 @@ def register(app: typer.Typer) -> None:
         config: ConfigOpt = None, override: OverrideOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False,
     ) -> None:
         """Embed images into L2-normalised feature vectors. Exit 4 when some inputs were skipped."""
-        from imgfeat_cli.core import config as cfgmod
-        from imgfeat_cli.core import fsutil
-        from imgfeat_cli.core.embed import collect_inputs, parse_shard, run_embed
-        from imgfeat_cli.core.streams import plan as streams_plan
-        from imgfeat_cli.core.errors import ImgfeatError, PartialFailure, UsageError
-        from imgfeat_cli.core.inputs import read_path_list
+        from imgfeat_cli.common import config as cfgmod
+        from imgfeat_cli.common import fsutil
+        from imgfeat_cli.pipeline.embedder import collect_inputs, parse_shard, run_embed
+        from imgfeat_cli.pipeline.workers import plan as streams_plan
+        from imgfeat_cli.common.errors import ImgfeatError, PartialFailure, UsageError
+        from imgfeat_cli.pipeline.inputs import read_path_list
 
         out = Output(json_, quiet)
         cfg = cfgmod.resolve("embed", config, override or [], {

@@ -40,11 +40,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score retrieval: Recall@k (share of queries with a same-label item in the top k) and mAP."""
         from imgfeat_cli.cli.embed import load_model
-        from imgfeat_cli.core import config as cfgmod
-        from imgfeat_cli.core import fsutil
-        from imgfeat_cli.core.errors import UsageError
-        from imgfeat_cli.core.evaluate import eval_dataset, load_embeddings, write_result
-        from imgfeat_cli.core.metrics import evaluate
+        from imgfeat_cli.common import config as cfgmod
+        from imgfeat_cli.common import fsutil
+        from imgfeat_cli.common.errors import UsageError
+        from imgfeat_cli.retrieval.evaluate import eval_dataset, load_embeddings, write_result
+        from imgfeat_cli.retrieval.metrics import evaluate
 
         out = Output(json_, quiet)
         cfg = cfgmod.resolve("eval", config, override or [], {

@@ -26,9 +26,9 @@ def register(app: typer.Typer) -> None:
         """Re-parameterise and export a checkpoint for paddle.inference, imgfeat embed and PaddleX."""
         from pathlib import Path
 
-        from imgfeat_cli.core import config as cfgmod
-        from imgfeat_cli.core import fsutil
-        from imgfeat_cli.core.errors import UsageError
+        from imgfeat_cli.common import config as cfgmod
+        from imgfeat_cli.common import fsutil
+        from imgfeat_cli.common.errors import UsageError
         from imgfeat_cli.models.export import export_checkpoint
 
         out = Output(json_, quiet)

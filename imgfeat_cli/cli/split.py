@@ -38,9 +38,9 @@ def register(app: typer.Typer) -> None:
         config: ConfigOpt = None, override: OverrideOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False,
     ) -> None:
         """Pool, de-duplicate and re-split the list files (old files kept as .bak). Percents must sum to 100."""
-        from imgfeat_cli.core import config as cfgmod
-        from imgfeat_cli.core.errors import UsageError
-        from imgfeat_cli.core.split import run_split
+        from imgfeat_cli.common import config as cfgmod
+        from imgfeat_cli.common.errors import UsageError
+        from imgfeat_cli.datasets.split import run_split
 
         out = Output(json_, quiet)
         cfg = cfgmod.resolve("split", config, override or [], {

@@ -86,8 +86,8 @@ def register(app: typer.Typer) -> None:
         """
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        from imgfeat_cli.core import config as cfgmod
-        from imgfeat_cli.core.errors import UsageError
+        from imgfeat_cli.common import config as cfgmod
+        from imgfeat_cli.common.errors import UsageError
         from imgfeat_cli.training.trainer import TrainOptions, run_train
 
         if resume and overwrite:

@@ -29,7 +29,12 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from imgfeat_cli.core.errors import ModelError, UsageError
+from imgfeat_cli.common import fsutil
+from imgfeat_cli.common.cache import cache_root
+from imgfeat_cli.common.errors import ModelError, UsageError
+from imgfeat_cli.common.system import cpu_count, native_bf16, parse_device
+from imgfeat_cli.models.registry import find_inference_files
+from imgfeat_cli.models.runners import InferenceRunner
 
 BACKENDS = ("paddle", "onnxruntime", "auto")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
@@ -45,22 +50,6 @@ class HpiChoice:
     @property
     def label(self) -> str:
         return f"{self.backend} {self.precision}"
-
-
-def cpu_flags() -> frozenset:
-    """CPU feature flags from /proc/cpuinfo (empty where it does not exist)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
-
-
-def native_bf16() -> bool:
-    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def onnxruntime_available() -> bool:
@@ -130,8 +119,6 @@ def onnx_path(model_dir: Path, prog: Path, params: Path) -> Path:
     # read-only (a shared model store, an unpacked official model) should stay untouched
     if local.is_file() or (os.access(model_dir, os.W_OK) and model_dir.stat().st_mode & stat.S_IWUSR):
         return local
-    from imgfeat_cli.core.cache import cache_root
-
     return cache_root() / "onnx" / f"model-{key}.onnx"
 
 
@@ -187,13 +174,10 @@ class OrtRunner:
         _need_onnxruntime()
         import onnxruntime as ort
 
-        from imgfeat_cli.core.progress import cpu_count
-        from imgfeat_cli.models.api import parse_device
-        from imgfeat_cli.models.registry import find_inference_files
-
         prog, params = find_inference_files(model_dir)
         path = convert_to_onnx(prog, params, onnx_path(model_dir, prog, params))
-        kind, dev_id = parse_device(device) if device and device != "cpu" else ("cpu", 0)
+        dev = parse_device(device)
+        kind, dev_id = dev.kind, dev.first
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = cpu_threads or cpu_count()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -218,8 +202,6 @@ class OrtRunner:
 def make_runner(model_dir: Path, device: Optional[str], cpu_threads: Optional[int], choice: HpiChoice) -> Any:
     if choice.backend == "onnxruntime":
         return OrtRunner(model_dir, device, cpu_threads)
-    from imgfeat_cli.models.api import InferenceRunner
-
     return InferenceRunner(model_dir, device, cpu_threads, precision=choice.precision)
 
 
@@ -257,11 +239,7 @@ def choose_auto(model_dir: Path, device: Optional[str], cpu_threads: Optional[in
                 log: Callable[[str], None] = lambda m: None) -> Tuple[HpiChoice, Any]:
     """Measure the candidates (restricted by a fixed backend or precision) and return the fastest
     one within the accuracy bar, with its ready runner. Cached per model/device/threads/batch."""
-    from imgfeat_cli.core.cache import cache_root
-    from imgfeat_cli.core.progress import cpu_count
-    from imgfeat_cli.models.registry import find_inference_files
-
-    kind = "gpu" if device and device.startswith("gpu") else "cpu"
+    kind = parse_device(device).kind
     pool = [c for c in candidates(kind) if backend in ("auto", c.backend) and precision in ("auto", c.precision)]
     if not pool:
         raise UsageError(f"no available backend matches --backend {backend} --precision {precision} here")
@@ -296,8 +274,6 @@ def choose_auto(model_dir: Path, device: Optional[str], cpu_threads: Optional[in
     if best is None:
         raise ModelError("no backend met the accuracy bar", hint="use --backend paddle --precision fp32")
     choice = HpiChoice(best[1].backend, best[1].precision, f"fastest of {len(results)} measured")
-    from imgfeat_cli.core import fsutil
-
     fsutil.write_json(memo, {"backend": choice.backend, "precision": choice.precision, "batch_size": batch_size,
                              "device": device or "cpu", "measurements": results})
     return choice, best[2]

@@ -15,8 +15,8 @@ from typing import Any, Dict, Optional, Sequence
 
 import yaml
 
-from imgfeat_cli.core import fsutil
-from imgfeat_cli.core.errors import ModelError, UsageError
+from imgfeat_cli.common import fsutil
+from imgfeat_cli.common.errors import ModelError, UsageError
 from imgfeat_cli.models import preprocess as pp
 
 
@@ -79,8 +79,8 @@ def export_layer(model_name: str, layer: Any, out_dir: str, transform_ops: Seque
 def export_checkpoint(name: str, weights: str, out_dir: str, tag: Optional[str] = None,
                       arch: Optional[Dict[str, Any]] = None, overwrite: bool = False) -> ExportResult:
     """Load ``weights`` for model ``name`` and export it."""
-    from imgfeat_cli.models.api import FeatureModel
+    from imgfeat_cli.models.model import EmbeddingModel
     from imgfeat_cli.models.registry import get_spec
 
-    model = FeatureModel.from_checkpoint(get_spec(name), weights, tag=tag, arch=arch)
+    model = EmbeddingModel.from_checkpoint(get_spec(name), weights, tag=tag, arch=arch)
     return export_layer(model.name, model.layer, out_dir, model.transform_ops, overwrite)

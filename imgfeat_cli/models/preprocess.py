@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import yaml
 
-from imgfeat_cli.core.errors import ModelError
+from imgfeat_cli.common.errors import ModelError
 
 _INTERP = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR, "linear": cv2.INTER_LINEAR,
            "bicubic": cv2.INTER_CUBIC, "cubic": cv2.INTER_CUBIC, "area": cv2.INTER_AREA,

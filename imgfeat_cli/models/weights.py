@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-from imgfeat_cli.core.errors import ModelError
+from imgfeat_cli.common.errors import ModelError
 
 
 @dataclass

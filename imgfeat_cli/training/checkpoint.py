@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from imgfeat_cli.core.errors import UsageError
+from imgfeat_cli.common.errors import UsageError
 
 SUFFIXES = (".pdparams", ".pdopt", ".pdstates")
 

@@ -14,9 +14,9 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from imgfeat_cli.core.dataset import Entry, read_list, resolve_inside
-from imgfeat_cli.core.errors import DatasetError, ImageDecodeError
-from imgfeat_cli.core.imageio import decode_image
+from imgfeat_cli.datasets.dataset import Entry, read_list, resolve_inside
+from imgfeat_cli.common.errors import DatasetError, ImageDecodeError
+from imgfeat_cli.pipeline.decode import decode_image
 from imgfeat_cli.training.augment import Augment
 
 DEFAULT_CACHE_BYTES = 2 << 30

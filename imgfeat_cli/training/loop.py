@@ -10,9 +10,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from imgfeat_cli.core import config as cfgmod
-from imgfeat_cli.core import fsutil
-from imgfeat_cli.core.errors import DatasetError, Interrupted, UsageError
+from imgfeat_cli.common import config as cfgmod
+from imgfeat_cli.common import fsutil
+from imgfeat_cli.common.errors import DatasetError, Interrupted, UsageError
 from imgfeat_cli.models.registry import build_model, get_spec, inference_ops
 from imgfeat_cli.training import checkpoint as ckpt
 from imgfeat_cli.training.data import TrainData, load_split
@@ -58,10 +58,10 @@ def _load_pretrained(model: Any, spec: Any, path: Optional[str], log: _Log) -> O
         log("initialisation: random (Train.pretrain_weight_path=none)")
         return None
     if path is None:
-        from imgfeat_cli.core.cache import ensure_model_file
+        from imgfeat_cli.models.hub import ensure_model_file
         from imgfeat_cli.models.registry import DEFAULT_TAG
 
-        kind = "backbone" if spec.arch == "clip_vit" else "pretrained"
+        kind = spec.family.start_weights
         path = str(ensure_model_file(spec, kind, DEFAULT_TAG))
     report = load_into(model, read_state_dict(path), path)
     skipped = [k for k, _, _ in report.mismatched] + report.missing
@@ -123,11 +123,11 @@ def train_process(opts: TrainOptions, monitor: TrainMonitor, stop: Optional[Call
         device = f"gpu:{ids[0]}" if kind == "gpu" else "cpu"
         paddle.set_device(device)
     arch: Dict[str, Any] = dict(opts.arch or {})
-    if spec.arch == "clip_vit":
+    if spec.family.sized_by_input:
         arch.setdefault("img_size", opts.input_size)
     paddle.seed(opts.seed)
     model = build_model(spec.name, num_classes=num_classes, arch=arch)
-    recipe = recipe_for(spec.arch, opts.input_size)
+    recipe = recipe_for(spec.family.recipe, opts.input_size)
     ops = [dict(o) for o in inference_ops(spec.interpolation, opts.input_size)]
 
     state: Dict[str, Any] = {"epoch": 1, "step": 0, "global_step": 0, "epoch_sampler": None, "history": [],
@@ -194,10 +194,10 @@ def train_process(opts: TrainOptions, monitor: TrainMonitor, stop: Optional[Call
     def evaluate() -> Dict[str, float]:
         """Score the exported model (paddle.inference): several times faster than a dygraph pass,
         and the recorded score is exactly what the saved inference/ folder gets."""
-        from imgfeat_cli.core.evaluate import eval_dataset
-        from imgfeat_cli.models.api import FeatureModel
+        from imgfeat_cli.retrieval.evaluate import eval_dataset
+        from imgfeat_cli.models.model import EmbeddingModel
 
-        fm = FeatureModel.from_inference_dir(str(export_now()), name=spec.name, device=device)
+        fm = EmbeddingModel.from_inference_dir(str(export_now()), name=spec.name, device=device)
         try:
             return eval_dataset(str(root), fm, (1, 5), False, opts.eval_batch_size, monitor.progress).metrics()
         finally:

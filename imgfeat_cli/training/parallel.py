@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import List
 
-from imgfeat_cli.core.errors import ImgfeatError
+from imgfeat_cli.common.errors import ImgfeatError
 from imgfeat_cli.training.trainer import RESULT_FILE, TrainMonitor, TrainOptions, TrainResult
 
 

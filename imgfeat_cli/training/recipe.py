@@ -37,8 +37,9 @@ def _clip_loss(out: Dict[str, Any], labels: Any) -> Tuple[Any, Dict[str, Any]]:
     return ce, {"arcface_ce": ce}
 
 
-def recipe_for(arch: str, input_size: int) -> Recipe:
-    if arch == "lcnetv2_shitu":
+def recipe_for(name: str, input_size: int) -> Recipe:
+    """The recipe a registry family names (``Family.recipe``): PP-ShiTuV2 or CLIP."""
+    if name == "PP-ShiTuV2":
         first, rest = shitu_augment(input_size)
         return Recipe("PP-ShiTuV2", 1e-5, first, rest, _shitu_loss)
     first_c, rest_c = clip_augment(input_size)

@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterator, List, Sequence
 
 import numpy as np
 
-from imgfeat_cli.core.errors import UsageError
+from imgfeat_cli.common.errors import UsageError
 
 
 class PKSampler:

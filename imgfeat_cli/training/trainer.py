@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from imgfeat_cli.core import fsutil
-from imgfeat_cli.core.errors import DatasetError, UsageError
-from imgfeat_cli.core.progress import cpu_count
+from imgfeat_cli.common import fsutil
+from imgfeat_cli.common.errors import DatasetError, UsageError
+from imgfeat_cli.common.system import cpu_count, parse_device
 from imgfeat_cli.training.checkpoint import resolve_resume
 
 RESULT_FILE = "train_result.json"
@@ -110,14 +110,8 @@ class TrainResult:
 
 def parse_devices(text: str) -> Tuple[str, List[int]]:
     """``cpu`` -> ("cpu", []); ``gpu`` -> ("gpu", [0]); ``gpu:0,1`` -> ("gpu", [0, 1])."""
-    text = (text or "cpu").strip().lower()
-    if text == "cpu":
-        return "cpu", []
-    if text == "gpu":
-        return "gpu", [0]
-    if text.startswith("gpu:") and all(p.isdigit() for p in text[4:].split(",")):
-        return "gpu", [int(p) for p in text[4:].split(",")]
-    raise UsageError(f"bad device {text!r}", hint="use cpu, gpu, gpu:N or gpu:0,1,...")
+    dev = parse_device(text)
+    return dev.kind, list(dev.ids)
 
 
 class _StopFlag:

@@ -26,12 +26,13 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, Tu
 
 import numpy as np
 
-from imgfeat_cli.core import fsutil
-from imgfeat_cli.core import streams as streams_mod
-from imgfeat_cli.core.errors import Interrupted, UsageError
-from imgfeat_cli.core.inputs import InputItem, expand
-from imgfeat_cli.core.progress import ProgressFn, cpu_count, null_progress
-from imgfeat_cli.core.writers import open_writer, output_format
+from imgfeat_cli.common import fsutil
+from imgfeat_cli.pipeline import workers as streams_mod
+from imgfeat_cli.common.errors import Interrupted, UsageError
+from imgfeat_cli.pipeline.inputs import InputItem, expand
+from imgfeat_cli.common.progress import ProgressFn, null_progress
+from imgfeat_cli.common.system import cpu_count
+from imgfeat_cli.pipeline.sinks import open_writer, output_format
 
 TASK = "Embedding"
 
@@ -115,9 +116,9 @@ def run_embed(inputs: Sequence[Any], out: str, model: Any, fmt: Optional[str] = 
               num_workers: Optional[int] = None, progress: ProgressFn = null_progress,
               stop: Optional[Callable[[], bool]] = None, streams: Optional[int] = None,
               threads: Optional[int] = None) -> EmbedResult:
-    """Embed ``inputs`` with ``model`` (a :class:`~imgfeat_cli.models.api.FeatureModel`) into ``out``.
+    """Embed ``inputs`` with ``model`` (a :class:`~imgfeat_cli.models.model.EmbeddingModel`) into ``out``.
 
-    ``streams``: model replicas in worker processes (:mod:`imgfeat_cli.core.streams`); ``None``
+    ``streams``: model replicas in worker processes (:mod:`imgfeat_cli.pipeline.workers`); ``None``
     decides from the machine and the job size, ``1`` keeps everything in this process;
     ``threads``: inference threads per stream (``None``: from the plan).
     """

@@ -14,12 +14,12 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from imgfeat_cli.core import fsutil
-from imgfeat_cli.core.dataset import read_list, resolve_inside
-from imgfeat_cli.core.errors import DatasetError, UsageError
-from imgfeat_cli.core.metrics import RetrievalMetrics, evaluate
-from imgfeat_cli.core.progress import ProgressFn, null_progress
-from imgfeat_cli.core.writers import paths_sidecar
+from imgfeat_cli.common import fsutil
+from imgfeat_cli.datasets.dataset import read_list, resolve_inside
+from imgfeat_cli.common.errors import DatasetError, UsageError
+from imgfeat_cli.retrieval.metrics import RetrievalMetrics, evaluate
+from imgfeat_cli.common.progress import ProgressFn, null_progress
+from imgfeat_cli.pipeline.sinks import paths_sidecar
 
 RESULT_FILE = "evaluate_result.json"
 Loaded = Tuple[np.ndarray, List[Any], Optional[List[str]]]
@@ -64,7 +64,7 @@ def load_embeddings(path: str, labels_path: Optional[str] = None) -> Loaded:
 
 def _embed_split(root: Path, split: str, model: Any, workdir: Path, batch_size: int,
                  progress: ProgressFn) -> Loaded:
-    from imgfeat_cli.core.embed import run_embed
+    from imgfeat_cli.pipeline.embedder import run_embed
 
     lf = read_list(root, split)
     bad = [p for p in lf.problems if p.severity == "error"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Hashable, List, Optional, Sequence, Tuple, TypeVar
 
-from imgfeat_cli.core import fsutil
+from imgfeat_cli.common import fsutil
 
 SPLITS: Tuple[str, str, str] = ("train", "gallery", "query")
 

@@ -9,7 +9,7 @@ Two layouts are accepted:
 Each image takes the one flag set to true. Unlike upstream (which emits one line per true flag, so
 multi-flag images appear twice, and slices unshuffled), images with zero or several true flags are
 reported and skipped, and the split is deterministic and stratified (see
-:func:`imgfeat_cli.core.dataset.allocate`). Existing list files are kept as ``.bak``.
+:func:`imgfeat_cli.datasets.dataset.allocate`). Existing list files are kept as ``.bak``.
 """
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from imgfeat_cli.core import fsutil
-from imgfeat_cli.core.dataset import SPLITS, Entry, Problem, allocate, validate_percents, write_list
-from imgfeat_cli.core.errors import DatasetError, UsageError
-from imgfeat_cli.core.imageio import IMAGE_EXTENSIONS
+from imgfeat_cli.common import fsutil
+from imgfeat_cli.datasets.dataset import SPLITS, Entry, Problem, allocate, validate_percents, write_list
+from imgfeat_cli.common.errors import DatasetError, UsageError
+from imgfeat_cli.pipeline.decode import IMAGE_EXTENSIONS
 
 IGNORE_FLAG = "__ignore__"
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from imgfeat_cli.core.dataset import SPLITS, Entry, allocate, read_list, validate_percents, write_list
-from imgfeat_cli.core.errors import DatasetError, UsageError
+from imgfeat_cli.datasets.dataset import SPLITS, Entry, allocate, read_list, validate_percents, write_list
+from imgfeat_cli.common.errors import DatasetError, UsageError
 
 
 @dataclass

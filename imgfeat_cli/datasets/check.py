@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from imgfeat_cli.core import fsutil
-from imgfeat_cli.core.dataset import SPLITS, Entry, Problem, read_list, resolve_inside
-from imgfeat_cli.core.errors import UsageError
-from imgfeat_cli.core.imageio import extension_matches, probe_bytes
-from imgfeat_cli.core.progress import ProgressFn, cpu_count, null_progress
+from imgfeat_cli.common import fsutil
+from imgfeat_cli.datasets.dataset import SPLITS, Entry, Problem, read_list, resolve_inside
+from imgfeat_cli.common.errors import UsageError
+from imgfeat_cli.pipeline.decode import extension_matches, probe_bytes
+from imgfeat_cli.common.progress import ProgressFn, null_progress
+from imgfeat_cli.common.system import cpu_count
 
 RESULT_FILE = "check_dataset_result.json"
 
@@ -238,7 +239,7 @@ def _cross_split_problems(splits: Dict[str, List[Entry]], resolved: Dict[Tuple[s
 
 def _write_outputs(result: CheckResult, root: Path, resolved: Dict[Tuple[str, int], Optional[Path]],
                    status: Dict[Path, ImageStatus], demo_samples: int) -> None:
-    from imgfeat_cli.core import report  # matplotlib/Pillow drawing, only when writing
+    from imgfeat_cli.datasets import report  # matplotlib/Pillow drawing, only when writing
 
     out = Path(result.output_dir)
     demo_dir = out / "check_dataset" / "demo_img"

@@ -24,8 +24,8 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Callable, Optional
 
-from imgfeat_cli.core.errors import DownloadError
-from imgfeat_cli.core.progress import ProgressFn, null_progress
+from imgfeat_cli.common.errors import DownloadError
+from imgfeat_cli.common.progress import ProgressFn, null_progress
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
 CHUNK = 1 << 16

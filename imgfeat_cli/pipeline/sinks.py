@@ -16,7 +16,7 @@ from typing import IO, Any, Optional, Sequence, Set
 
 import numpy as np
 
-from imgfeat_cli.core.errors import UsageError
+from imgfeat_cli.common.errors import UsageError
 
 FORMATS = ("jsonl", "npy")
 
@@ -181,7 +181,7 @@ class NpyWriter(_PartWriter):
 
     def finish(self) -> None:
         self.suspend()
-        from imgfeat_cli.core.fsutil import atomic_open
+        from imgfeat_cli.common.fsutil import atomic_open
 
         with atomic_open(self.out, "wb") as out, open(self.part_path, "rb") as src:
             header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,

@@ -21,8 +21,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from imgfeat_cli.core.errors import UsageError
-from imgfeat_cli.core.progress import ProgressFn, null_progress
+from imgfeat_cli.common.errors import UsageError
+from imgfeat_cli.common.progress import ProgressFn, null_progress
 
 
 @dataclass

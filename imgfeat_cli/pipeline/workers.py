@@ -8,7 +8,7 @@ its own batches, keep every core busy with useful work. On the 2-core developmen
 about 15% in bf16, once started (``benchmarks/compare_paddlex.py --streams 2``).
 
 How: each worker process (``spawn``, so no paddle/OpenMP state is forked) rebuilds the model from
-its :attr:`~imgfeat_cli.models.api.FeatureModel.recipe` with the already-resolved backend and
+its :attr:`~imgfeat_cli.models.model.EmbeddingModel.recipe` with the already-resolved backend and
 precision, then takes batches of paths from one shared queue (so faster workers take more) and
 sends back features and per-image errors through its own pipe. While the workers start (about 2 s:
 importing paddle, building the predictor), the parent embeds batches itself; start-up still costs
@@ -27,9 +27,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from imgfeat_cli.core.errors import ImgfeatError, ModelError, UsageError
-from imgfeat_cli.core.inputs import InputItem
-from imgfeat_cli.core.progress import cpu_count
+from imgfeat_cli.common.errors import ImgfeatError, ModelError, UsageError
+from imgfeat_cli.pipeline.inputs import InputItem, load_rgb
+from imgfeat_cli.common.system import cpu_count
 
 #: Below this many images one process wins: each worker takes ~2 s to start. Measured on 2 cores
 #: with ``imgfeat embed`` (PP-ShiTuV2, fp32): 1069 images 14.2 s either way, 4276 images 50.7 s
@@ -85,9 +85,19 @@ def row_jobs(model: Any, items: Sequence[InputItem]) -> Tuple[Optional[np.ndarra
     buffer (returned first); otherwise each returns its array and the buffer is ``None``."""
     shape = model.input_shape
     if shape is None:
-        return None, [partial(model.preprocess, it) for it in items]
+        return None, [partial(preprocess, model, it) for it in items]
     buf = np.empty((len(items),) + tuple(shape), np.float32)
-    return buf, [partial(model.preprocess_into, it, row) for it, row in zip(items, buf)]
+    return buf, [partial(preprocess_into, model, it, row) for it, row in zip(items, buf)]
+
+
+def preprocess(model: Any, item: InputItem) -> np.ndarray:
+    """Decode ``item`` and pre-process it for ``model``."""
+    return model.preprocessor(load_rgb(item))
+
+
+def preprocess_into(model: Any, item: InputItem, out: np.ndarray) -> None:
+    """Decode and pre-process ``item`` into ``out`` (a row of a preallocated batch)."""
+    model.preprocessor.into(load_rgb(item), out)
 
 
 def assemble(model: Any, batch_id: int, buf: Optional[np.ndarray], outcomes: Sequence[Callable[[], Any]],
@@ -131,9 +141,9 @@ def _worker(rank: int, recipe: Dict[str, Any], threads: int, tasks: Any, conn: A
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     os.dup2(2, 1)  # stdout carries the parent's results: paddle's C++ chatter goes to stderr
     try:
-        from imgfeat_cli.models.api import FeatureModel
+        from imgfeat_cli.models.model import EmbeddingModel
 
-        model = FeatureModel.from_recipe(recipe, cpu_threads=threads)
+        model = EmbeddingModel.from_recipe(recipe, cpu_threads=threads)
         if model.input_shape is not None:  # first run builds oneDNN primitives: do it before "ready"
             model.embed_batch(np.zeros((1,) + tuple(model.input_shape), np.float32))
     except ImgfeatError as exc:

@@ -19,7 +19,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-from imgfeat_cli.core.errors import ConfigError
+from imgfeat_cli.common.errors import ConfigError
 
 Config = Dict[str, Any]
 

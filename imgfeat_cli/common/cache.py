@@ -6,6 +6,7 @@
     models/<name>/<name>_pretrained.pdparams
     models/<name>/<name>_backbone_LAION400M_pretrained.pdparams
     datasets/<name>/                   unpacked demo dataset
+    onnx/, hpi/                         converted models and backend decisions (models.backends)
     files/<basename>                   `imgfeat download url` without --out
     manifest.json                      url -> sha256, size, path (recorded on first download)
 """
@@ -17,15 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from imgfeat_cli.core import fsutil
-from imgfeat_cli.core.errors import DownloadError, ModelError, UsageError
-from imgfeat_cli.core.progress import ProgressFn, null_progress
+from imgfeat_cli.common import fsutil
+from imgfeat_cli.common.errors import DownloadError, UsageError
+from imgfeat_cli.common.progress import ProgressFn, null_progress
 
 DATASETS = {
     "Inshop_examples": "data/Inshop_examples.tar",
     "image_classification_labelme_examples": "data/image_classification_labelme_examples.tar",
 }
-KINDS = ("inference", "pretrained", "backbone")
 
 
 def cache_root() -> Path:
@@ -36,9 +36,11 @@ def offline() -> bool:
     return os.environ.get("IMGFEAT_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
-def base_url() -> str:
-    from imgfeat_cli.models.registry import BASE_URL
+#: Where official files live; ``IMGFEAT_BASE_URL`` points at a mirror (or a test server).
+BASE_URL = "https://paddle-model-ecology.bj.bcebos.com/paddlex/"
 
+
+def base_url() -> str:
     return os.environ.get("IMGFEAT_BASE_URL", BASE_URL).rstrip("/") + "/"
 
 
@@ -65,7 +67,7 @@ def _record(url: str, path: Path, sha256: str) -> None:
 def fetch(url: str, dest: Path, sha256: Optional[str] = None, progress: ProgressFn = null_progress,
           retries: int = 4, timeout: float = 30.0) -> Path:
     """Download ``url`` to ``dest`` unless present; verify against the given or recorded sha256."""
-    from imgfeat_cli.core.download import download_file, sha256_file
+    from imgfeat_cli.common.download import download_file, sha256_file
 
     known = sha256 or read_manifest().get(url, {}).get("sha256")
     if dest.exists() and (known is None or sha256_file(dest) == known.lower()):
@@ -78,45 +80,13 @@ def fetch(url: str, dest: Path, sha256: Optional[str] = None, progress: Progress
     return dest
 
 
-def _fetch_and_extract(url: str, archive: Path, target: Path, progress: ProgressFn) -> Path:
-    from imgfeat_cli.core.download import extract_archive
+def fetch_and_extract(url: str, archive: Path, target: Path, progress: ProgressFn) -> Path:
+    from imgfeat_cli.common.download import extract_archive
 
     fetch(url, archive, progress=progress)
     extract_archive(archive, target)
     archive.unlink()
     return target
-
-
-def inference_dir(name: str, tag: str) -> Path:
-    return cache_root() / "models" / name / tag / "inference"
-
-
-def ensure_inference_model(spec: Any, tag: str, progress: ProgressFn = null_progress) -> Path:
-    """The unpacked official inference folder for ``spec``/``tag``, downloading it if needed."""
-    target = inference_dir(spec.name, tag)
-    if (target / "inference.pdiparams").is_file():
-        return target
-    if offline():
-        raise ModelError(f"model {spec.name} ({tag}) is not in the cache {cache_root()} and IMGFEAT_OFFLINE is set",
-                         hint="pass --model-dir DIR (an inference folder) or --weights X.pdparams, "
-                              f"or run `imgfeat download model {spec.name}` where there is network")
-    url = spec.pretrained_cfg(tag).inference_url
-    try:
-        return _fetch_and_extract(url, target.parent / f"{spec.name}_infer.tar", target, progress)
-    except DownloadError as exc:
-        raise ModelError(f"cannot get model {spec.name}: {exc.message}",
-                         hint="with no network, pass --model-dir DIR (an inference folder) or --weights X.pdparams") from None
-
-
-def ensure_model_file(spec: Any, kind: str, tag: str, progress: ProgressFn = null_progress) -> Path:
-    """Fetch ``inference`` (folder), ``pretrained`` or ``backbone`` (.pdparams) for a model."""
-    if kind == "inference":
-        return ensure_inference_model(spec, tag, progress)
-    cfg = spec.pretrained_cfg(tag)
-    url = cfg.pretrained_url if kind == "pretrained" else cfg.backbone_url
-    if url is None:
-        raise UsageError(f"{spec.name} has no {kind} weights", hint="backbone weights exist for the CLIP models")
-    return fetch(url, cache_root() / "models" / spec.name / url.rsplit("/", 1)[-1], progress=progress)
 
 
 def ensure_dataset(name: str, progress: ProgressFn = null_progress) -> Path:
@@ -130,7 +100,7 @@ def ensure_dataset(name: str, progress: ProgressFn = null_progress) -> Path:
     if target.is_dir() and any(target.iterdir()):
         return target
     url = base_url() + DATASETS[name]
-    return _fetch_and_extract(url, target.parent / f"{name}.tar", target, progress)
+    return fetch_and_extract(url, target.parent / f"{name}.tar", target, progress)
 
 
 @dataclass
@@ -143,26 +113,16 @@ class CacheEntry:
     url: Optional[str]
 
 
-def _size(path: Path) -> int:
+def entry_size(path: Path) -> int:
+    """Bytes of a cached file or folder (0 when absent)."""
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
 
 
-def list_cache(tag: str) -> List[CacheEntry]:
-    from imgfeat_cli.models.registry import get_spec, list_models
-
+def dataset_entries() -> List[CacheEntry]:
     out: List[CacheEntry] = []
-    for name in list_models():
-        spec = get_spec(name)
-        cfg = spec.pretrained_cfg(tag)
-        for kind, url in (("inference", cfg.inference_url), ("pretrained", cfg.pretrained_url),
-                          ("backbone", cfg.backbone_url)):
-            if url is None:
-                continue
-            path = inference_dir(name, tag) if kind == "inference" else cache_root() / "models" / name / url.rsplit("/", 1)[-1]
-            out.append(CacheEntry(f"model/{kind}", name, str(path), path.exists(), _size(path), url))
     for name, rel in DATASETS.items():
         path = cache_root() / "datasets" / name
-        out.append(CacheEntry("dataset", name, str(path), path.exists(), _size(path), base_url() + rel))
+        out.append(CacheEntry("dataset", name, str(path), path.exists(), entry_size(path), base_url() + rel))
     return out

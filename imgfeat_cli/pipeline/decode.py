@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from imgfeat_cli.core.errors import ImageDecodeError
+from imgfeat_cli.common.errors import ImageDecodeError
 
 Image.MAX_IMAGE_PIXELS = 20000 * 20000  # large product shots are fine; decompression bombs are not
 

@@ -12,7 +12,7 @@ from typing import List, Tuple
 
 from PIL import Image, ImageDraw, ImageFilter
 
-from imgfeat_cli.core.dataset import Entry, allocate, write_list
+from imgfeat_cli.datasets.dataset import Entry, allocate, write_list
 
 SHAPES = ("circle", "square", "triangle", "cross", "ring", "bar")
 COLOURS = [(220, 40, 40), (40, 170, 60), (40, 80, 220), (230, 200, 30), (200, 60, 200), (30, 200, 210),

@@ -12,8 +12,8 @@ from typing import Any, Iterable, Iterator, List, Optional
 
 import numpy as np
 
-from imgfeat_cli.core.errors import ImageDecodeError, UsageError
-from imgfeat_cli.core.imageio import decode_image, is_image_path
+from imgfeat_cli.common.errors import ImageDecodeError, UsageError
+from imgfeat_cli.pipeline.decode import decode_image, is_image_path
 
 
 @dataclass(frozen=True)

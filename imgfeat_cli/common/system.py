@@ -1,0 +1,87 @@
+"""The machine: how many cores this process may use, CPU features, and the one device parser.
+
+Every layer asks here, so a thread count or a device string means the same thing everywhere
+(inference, decoding, training, Ray actors).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Optional, Tuple
+
+from imgfeat_cli.common.errors import UsageError
+
+
+def cpu_count() -> int:
+    """Cores this process may use.
+
+    ``OMP_NUM_THREADS`` wins when set (it is how schedulers, containers and Ray actors say how many
+    cores a process was given), then the CPU affinity/cgroup mask, then ``os.cpu_count``. Threads
+    beyond the allocation only fight each other: 4 threads in a 2-core actor ran 1.45x slower.
+    """
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset:
+    """CPU feature flags from /proc/cpuinfo (empty where it does not exist)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def native_bf16() -> bool:
+    """Whether the CPU computes bf16 natively (emulated bf16 is slower than fp32)."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
+@dataclass(frozen=True)
+class Device:
+    """A parsed device string: ``cpu``, ``gpu`` (= ``gpu:0``), ``gpu:N`` or ``gpu:0,1,...``."""
+
+    kind: str
+    ids: Tuple[int, ...] = ()
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.kind == "gpu"
+
+    @property
+    def first(self) -> int:
+        """The GPU a single-device job runs on (0 for CPU)."""
+        return self.ids[0] if self.ids else 0
+
+    @property
+    def single(self) -> str:
+        """The string for one device: ``cpu`` or ``gpu:N`` (the first of several)."""
+        return f"gpu:{self.first}" if self.is_gpu else "cpu"
+
+    def __str__(self) -> str:
+        return f"gpu:{','.join(map(str, self.ids))}" if self.is_gpu else "cpu"
+
+
+def parse_device(text: Optional[str]) -> Device:
+    """The one parser of device strings; ``None`` means CPU. Raises a usage error with the forms."""
+    raw = (text or "cpu").strip().lower()
+    if raw == "cpu":
+        return Device("cpu")
+    if raw == "gpu":
+        return Device("gpu", (0,))
+    if raw.startswith("gpu:"):
+        parts = raw[4:].split(",")
+        if parts and all(p.isdigit() for p in parts):
+            return Device("gpu", tuple(int(p) for p in parts))
+    raise UsageError(f"bad device {text!r}", hint="use cpu, gpu, gpu:N or gpu:0,1,...")

@@ -1,0 +1,1 @@
+"""Dataset tools for ShiTuRecDataset folders: check, convert (LabelMe), split, reports."""

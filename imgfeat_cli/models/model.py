@@ -1,0 +1,131 @@
+"""A loaded feature model: pre-processing plus a runner, with what it takes to rebuild it.
+
+:class:`EmbeddingModel` turns decoded RGB images into L2-normalised features. It knows nothing of
+files, batching, workers or outputs: :mod:`imgfeat_cli.pipeline` drives it, and the public
+``FeatureModel`` (PaddleX's ``predict``) extends it there.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Sequence
+
+import numpy as np
+
+from imgfeat_cli.common.system import cpu_count, parse_device
+from imgfeat_cli.models import preprocess as pp
+from imgfeat_cli.models.registry import ModelSpec, find_inference_files
+from imgfeat_cli.models.runners import DygraphRunner
+
+
+def trained_input_size(weights: str) -> Optional[int]:
+    """The input side a checkpoint was trained at, from the ``.pdstates`` that ``imgfeat train``
+    writes beside it (``Train.input_size``), so evaluating or exporting a checkpoint trained at 64
+    does not silently resize to 224."""
+    states = Path(weights).with_suffix(".pdstates")
+    if not states.is_file():
+        return None
+    import paddle
+
+    try:
+        doc = paddle.load(str(states))
+    except Exception:  # an unreadable side file is not worth failing the load for
+        return None
+    size = doc.get("input_size") if isinstance(doc, dict) else None
+    return int(size) if isinstance(size, int) else None
+
+
+class EmbeddingModel:
+    """A ready-to-run feature extractor over decoded images."""
+
+    def __init__(self, name: str, runner: Any, preprocessor: pp.Preprocessor, transform_ops: Sequence[Dict[str, Any]],
+                 source: str, layer: Any = None) -> None:
+        self.name = name
+        self.runner = runner
+        self.preprocessor = preprocessor
+        self.transform_ops = list(transform_ops)
+        self.source = source
+        self.layer = layer  # the dygraph layer when built from a checkpoint (export uses it)
+        #: how to rebuild this model in another process (inference folders only)
+        self.recipe: Optional[Dict[str, Any]] = None
+        self.cpu_threads: Optional[int] = None  # CPU inference threads, when known
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, source={self.source!r}, backend={self.backend!r}, device={self.device!r})"
+
+    @property
+    def backend(self) -> str:
+        return str(self.runner.backend)
+
+    @property
+    def device(self) -> str:
+        return str(self.runner.device)
+
+    @property
+    def precision(self) -> str:
+        return str(getattr(self.runner, "precision", "fp32"))
+
+    @property
+    def identity(self) -> Dict[str, Any]:
+        """What an output records about the model that made it (resume refuses another)."""
+        return {"name": self.name, "source": self.source, "backend": self.backend, "precision": self.precision}
+
+    @classmethod
+    def from_inference_dir(cls, model_dir: str, name: Optional[str] = None, device: Optional[str] = None,
+                           cpu_threads: Optional[int] = None, resize_mode: str = "yml", backend: str = "paddle",
+                           precision: str = "fp32", batch_size: int = 8,
+                           log: Optional[Callable[[str], None]] = None) -> "EmbeddingModel":
+        """``backend``/``precision`` as in :mod:`imgfeat_cli.models.backends`; ``auto`` in either
+        measures the candidates at ``batch_size`` and keeps the fastest within the accuracy bar."""
+        from imgfeat_cli.models import backends as hpi
+
+        path = Path(model_dir)
+        find_inference_files(path)  # fail on a wrong folder before reading yml
+        doc = pp.read_inference_yml(path)
+        ops = doc["PreProcess"]["transform_ops"]
+        model_name = name or (doc.get("Global") or {}).get("model_name") or path.name
+        prep = pp.build(ops, resize_mode)
+        hpi.validate(backend, precision, parse_device(device).kind)
+        if "auto" in (backend, precision):
+            w, h = prep.input_size or (224, 224)
+            choice, runner = hpi.choose_auto(path, device, cpu_threads, batch_size, (h, w), backend, precision,
+                                             log or (lambda m: None))
+        else:
+            choice = hpi.HpiChoice(backend, precision)
+            runner = hpi.make_runner(path, device, cpu_threads, choice)
+        model = cls(str(model_name), runner, prep, ops, str(path))
+        model.cpu_threads = cpu_threads or cpu_count()
+        model.recipe = {"model_dir": str(path), "name": name, "device": device, "resize_mode": resize_mode,
+                        "backend": choice.backend, "precision": choice.precision}
+        return model
+
+    @classmethod
+    def from_recipe(cls, recipe: Dict[str, Any], cpu_threads: Optional[int] = None) -> "EmbeddingModel":
+        """The same model again (another process, another thread count), backend already chosen."""
+        return cls.from_inference_dir(recipe["model_dir"], name=recipe["name"], device=recipe["device"],
+                                      cpu_threads=cpu_threads, resize_mode=recipe["resize_mode"],
+                                      backend=recipe["backend"], precision=recipe["precision"])
+
+    @classmethod
+    def from_checkpoint(cls, spec: ModelSpec, weights: str, device: Optional[str] = None, tag: Optional[str] = None,
+                        arch: Optional[Dict[str, Any]] = None, resize_mode: str = "yml") -> "EmbeddingModel":
+        from imgfeat_cli.models.weights import load_into, read_state_dict
+
+        state = read_state_dict(weights)
+        cfg = {**spec.arch_from_state_dict(state), **(arch or {})}
+        layer = spec.build(num_classes=None, arch=cfg)
+        load_into(layer, state, weights)
+        ops = list(spec.pretrained_cfg(tag).transform_ops)
+        size = trained_input_size(weights) or (cfg.get("img_size") if spec.family.sized_by_input else None)
+        if size and size != 224:
+            ops[0] = {"ResizeImage": {**ops[0]["ResizeImage"], "size": [int(size)] * 2}}
+        return cls(spec.name, DygraphRunner(layer, device), pp.build(ops, resize_mode), ops, weights, layer=layer)
+
+    def embed_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Run an ``NCHW`` float32 batch through the model; return L2-normalised features."""
+        return pp.l2_normalize(self.runner(batch))
+
+    @property
+    def input_shape(self) -> Optional[tuple]:
+        """``(3, h, w)`` when the pre-processing gives every image that shape, else ``None``."""
+        return self.preprocessor.output_shape
+

@@ -1,0 +1,123 @@
+"""Runners: a callable that takes an ``NCHW`` float32 batch and returns the model's raw features.
+
+Two paddle runners live here: an inference folder run by ``paddle.inference`` (oneDNN on CPU, CUDA
+on GPU) and a dygraph layer (checkpoints, training-time evaluation). The onnxruntime and OpenVINO
+runners live with the backend selection in :mod:`imgfeat_cli.models.backends`. Every runner has
+``backend``, ``device`` and ``precision`` attributes that say what actually ran.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+
+from imgfeat_cli.common.errors import ModelError
+from imgfeat_cli.common.system import Device, cpu_count, parse_device
+from imgfeat_cli.models.registry import find_inference_files
+
+
+def require_device(device: Optional[str]) -> Device:
+    """Parse ``device`` and check that this paddlepaddle build can use it."""
+    dev = parse_device(device)
+    if dev.is_gpu:
+        import paddle
+
+        if not paddle.device.is_compiled_with_cuda():
+            raise ModelError(f"device {device} requested but this paddlepaddle build has no CUDA support",
+                             hint="install paddlepaddle-gpu, or use --device cpu")
+    return dev
+
+
+def quiet_paddle_signals() -> None:
+    """Paddle installs C++ handlers for SIGINT/SIGTERM/SIGSEGV that print a multi-line C++ stack
+    and can deadlock (they call malloc inside the handler). Python's own handling is what imgfeat
+    wants: Ctrl-C is one line and exit 130, and a terminated worker just exits."""
+    try:
+        import paddle
+
+        paddle.disable_signal_handler()
+    except (ImportError, AttributeError):
+        pass
+
+
+@contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Route file descriptor 1 to 2 while paddle's C++ code runs: some passes print diagnostics
+    with ``std::cout`` ("ReduceMeanCheckIfOneDNNSupport"), which would corrupt results and
+    ``--json`` documents on stdout."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+class InferenceRunner:
+    """``paddle.inference`` predictor for an exported folder."""
+
+    def __init__(self, model_dir: Path, device: Optional[str] = None, cpu_threads: Optional[int] = None,
+                 precision: str = "fp32") -> None:
+        from paddle import inference as pi
+
+        quiet_paddle_signals()
+        prog, params = find_inference_files(model_dir)
+        dev = require_device(device)
+        config = pi.Config(str(prog), str(params))
+        config.disable_glog_info()
+        if dev.is_gpu:
+            mode = pi.PrecisionType.Half if precision == "fp16" else pi.PrecisionType.Float32
+            config.enable_use_gpu(256, dev.first, mode)
+        else:
+            config.disable_gpu()
+            config.enable_mkldnn()
+            config.set_mkldnn_cache_capacity(16)
+            config.set_cpu_math_library_num_threads(cpu_threads or cpu_count())
+            if precision == "bf16":
+                config.enable_mkldnn_bfloat16()
+        try:
+            with stdout_to_stderr():
+                self.predictor = pi.create_predictor(config)
+        except Exception as exc:  # paddle raises many types for corrupt programs
+            raise ModelError(f"cannot load the inference model in {model_dir}: {str(exc).strip().splitlines()[-1][:200]}",
+                             hint="re-export it (imgfeat export) or re-download it") from None
+        self.input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
+        self.output_name = self.predictor.get_output_names()[0]
+        self.device = dev.single
+        self.precision = precision
+        self.backend = "paddle-inference" + (" (CUDA)" if dev.is_gpu else " (oneDNN)")
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.input.reshape(list(batch.shape))
+        self.input.copy_from_cpu(np.ascontiguousarray(batch, dtype=np.float32))
+        with stdout_to_stderr():
+            self.predictor.run()
+        return self.predictor.get_output_handle(self.output_name).copy_to_cpu()
+
+
+class DygraphRunner:
+    """Eager-mode forward of a paddle layer (checkpoints, training-time evaluation)."""
+
+    def __init__(self, layer: Any, device: Optional[str] = None) -> None:
+        import paddle
+
+        quiet_paddle_signals()
+        dev = require_device(device)
+        paddle.set_device(dev.single)
+        self.layer = layer
+        self.layer.eval()
+        self.device = dev.single
+        self.precision = "fp32"
+        self.backend = "paddle-dygraph"
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import paddle
+
+        with paddle.no_grad():
+            return self.layer(paddle.to_tensor(batch, dtype="float32")).numpy()

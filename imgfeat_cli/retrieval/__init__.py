@@ -1,0 +1,1 @@
+"""Retrieval: metrics and evaluation (and the gallery index and search)."""
