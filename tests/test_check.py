@@ -285,3 +285,31 @@ def test_a_list_file_that_is_a_folder_is_named(synth_ds):
     (synth_ds / "query.txt").mkdir()
     (p,) = _found(_check(synth_ds), "missing_list_file")
     assert p[0] == "query.txt" and "is not a file" in p[3]
+
+
+def test_hostile_image_paths_are_reported_not_crashed_on(synth_ds):
+    imgs = synth_ds / "images"
+    os.mkfifo(imgs / "fifo.jpg")
+    (imgs / "loop1").symlink_to("loop2")
+    (imgs / "loop2").symlink_to("loop1")
+    (imgs / "dangling.jpg").symlink_to("gone.jpg")
+    (imgs / "adir.jpg").mkdir()
+    cases = {"images/a\0b.jpg": "contains a NUL byte", f"images/{'n' * 300}.jpg": "name too long",
+             "images/fifo.jpg": "not a regular file", "images/loop1": "symlink loop",
+             "images/dangling.jpg": "broken symlink", "images/adir.jpg": "is a folder",
+             "images/c00/000.jpg/x.jpg": "a file stands where a folder"}
+    with open(synth_ds / "train.txt", "a") as fh:
+        fh.write("".join(f"{p} 0\n" for p in cases))
+    found = [p[3] for p in _found(_check(synth_ds), "missing_image")]
+    for path, why in cases.items():
+        assert any(why in m for m in found), (path, found)
+
+
+def test_an_unusable_output_folder_is_refused_before_any_image_is_decoded(invoke, synth_ds, tmp_path, monkeypatch):
+    import imgfeat_cli.datasets.check as check_mod
+    monkeypatch.setattr(check_mod, "_probe", lambda p: pytest.fail("decoded before the output was checked"))
+    (tmp_path / "afile").write_text("x")
+    for out, what in ((tmp_path / "afile", "is a file, but a folder is expected"),
+                      (tmp_path / "afile" / "sub", "afile is a file, not a folder")):
+        res = invoke("check", "--dataset", synth_ds, "--output", out)
+        assert res.exit_code == 2 and what in res.stderr and "unexpected" not in res.stderr

@@ -380,3 +380,46 @@ def test_convert_names_the_byte_when_flags_or_json_are_neither_utf8_nor_gbk(invo
     assert res.exit_code == 0
     skipped = {p["file"]: p for p in json.loads(res.stdout)["skipped"]}
     assert skipped["2.json"]["code"] == "not_utf8" and "byte 0x80 at line 1, column 54" in skipped["2.json"]["message"]
+
+
+def test_unwritable_or_file_valued_outputs_are_refused_before_work(invoke, synth_ds, tmp_path, monkeypatch):
+    root = tmp_path / "lm"
+    _labelme(root, "labelme", extra=False)
+    (tmp_path / "afile").write_text("x")
+    res = invoke("convert", "--dataset", root, "--out", tmp_path / "afile")
+    assert res.exit_code == 2 and "is a file, but a folder is expected" in res.stderr
+    res = invoke("convert", "--dataset", root, "--out", tmp_path / "afile" / "out")
+    assert res.exit_code == 2 and "afile is a file, not a folder" in res.stderr
+    before = _lists(synth_ds)
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, m: False if Path(p) == synth_ds and m & os.W_OK else real(p, m))
+    res = _split(invoke, synth_ds, 60, 20, 20)  # a read-only dataset folder (as a non-root user sees it)
+    assert res.exit_code == 2 and f"output folder {synth_ds} is not writable" in res.stderr
+    res = invoke("convert", "--dataset", root)
+    assert res.exit_code == 0  # root itself is writable
+    assert _lists(synth_ds) == before
+
+
+@pytest.mark.parametrize("at, expect", [(5, "old"), (9, "new")], ids=["while-staging", "while-switching"])
+def test_split_ctrl_c_exits_130_with_a_complete_set(invoke, synth_ds, monkeypatch, at, expect):
+    before = _lists(synth_ds)
+    pooled = _pool(synth_ds)
+    calls = [0]
+    real_replace, real_fsync = os.replace, os.fsync
+
+    def hit(fn):
+        def wrapper(*a):
+            calls[0] += 1
+            if calls[0] == at:
+                raise KeyboardInterrupt
+            return fn(*a)
+        return wrapper
+
+    monkeypatch.setattr(os, "replace", hit(real_replace))
+    monkeypatch.setattr(os, "fsync", hit(real_fsync))
+    res = _split(invoke, synth_ds, 60, 20, 20)
+    monkeypatch.undo()
+    assert res.exit_code == 130 and "Traceback" not in res.output
+    assert (_lists(synth_ds) == before) == (expect == "old")
+    assert _pool(synth_ds) == pooled
+    assert not [p.name for p in synth_ds.iterdir() if p.name.startswith(".")]

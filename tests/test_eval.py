@@ -231,3 +231,10 @@ def test_jsonl_without_labels_takes_them_from_a_label_file(invoke, tmp_path):
                  tmp_path / "ql.txt", "--gallery-labels", tmp_path / "gl.txt", "--output", tmp_path / "o", "--json")
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["num_scored"] == 2
+
+
+def test_eval_refuses_a_file_valued_output_before_loading(invoke, tmp_path):
+    _write_jsonl(tmp_path / "g.jsonl", G, [1, 2, 1])
+    (tmp_path / "o").write_text("x")
+    res = invoke("eval", "--query", tmp_path / "g.jsonl", "--gallery", tmp_path / "g.jsonl", "--output", tmp_path / "o")
+    assert res.exit_code == 2 and "is a file, but a folder is expected" in res.stderr

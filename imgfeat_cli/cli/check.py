@@ -87,6 +87,7 @@ def register(app: typer.Typer) -> None:
         if not cfg["Global"]["dataset_dir"]:
             raise UsageError("no dataset given", hint="use --dataset DIR (or Global.dataset_dir in -c/-o)")
         cd = cfg["CheckDataset"]
+        fsutil.check_output_dir(cfg["Global"]["output"])  # before decoding every image, not after
         with out.progress("images") as progress:
             result = run_check(cfg["Global"]["dataset_dir"], cfg["Global"]["output"], cd["num_workers"],
                                cd["demo_samples"], cd["imbalance_ratio"], progress=progress)

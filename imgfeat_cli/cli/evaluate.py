@@ -54,6 +54,7 @@ def register(app: typer.Typer) -> None:
         ev = cfg["Evaluate"]
         if (query or gallery) and cfg["Global"]["dataset_dir"]:
             raise UsageError("give either --dataset or --query/--gallery, not both")
+        fsutil.check_output_dir(cfg["Global"]["output"])  # before embedding a dataset, not after
         with out.progress("items") as progress:
             if query or gallery:
                 if not (query and gallery):

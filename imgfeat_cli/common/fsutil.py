@@ -201,7 +201,8 @@ def _check_writable_folder(folder: Path, path: Path, what: str) -> None:
         raise UsageError(f"cannot create {what} {path}: {folder} is a file, not a folder",
                          hint=f"choose a location under an existing folder, or move {folder} away")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"cannot write {what} {path}: folder {folder} is not writable",
+        where = f"{what} {path}" if folder == path else f"cannot write {what} {path}: folder {folder}"
+        raise UsageError(f"{where} is not writable",
                          hint="choose a location you may write to, or fix the folder's permissions")
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from imgfeat_cli.common import filetxn, fsutil
-from imgfeat_cli.datasets.dataset import SPLITS, Entry, Problem, read_list, resolve_inside
+from imgfeat_cli.datasets.dataset import SPLITS, Entry, Problem, image_problem, read_list, resolve_inside
 from imgfeat_cli.common.errors import UsageError
 from imgfeat_cli.pipeline.decode import extension_matches, probe_bytes
 from imgfeat_cli.common.progress import ProgressFn, null_progress
@@ -130,11 +130,11 @@ def run_check(dataset_dir: str, output_dir: str = "output", num_workers: Optiona
                 problems.append(Problem("path_escapes_root", "error",
                                         f"{e.path} is absolute or points outside the dataset folder",
                                         f"{split}.txt", e.line))
-            elif full.is_file():
+            elif (why := image_problem(full)) is None:
                 todo[full] = None
             else:
-                why = "is not a file" if full.exists() else "does not exist"
-                problems.append(Problem("missing_image", "error", f"{e.path} {why}", f"{split}.txt", e.line))
+                shown = e.path if e.path.isprintable() else repr(e.path)
+                problems.append(Problem("missing_image", "error", f"{shown} {why}", f"{split}.txt", e.line))
     status: Dict[Path, ImageStatus] = {}
     files = list(todo)
     progress("Decoding images", 0, len(files))

@@ -203,7 +203,7 @@ def run_convert(dataset_dir: str, out_dir: Optional[str] = None, percents: Tuple
     why = validate_percents(*percents)
     if why:
         raise UsageError(f"bad split percentages: {why}", hint="e.g. -o CheckDataset.split.train_percent=60")
-    dest = fsutil.check_output_dir(out_dir) if out_dir else root
+    dest = fsutil.check_output_dir(out_dir or root)
     layout, anns, names_file = detect_layout(root)
     if not anns:
         raise DatasetError(f"no LabelMe .json annotations found under {root}",

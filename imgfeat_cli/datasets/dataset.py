@@ -9,10 +9,12 @@ check trips over the BOM and the spaces. The three files are written together (:
 """
 from __future__ import annotations
 
+import errno
 import math
 import os
 import random
 import re
+import stat
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,6 +197,26 @@ def write_lists(root: Path, parts: Dict[str, Sequence[Entry]], extra: Optional[D
         for name, text in (extra or {}).items():
             files.stage_text(name, text)
         return files.commit()
+
+
+def image_problem(path: Path) -> Optional[str]:
+    """Why ``path`` cannot be read as an image file (``"does not exist"``, ``"is a symlink loop"``...),
+    or ``None`` when it is a regular file. Never raises for a hostile name."""
+    try:
+        st = os.stat(path)
+    except ValueError:
+        return "contains a NUL byte"
+    except FileNotFoundError:
+        return "is a broken symlink" if os.path.islink(path) else "does not exist"
+    except OSError as exc:
+        return {errno.ELOOP: "is a symlink loop", errno.ENAMETOOLONG: "has a name too long for the filesystem",
+                errno.ENOTDIR: "does not exist (a file stands where a folder of its path should be)"}.get(
+                    exc.errno or 0, f"cannot be reached: {exc.strerror or exc}")
+    if stat.S_ISDIR(st.st_mode):
+        return "is a folder, not an image file"
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file (a FIFO, device or socket)"
+    return None
 
 
 def resolve_inside(root: Path, rel: str) -> Optional[Path]:
