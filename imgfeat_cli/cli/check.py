@@ -94,5 +94,6 @@ def register(app: typer.Typer) -> None:
         fsutil.write_text(Path(cfg["Global"]["output"]) / "config.check.yaml", cfgmod.dump_yaml(cfg))
         out.emit(result.to_dict(), render(result))
         if not result.check_pass:
-            raise CheckFailed(f"dataset {result.dataset_path} failed the check with {result.counts('error')} errors",
+            n = result.counts("error")
+            raise CheckFailed(f"dataset {result.dataset_path} failed the check with {n} error{'s' * (n != 1)}",
                               result, hint="see the problems above or in check_dataset_result.json")

@@ -164,8 +164,10 @@ def _listed_paths_in_place(picked: List[Tuple[Path, str]], root: Path) -> List[s
         rels.append(image.resolve().relative_to(root.resolve()).as_posix())
     spaced = [r for r in rels if unlistable(r)]
     if spaced:
-        raise UsageError(f"{len(spaced)} images have spaces in their paths (e.g. {spaced[0]!r}) and cannot be listed "
-                         f"in place: {SPACE_RULE}; nothing was changed", hint="pass --out DIR, or rename the images")
+        raise UsageError(f"{len(spaced)} images have spaces in their paths (e.g. {spaced[0]!r}): {SPACE_RULE}, so "
+                         "they cannot be listed in place; nothing was changed",
+                         hint="pass --out DIR (the images are linked there under names with '_' for spaces), "
+                              "or rename them")
     return rels
 
 

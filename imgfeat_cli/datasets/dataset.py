@@ -71,8 +71,7 @@ SPARSE_CLASSES = 10_000
 _LABEL = re.compile(r"-?[0-9]+", re.ASCII)
 #: Characters a listed path cannot hold: PaddleX splits list lines on spaces (and lines on newlines).
 UNLISTABLE = frozenset(" \t\n\r\x0b\x0c")
-SPACE_RULE = ("PaddleX splits list lines on spaces, so such a file cannot be listed; rename it "
-              "(`imgfeat convert --out DIR` links such images under names with '_' for spaces)")
+SPACE_RULE = "PaddleX splits list lines on spaces, so a path with spaces cannot be listed"
 
 
 def unlistable(rel: str) -> bool:
@@ -93,7 +92,8 @@ def _parse_line(line: str, name: str, no: int) -> Union[Entry, Problem]:
             return Problem("malformed_line", "error", f"several spaces in a row; use one space between path and "
                            f"label: {line[:120]!r}", name, no)
         if _LABEL.fullmatch(label):
-            return Problem("space_in_path", "error", f"path {path[:120]!r} contains spaces: {SPACE_RULE}", name, no)
+            return Problem("space_in_path", "error", f"path {path[:120]!r} contains spaces: {SPACE_RULE}; rename the "
+                           "file (`imgfeat convert --out DIR` links such images under names with '_')", name, no)
         return Problem("malformed_line", "error", f"more than two space-separated fields: {line[:120]!r}", name, no)
     if not _LABEL.fullmatch(label):
         return Problem("non_integer_label", "error", f"label {label[:40]!r} is not an integer (class ids are "

@@ -42,7 +42,8 @@ def run_split(dataset_dir: str, percents: Tuple[float, float, float], seed: int 
         raise UsageError(f"bad split percentages: {why}; nothing was changed",
                          hint="e.g. --train 60 --gallery 25 --query 15")
     if not root.is_dir():
-        raise UsageError(f"dataset folder {dataset_dir} does not exist", hint="pass the dataset root with --dataset")
+        raise UsageError(f"dataset folder {dataset_dir} does not exist or is not a folder",
+                         hint="pass the dataset root with --dataset")
     fsutil.check_output_dir(root)  # the list files are rewritten in place
     pooled: List[Entry] = []
     found = 0
