@@ -46,7 +46,7 @@ def test_eval_from_jsonl_and_npy(invoke, tmp_path):
 def test_eval_errors(invoke, tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"feature": [1, 0]}\n')
     res = invoke("eval", "--query", tmp_path / "bad.jsonl", "--gallery", tmp_path / "bad.jsonl")
-    assert res.exit_code == 2 and "bad.jsonl:1: missing key 'label'" in res.stderr
+    assert res.exit_code == 2 and "bad.jsonl has no labels" in res.stderr
     res = invoke("eval", "--query", tmp_path / "bad.jsonl")
     assert res.exit_code == 2 and "--query and --gallery go together" in res.stderr
     res = invoke("eval")
@@ -55,8 +55,7 @@ def test_eval_errors(invoke, tmp_path):
     assert res.exit_code == 2 and "Evaluate.recall_k.0" in res.stderr
 
 
-def test_eval_dataset_with_model(invoke, synth_ds, tmp_path):
-    model_dir = shared_path("fixtures", "ppshituv2_rec_seed0", "inference")
+def test_eval_dataset_with_model(invoke, synth_ds, model_dir, tmp_path):
     res = invoke("eval", "--dataset", synth_ds, "--model-dir", model_dir, "--output", tmp_path / "o", "--json")
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
@@ -67,7 +66,7 @@ def test_eval_dataset_with_model(invoke, synth_ds, tmp_path):
     with open(synth_ds / "gallery.txt", "a") as fh:
         fh.write("images/c00/000.jpg 0\n")
     res = invoke("eval", "--dataset", synth_ds, "--model-dir", model_dir, "--output", tmp_path / "o")
-    assert res.exit_code == 1 and "gallery images could not be read" in res.stderr
+    assert res.exit_code == 1 and "dataset images could not be read" in res.stderr and "zero-byte" in res.stderr
 
 
 def test_eval_on_real_drink_embeddings(invoke, tmp_path):
@@ -108,28 +107,29 @@ def _jsonl_lines(path: Path, lines) -> Path:
     return path
 
 
-@pytest.mark.parametrize("lines, where, what", [
-    ([{"feature": [1, 0], "label": 1}, '{"feature": [NaN, 0], "label": 1}'], ":2:", "NaN, infinity"),
-    (['{"feature": [1, Infinity], "label": 1}'], ":1:", "NaN, infinity"),
-    ([{"feature": [1e39, 0], "label": 1}], ":1:", "beyond float32's range"),
-    ([{"feature": [1, 0], "label": 1}, "", {"feature": [0, 0], "label": 1}], ":3:", "all zeros"),
-    ([{"feature": [1, 0], "label": 1}, {"feature": [1, 0, 3], "label": 1}], ":2:", "ragged"),
-    ([{"feature": ["1", "0"], "label": 1}], ":1:", "holds str \"1\""),
-    ([{"feature": [True, 0], "label": 1}], ":1:", "holds bool"),
-    ([{"feature": {"a": 1}, "label": 1}], ":1:", "not a list of numbers"),
-    ([{"feature": [[1, 0]], "label": 1}], ":1:", "holds list"),
-    ([{"feature": [], "label": 1}], ":1:", "not a list of numbers"),
-    ([{"feature": [1, 0], "label": None}], ":1:", "neither a number nor text"),
-    ([{"feature": [1, 0], "label": [1]}], ":1:", "neither a number nor text"),
-    ([{"feature": [1, 0], "label": "  "}], ":1:", "label is empty"),
+@pytest.mark.parametrize("lines, what", [
+    ([{"feature": [1, 0], "label": 1}, '{"feature": [NaN, 0], "label": 1}'], ": row 2 holds NaN or infinity"),
+    (['{"feature": [1, Infinity], "label": 1}'], ": row 1 holds NaN or infinity"),
+    ([{"feature": [1e39, 0], "label": 1}], ": row 1 holds NaN or infinity"),  # beyond float32
+    ([{"feature": [1, 0], "label": 1}, "", {"feature": [0, 0], "label": 1}], ": row 2 is all zeros"),
+    ([{"feature": [1, 0], "label": 1}, {"feature": [1, 0, 3], "label": 1}], ":2: 3 values, but line 1 has 2"),
+    ([{"feature": ["1", "0"], "label": 1}], ':1: "feature" must be a list of numbers'),
+    ([{"feature": [True, 0], "label": 1}], ':1: "feature" must be a list of numbers'),
+    ([{"feature": {"a": 1}, "label": 1}], ':1: "feature" must be a list of numbers'),
+    ([{"feature": [[1, 0]], "label": 1}], ':1: "feature" must be a list of numbers'),
+    ([{"feature": [1, 0], "label": None}], ": row 1 has no label"),
+    ([{"feature": [1, 0], "label": 1}, {"feature": [1, 0]}], ": row 2 has no label"),
+    ([{"feature": [1, 0], "label": [1]}], ": row 1: label [1] is neither a number nor text"),
+    ([{"feature": [1, 0], "label": "  "}], ": row 1: label is empty"),
 ])
-def test_bad_jsonl_rows_are_refused_with_file_and_line(invoke, tmp_path, lines, where, what):
+def test_bad_jsonl_rows_are_refused_with_file_and_row(invoke, tmp_path, lines, what):
     _write_jsonl(tmp_path / "g.jsonl", G, [1, 2, 1])
     bad = _jsonl_lines(tmp_path / "q.jsonl", lines)
     res = invoke("eval", "--query", bad, "--gallery", tmp_path / "g.jsonl", "--output", tmp_path / "o")
     assert res.exit_code == 2, res.output
     first = res.stderr.splitlines()[0]
-    assert first.startswith(f"Error: {bad}{where}") and what in first and "unexpected" not in res.stderr
+    assert first.startswith(f"Error: {bad}{what}"), first
+    assert "unexpected" not in res.stderr and "Warning" not in res.stderr
     assert not (tmp_path / "o").exists()
 
 
@@ -159,10 +159,10 @@ def _npy_case(tmp_path: Path, case: str) -> Path:
 
 
 @pytest.mark.parametrize("case, what", [
-    ("nan", "g.npy row 2 (0-based): feature holds NaN"), ("inf64", "g.npy row 1 (0-based): feature holds NaN"),
-    ("zero", "g.npy row 1 (0-based): feature is all zeros"), ("object", "holds Python objects"),
-    ("strings", "holds a <U1 array"), ("1d", "of shape (3,); expected a 2-D array"),
-    ("not_npy", "is not a .npy file"), ("truncated", "is unreadable"), ("sidecar", "has 2 paths for 3 rows"),
+    ("nan", "g.npy: row 3 holds NaN"), ("inf64", "g.npy: row 2 holds NaN"), ("zero", "g.npy: row 2 is all zeros"),
+    ("object", "is not a numeric .npy array"), ("strings", "holds a <U1 array"),
+    ("1d", "of shape (3,); expected (N, D) numbers"), ("not_npy", "is not a numeric .npy array"),
+    ("truncated", "is not a numeric .npy array (EOF"), ("sidecar", "lists 2 paths for 3 rows"),
 ])
 def test_bad_npy_files_are_refused_with_one_line(invoke, tmp_path, case, what):
     _write_jsonl(tmp_path / "q.jsonl", G[:1], [1])
@@ -238,3 +238,23 @@ def test_eval_refuses_a_file_valued_output_before_loading(invoke, tmp_path):
     (tmp_path / "o").write_text("x")
     res = invoke("eval", "--query", tmp_path / "g.jsonl", "--gallery", tmp_path / "g.jsonl", "--output", tmp_path / "o")
     assert res.exit_code == 2 and "is a file, but a folder is expected" in res.stderr
+
+
+def test_eval_reads_parquet_labels_and_normalises_them(invoke, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def write(name, feats, labels):
+        col = pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(feats, np.float32).ravel()), 2)
+        pq.write_table(pa.table({"input_path": [f"{name}{i}.jpg" for i in range(len(feats))], "feature": col,
+                                 "label": labels}), tmp_path / f"{name}.parquet")
+
+    write("g", G, [1.0, 2.0, 1.0])  # float labels, as a dataframe round trip leaves them
+    write("q", G[:2], ["1", "2"])
+    res = invoke("eval", "--query", tmp_path / "q.parquet", "--gallery", tmp_path / "g.parquet", "--output",
+                 tmp_path / "o", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["num_scored"] == 2
+    write("z", np.array([[1, 0], [0, 0]]), [1, 2])
+    res = invoke("eval", "--query", tmp_path / "z.parquet", "--gallery", tmp_path / "g.parquet")
+    assert res.exit_code == 2 and "z.parquet: row 2 is all zeros" in res.stderr
