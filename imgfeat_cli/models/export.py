@@ -8,7 +8,6 @@ is assembled in a temp directory and renamed into place: a failed export leaves 
 from __future__ import annotations
 
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
@@ -54,7 +53,7 @@ def export_layer(model_name: str, layer: Any, out_dir: str, transform_ops: Seque
     if hasattr(layer, "reparameterize"):
         layer.reparameterize()
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=str(dest.parent)))
+    tmp = fsutil.temp_dir(dest)
     try:
         spec = [paddle.static.InputSpec([None, 3, None if h < 0 else h, None if w < 0 else w], "float32", name="x")]
         static = paddle.jit.to_static(layer, input_spec=spec, full_graph=True)
