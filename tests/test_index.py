@@ -232,7 +232,9 @@ def test_atomic_save_keeps_old_state_on_failure(tmp_path, data, monkeypatch):
     index.add(g[:1], ["new"])
     import imgfeat_cli.retrieval.index as ixmod
     monkeypatch.setattr(ixmod, "side_json", lambda idx: (_ for _ in ()).throw(OSError(28, "No space left")))
-    with pytest.raises(OSError):
+    from imgfeat_cli.common.errors import ImgfeatError
+
+    with pytest.raises(ImgfeatError, match="No space left"):
         index.save(tmp_path / "idx")
     assert {p.name: p.read_bytes() for p in (tmp_path / "idx").iterdir()} == before
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no temp folder left

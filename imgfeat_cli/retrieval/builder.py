@@ -21,8 +21,8 @@ from imgfeat_cli.retrieval import layout
 from imgfeat_cli.retrieval.gallery import Chunk, Gallery, read_gallery, vector_chunks
 from imgfeat_cli.retrieval.index import Index
 
-#: IVF trains on up to this many vectors per list (faiss needs 39; more gives no better lists).
-TRAIN_PER_LIST = 64
+#: IVF trains on up to this many vectors per list (faiss wants 39 at least; more costs k-means time).
+TRAIN_PER_LIST = 40
 
 
 @dataclass
@@ -50,12 +50,15 @@ def locked(folder: Path) -> Any:
     """The writer lock of ``folder``, failing at once (with what to do) when another process holds it."""
     from filelock import Timeout
 
-    lock = fsutil.writer_lock(folder)
     try:
+        lock = fsutil.writer_lock(folder)
         lock.acquire()
     except Timeout:
         raise UsageError(f"another imgfeat process is writing the index {folder}",
                          hint="wait for it to finish, then rerun") from None
+    except OSError as exc:
+        raise ImgfeatError(f"cannot write beside the index {folder}: {exc.strerror or exc}",
+                           hint="check the folder's permissions") from None
     return lock
 
 

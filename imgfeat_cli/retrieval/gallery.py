@@ -134,7 +134,12 @@ def read_embeddings(path: Path, labels_file: Optional[str] = None) -> Gallery:
     if path.suffix.lower() == ".parquet":
         raise UsageError(f"cannot read {path} yet: parquet embeddings need imgfeat's feature reader",
                          hint="use .jsonl or .npy embeddings")
-    feats, labels, paths = load_embeddings(str(path), labels_file)
+    try:
+        feats, labels, paths = load_embeddings(str(path), labels_file)
+    except ValueError as exc:  # ragged rows, a damaged .npy
+        raise UsageError(f"cannot read embeddings from {path}: {str(exc).splitlines()[0][:120]}") from None
+    if feats.ndim != 2:
+        raise UsageError(f"{path} holds an array of shape {feats.shape}, expected (rows, dim)")
     return Gallery(str(path), [str(v) for v in labels], list(paths) if paths else [None] * len(labels),
                    features=feats)
 

@@ -45,7 +45,7 @@ METRICS = ("IP", "L2")
 #: of lists over a small gallery saves nothing over an exact scan.
 MIN_IVF_VECTORS = 1000
 #: HNSW search depth stored in the index (faiss' default is 16); see benchmarks/search.py.
-HNSW_EF_SEARCH = 128
+HNSW_EF_SEARCH = 64
 
 
 def accepts(metric_type: str, best: float, threshold: Optional[float]) -> bool:

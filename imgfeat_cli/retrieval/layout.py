@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -100,6 +101,8 @@ def _read_id_map(folder: Path) -> Tuple[Dict[int, str], Dict[str, Any], Dict[int
         raw = doc["id_map"] or {}
         if not isinstance(raw, dict):
             raise IndexFormatError(f"{yml}: id_map is not a mapping of ids to labels")
+        if not all(isinstance(v, (str, int, float)) for v in raw.values()):  # e.g. an alias bomb
+            raise IndexFormatError(f"{yml}: id_map has a label that is not a plain text or number")
         try:
             return {int(k): str(v) for k, v in raw.items()}, doc, {}
         except (TypeError, ValueError):
@@ -128,7 +131,9 @@ def _read_vectors(path: Path) -> Any:
         with open(path, "rb") as fh:
             index = faiss.read_index(faiss.PyCallbackIOReader(fh.read))
     except (RuntimeError, MemoryError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else exc.__class__.__name__
+        text = str(exc).strip()
+        found = re.search(r" at \S+:\d+: (.+)", text)
+        first = (found.group(1) if found else text.splitlines()[-1] if text else exc.__class__.__name__)[:160]
         raise IndexFormatError(f"{path} is not a readable faiss index ({first})",
                                hint="restore the folder's .bak copy or rebuild the index") from None
     if not hasattr(index, "id_map"):
@@ -233,12 +238,16 @@ def write_folder(idx: Any, folder: Path) -> Path:
     faiss = faiss_module()
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{folder} exists and is not a folder")
-    with fsutil.replace_dir(folder) as tmp:
-        with open(tmp / VECTOR_FILE, "wb") as fh:
-            faiss.write_index(idx.faiss_index, faiss.PyCallbackIOWriter(fh.write))
-        with open(tmp / ID_MAP_FILE, "w", encoding="utf-8") as fh:
-            fh.write(id_map_yaml(idx))
-        with open(tmp / SIDE_FILE, "w", encoding="utf-8") as fh:
-            fh.write(side_json(idx))
-        _carry_over(folder, tmp)
+    try:
+        with fsutil.replace_dir(folder) as tmp:
+            with open(tmp / VECTOR_FILE, "wb") as fh:
+                faiss.write_index(idx.faiss_index, faiss.PyCallbackIOWriter(fh.write))
+            with open(tmp / ID_MAP_FILE, "w", encoding="utf-8") as fh:
+                fh.write(id_map_yaml(idx))
+            with open(tmp / SIDE_FILE, "w", encoding="utf-8") as fh:
+                fh.write(side_json(idx))
+            _carry_over(folder, tmp)
+    except OSError as exc:
+        raise ImgfeatError(f"cannot write the index {folder}: {exc.strerror or exc}",
+                           hint="check free space and permissions; the previous index is unchanged") from None
     return folder
