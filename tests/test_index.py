@@ -357,3 +357,35 @@ def test_drink_reference_features_recall(invoke, tmp_path):
                 "--json")
     assert len(got) == 194 and recall1 == pytest.approx(json.loads(ev.stdout)["metrics"]["recall1"])
     assert recall1 > 0.95
+
+
+def test_images_build_add_search_and_recall_equals_eval(invoke, synth_ds, model_dir, tmp_path):
+    """A dataset folder and a label list of images, embedded with a seeded exported PP-ShiTuV2_rec."""
+    ev = invoke("eval", "--dataset", synth_ds, "--model-dir", model_dir, "--output", tmp_path / "o", "--json")
+    assert ev.exit_code == 0, ev.output
+    res = invoke("index", "build", "-g", synth_ds, "--out", tmp_path / "idx", "--model-dir", model_dir, "--json")
+    assert res.exit_code == 0, res.output
+    n_gallery = len((synth_ds / "gallery.txt").read_text().split())
+    assert json.loads(res.stdout)["added"] == n_gallery // 2
+    assert Index.load(tmp_path / "idx").model["name"] == "PP-ShiTuV2_rec"
+    query = [line.split(" ") for line in (synth_ds / "query.txt").read_text().splitlines()]
+    got = results(invoke("search", *[synth_ds / p for p, _ in query], "--index", tmp_path / "idx",
+                         "--model-dir", model_dir, "-k", "1", "--no-threshold"))
+    assert [r["input_path"] for r in got] == [str(synth_ds / p) for p, _ in query]
+    recall1 = np.mean([r["labels"][0] == lab for r, (_, lab) in zip(got, query)])
+    assert recall1 == pytest.approx(json.loads(ev.stdout)["metrics"]["recall1"])
+    # a label list over the same root: already indexed images are skipped, new ones (and a broken one) added
+    lines = [f"{p} class {lab}" for p, lab in query[:2]] + [(synth_ds / "gallery.txt").read_text().split("\n")[0]]
+    (synth_ds / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    (synth_ds / "more.txt").write_text("\n".join(lines + ["broken.jpg class 9"]) + "\n")
+    res = invoke("index", "add", "--index", tmp_path / "idx", "-g", synth_ds / "more.txt", "--model-dir", model_dir,
+                 "--json")
+    doc = json.loads(res.stdout)
+    assert res.exit_code == 4 and doc["added"] == 2 and doc["skipped_already_indexed"] == 1 and doc["failed"] == 1
+    assert "broken.jpg" in doc["errors"][0]["input_path"] and "could not be embedded" in res.stderr
+    assert Index.load(tmp_path / "idx").count == n_gallery // 2 + 2
+    res = invoke("search", synth_ds / "broken.jpg", synth_ds / query[0][0], "--index", tmp_path / "idx",
+                 "--model-dir", model_dir, "--no-threshold", "--json")
+    doc = json.loads(res.stdout)
+    assert res.exit_code == 4 and len(doc["results"]) == 1 and len(doc["results"][0]["ids"]) == 5
+    assert doc["errors"][0]["input_path"].endswith("broken.jpg")

@@ -13,10 +13,10 @@ from imgfeat_cli.cli.common import (ConfigOpt, DeviceOpt, JsonOpt, ModelDirOpt, 
 
 GalleryOpt = Annotated[str, typer.Option("--gallery", "-g", show_default=False, help=(
     "A 'path label' list (space or tab; labels may hold spaces), a dataset folder (its gallery.txt), "
-    "or embeddings (.jsonl with label, .npy with --labels)."))]
+    "or embeddings (.jsonl/.parquet with label, or with --labels)."))]
 RootOpt = Annotated[Optional[str], typer.Option("--root", help="Folder the list's paths are relative to "
                                                 "\\[default: the list's folder].", show_default=False)]
-LabelsOpt = Annotated[Optional[str], typer.Option("--labels", help="Labels of a .npy gallery, one per line.",
+LabelsOpt = Annotated[Optional[str], typer.Option("--labels", help="Labels of an embeddings gallery, one per line.",
                                                   show_default=False)]
 BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Images per forward pass "
                                                  "\\[default: 8 on CPU, 32 on GPU].", show_default=False)]
@@ -64,7 +64,7 @@ class LazyModel:
 
 
 def lazy_model(cfg: dict, out: Output) -> LazyModel:
-    from imgfeat_cli.cli.embed import load_model
+    from imgfeat_cli.cli.loading import load_model
     from imgfeat_cli.common.errors import UsageError
 
     if cfg["Predict"]["model_dir"] and cfg["Predict"]["weights"]:
@@ -73,9 +73,9 @@ def lazy_model(cfg: dict, out: Output) -> LazyModel:
 
 
 def batch_size(cfg: dict) -> int:
-    from imgfeat_cli.cli.embed import default_batch
+    from imgfeat_cli.common.system import default_batch_size
 
-    return cfg["Predict"]["batch_size"] or default_batch(cfg["Global"]["device"])
+    return cfg["Predict"]["batch_size"] or default_batch_size(cfg["Global"]["device"])
 
 
 def render_report(out: Output, index: Any) -> None:
@@ -101,7 +101,7 @@ def render_report(out: Output, index: Any) -> None:
         table.add_row(k, escape(v))
     out.emit(doc, table)
     for path, why in rep.errors[:5]:
-        out.warn(f"{path}: {why}")
+        out.warn(why if why.startswith(path) else f"{path}: {why}")
     if rep.errors:
         raise PartialFailure(f"{len(rep.errors)} gallery images could not be embedded and were left out", rep,
                              hint="fix or remove them, then `imgfeat index add` the rest")

@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
             help="Query images, folders (recursive) or http(s) URLs.", show_default=False)] = None,
         index_dir: Annotated[str, typer.Option("--index", "-i", help="Index folder.", show_default=False)] = "",
         embeddings: Annotated[Optional[str], typer.Option("--embeddings", "-e", help="Search precomputed query "
-                                                          "vectors (.jsonl or .npy) instead of images.",
+                                                          "vectors (.jsonl, .npy or .parquet) instead of images.",
                                                           show_default=False)] = None,
         top_k: Annotated[Optional[int], typer.Option("--top-k", "-k", help="Results per query \\[default: 5].",
                                                      show_default=False)] = None,
@@ -104,7 +104,7 @@ def register(app: typer.Typer) -> None:
         if out_file:
             out.log(f"wrote {count} results to {out_file}")
         for path, why in errors[:5]:
-            out.warn(f"{path}: {why}")
+            out.warn(why if why.startswith(path) else f"{path}: {why}")
         if errors and not count:
             raise ImgfeatError(f"no query image could be read ({len(errors)} failed)")
         if errors:

@@ -108,7 +108,7 @@ def _identity(model: Any, gallery: Gallery) -> Optional[Dict[str, Any]]:
     """The identity of the model that made the gallery's vectors (loading a lazy model only when
     the gallery has images to embed)."""
     if gallery.features is None and model is not None:
-        return dict(model.identity())
+        return dict(model.identity)
     return gallery.model
 
 

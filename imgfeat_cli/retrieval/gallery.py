@@ -6,8 +6,8 @@
   spaces. A UTF-8 BOM, CRLF line ends and blank lines are tolerated; a line without a label is an
   error naming ``file:line``. Paths are relative to ``root`` (default: the file's folder).
 * A ShiTuRecDataset folder contributes its ``gallery.txt`` (integer labels, paths inside the root).
-* Embedding files (``.jsonl`` with a ``label`` per line, ``.npy`` with a labels file) carry vectors
-  already; no model is needed.
+* Embedding files (``.jsonl``/``.parquet`` with a ``label`` per row, or any of them with a labels
+  file, one label per line) carry vectors already; no model is needed.
 
 Image galleries identify items by absolute path, so ``index add`` can skip what an index holds
 whatever list or root names it; embedding files by their ``input_path`` column.
@@ -129,19 +129,24 @@ def read_dataset_gallery(folder: Path) -> Gallery:
 
 
 def read_embeddings(path: Path, labels_file: Optional[str] = None) -> Gallery:
-    from imgfeat_cli.retrieval.evaluate import load_embeddings
+    """An embeddings gallery: labels from its ``label`` column, or one per line of ``labels_file``."""
+    from imgfeat_cli.pipeline.readers import read_features
 
-    if path.suffix.lower() == ".parquet":
-        raise UsageError(f"cannot read {path} yet: parquet embeddings need imgfeat's feature reader",
-                         hint="use .jsonl or .npy embeddings")
-    try:
-        feats, labels, paths = load_embeddings(str(path), labels_file)
-    except ValueError as exc:  # ragged rows, a damaged .npy
-        raise UsageError(f"cannot read embeddings from {path}: {str(exc).splitlines()[0][:120]}") from None
-    if feats.ndim != 2:
-        raise UsageError(f"{path} holds an array of shape {feats.shape}, expected (rows, dim)")
-    return Gallery(str(path), [str(v) for v in labels], list(paths) if paths else [None] * len(labels),
-                   features=feats)
+    table = read_features(str(path))
+    n = len(table.features)
+    if labels_file:
+        lines = Path(labels_file).read_text(encoding="utf-8-sig").splitlines() if Path(labels_file).is_file() else None
+        if lines is None:
+            raise UsageError(f"labels file {labels_file} does not exist")
+        labels = [ln.strip() for ln in lines if ln.strip()]
+        if len(labels) != n:
+            raise UsageError(f"{labels_file} has {len(labels)} labels for {n} features in {path}")
+    elif "label" in table.columns:
+        labels = [str(v) for v in table.columns["label"]]
+    else:
+        raise UsageError(f"{path} has no labels", hint="embeddings need a \"label\" per row, or --labels FILE "
+                         "(one label per line)")
+    return Gallery(str(path), labels, list(table.paths) if table.paths else [None] * n, features=table.features)
 
 
 def read_gallery(spec: str, root: Optional[str] = None, labels_file: Optional[str] = None) -> Gallery:
@@ -162,7 +167,7 @@ def read_gallery(spec: str, root: Optional[str] = None, labels_file: Optional[st
     else:
         gallery = read_label_file(path, root)
     if labels_file and gallery.features is None:
-        raise UsageError("--labels goes with a .npy embeddings gallery", hint="label files carry their own labels")
+        raise UsageError("--labels goes with an embeddings gallery", hint="label files carry their own labels")
     if not len(gallery):
         raise UsageError(f"gallery {spec} is empty", hint="it needs at least one 'path label' line or embedding")
     return gallery

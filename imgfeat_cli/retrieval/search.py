@@ -9,7 +9,6 @@ are reported per input (``errors``) and the others are still searched.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -27,42 +26,11 @@ Result = Dict[str, Any]
 
 
 def read_query_vectors(path: str) -> Tuple[np.ndarray, List[Optional[str]]]:
-    """(features, input paths) from a ``.jsonl`` or ``.npy`` (+ ``.paths.txt``) embeddings file."""
-    from imgfeat_cli.pipeline.sinks import paths_sidecar
+    """(features, input paths) from a ``.jsonl``, ``.npy`` (+ ``.paths.txt``) or ``.parquet`` file."""
+    from imgfeat_cli.pipeline.readers import read_features
 
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"query embeddings {path} do not exist")
-    suffix = p.suffix.lower()
-    if suffix == ".npy":
-        try:
-            feats = np.load(p, allow_pickle=False)
-        except ValueError as exc:
-            raise UsageError(f"{path} is not a readable .npy array ({exc})") from None
-        side = paths_sidecar(p)
-        paths = side.read_text(encoding="utf-8").splitlines() if side.is_file() else [None] * len(feats)
-        if len(paths) != len(feats):
-            raise UsageError(f"{side} lists {len(paths)} paths for {len(feats)} vectors in {path}")
-        return feats, list(paths)
-    if suffix != ".jsonl":
-        raise UsageError(f"cannot read query embeddings from {path}", hint="use .jsonl or .npy")
-    feats, paths = [], []
-    with open(p, encoding="utf-8") as fh:
-        for no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                feats.append(rec["feature"])
-            except (ValueError, KeyError, TypeError):
-                raise UsageError(f"{path}:{no}: not a JSON object with a \"feature\" list") from None
-            paths.append(rec.get("input_path"))
-    if not feats:
-        raise UsageError(f"{path} holds no embeddings")
-    try:
-        return np.asarray(feats, dtype=np.float32), paths
-    except ValueError:
-        raise UsageError(f"{path}: the features do not all have the same length") from None
+    table = read_features(path)
+    return table.features, list(table.paths) if table.paths else [None] * len(table.features)
 
 
 def search_vectors(index: Index, feats: np.ndarray, paths: Sequence[Optional[str]], k: int,
