@@ -21,9 +21,8 @@ from typing import Any, Collection, Dict, Iterator, List, Optional, Sequence, Tu
 
 import numpy as np
 
-from imgfeat_cli.common.errors import DatasetError, UsageError
+from imgfeat_cli.common.errors import UsageError
 from imgfeat_cli.common.progress import ProgressFn, null_progress
-from imgfeat_cli.datasets.dataset import read_list, resolve_inside
 
 EMBEDDING_SUFFIXES = (".jsonl", ".npy", ".parquet")
 #: Gallery rows per add: images are embedded and vectors added this many at a time, so building or
@@ -113,19 +112,11 @@ def read_label_file(path: Path, root: Optional[str] = None) -> Gallery:
 
 
 def read_dataset_gallery(folder: Path) -> Gallery:
-    lf = read_list(folder, "gallery")
-    bad = [p for p in lf.problems if p.severity == "error"]
-    if bad:
-        where = f"{folder / (bad[0].file or 'gallery.txt')}" + (f":{bad[0].line}" if bad[0].line else "")
-        raise DatasetError(f"{where}: {bad[0].message}", hint=f"run `imgfeat check --dataset {folder}`")
-    sources = []
-    for e in lf.entries:
-        full = resolve_inside(folder, e.path)
-        if full is None:
-            raise DatasetError(f"{folder / 'gallery.txt'}:{e.line}: {e.path} points outside the dataset")
-        sources.append(str(full))
-    return Gallery(str(folder / "gallery.txt"), [str(e.label) for e in lf.entries],
-                   [os.path.abspath(s) for s in sources], sources=sources)
+    from imgfeat_cli.retrieval.evaluate import split_paths
+
+    sources, labels, _ = split_paths(folder, "gallery")
+    return Gallery(str(folder / "gallery.txt"), [str(v) for v in labels], [os.path.abspath(s) for s in sources],
+                   sources=sources)
 
 
 def read_embeddings(path: Path, labels_file: Optional[str] = None) -> Gallery:
