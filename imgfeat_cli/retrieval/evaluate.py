@@ -19,7 +19,7 @@ from imgfeat_cli.common.progress import ProgressFn, null_progress
 RESULT_FILE = "evaluate_result.json"
 
 
-def _split_paths(root: Path, split: str) -> Tuple[List[str], List[Any], List[str]]:
+def split_paths(root: Path, split: str) -> Tuple[List[str], List[Any], List[str]]:
     """(full paths, labels, paths as listed) of one list file, refused when check would fail it."""
     lf = read_list(root, split)
     bad = [p for p in lf.problems if p.severity == "error"]
@@ -44,8 +44,8 @@ def eval_dataset(dataset_dir: str, model: Any, ks: Sequence[int] = (1, 5), exclu
     root = Path(dataset_dir)
     if not root.is_dir():
         raise UsageError(f"dataset folder {dataset_dir} does not exist")
-    g_full, g_labels, g_listed = _split_paths(root, "gallery")
-    q_full, q_labels, q_listed = _split_paths(root, "query")
+    g_full, g_labels, g_listed = split_paths(root, "gallery")
+    q_full, q_labels, q_listed = split_paths(root, "query")
     unique = list(dict.fromkeys(g_full + q_full))
     got = embed_to_memory(model, unique, batch_size, progress)
     if got.errors:
