@@ -230,8 +230,8 @@ def test_atomic_save_keeps_old_state_on_failure(tmp_path, data, monkeypatch):
     index.save(tmp_path / "idx")
     before = {p.name: p.read_bytes() for p in (tmp_path / "idx").iterdir()}
     index.add(g[:1], ["new"])
-    import imgfeat_cli.retrieval.index as ixmod
-    monkeypatch.setattr(ixmod, "side_json", lambda idx: (_ for _ in ()).throw(OSError(28, "No space left")))
+    import imgfeat_cli.retrieval.layout as layoutmod
+    monkeypatch.setattr(layoutmod, "side_json", lambda idx: (_ for _ in ()).throw(OSError(28, "No space left")))
     from imgfeat_cli.common.errors import ImgfeatError
 
     with pytest.raises(ImgfeatError, match="No space left"):

@@ -43,7 +43,8 @@ def register(app: typer.Typer) -> None:
         from imgfeat_cli.common import config as cfgmod
         from imgfeat_cli.common import fsutil
         from imgfeat_cli.common.errors import UsageError
-        from imgfeat_cli.retrieval.evaluate import eval_dataset, load_query_gallery, write_result
+        from imgfeat_cli.retrieval.embfiles import load_query_gallery
+        from imgfeat_cli.retrieval.evaluate import eval_dataset, write_result
         from imgfeat_cli.retrieval.metrics import evaluate
 
         out = Output(json_, quiet)

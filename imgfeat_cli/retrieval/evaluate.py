@@ -12,7 +12,6 @@ from typing import Any, List, Optional, Sequence, Tuple
 from imgfeat_cli.common import fsutil
 from imgfeat_cli.datasets.dataset import read_list, resolve_inside
 from imgfeat_cli.common.errors import DatasetError, UsageError
-from imgfeat_cli.retrieval.embfiles import load_embeddings, load_query_gallery  # noqa: F401 (API)
 from imgfeat_cli.retrieval.metrics import RetrievalMetrics, evaluate
 from imgfeat_cli.common.progress import ProgressFn, null_progress
 

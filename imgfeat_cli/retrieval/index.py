@@ -26,14 +26,12 @@ PaddleX quirks handled here (see README "Retrieval"):
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
-import yaml
 
 from imgfeat_cli.common.errors import UsageError
 from imgfeat_cli.retrieval import layout
@@ -255,16 +253,4 @@ class Index:
                 "items": [[i, self.paths.get(i), lab] for i, lab in sorted(self.id_map.items())]}
 
 
-def id_map_yaml(index: Index) -> str:
-    """``id_map.yaml`` exactly as PaddleX's ``IndexData.save`` writes it (``yaml.dump`` sorts keys)."""
-    doc = {"index_type": index.index_type, "metric_type": index.metric_type,
-           "id_map": {int(k): str(v) for k, v in index.id_map.items()}}
-    return yaml.safe_dump(doc, default_flow_style=False, allow_unicode=True)
-
-
-def side_json(index: Index) -> str:
-    return json.dumps(index.side_doc(), ensure_ascii=False) + "\n"
-
-
-__all__ = ["Index", "INDEX_TYPES", "METRICS", "MIN_IVF_VECTORS", "faiss_module", "ivf_params", "id_map_yaml",
-           "side_json"]
+__all__ = ["Index", "INDEX_TYPES", "METRICS", "MIN_IVF_VECTORS", "faiss_module", "ivf_params"]

@@ -231,9 +231,19 @@ def _carry_over(old: Path, new: Path) -> None:
             shutil.copy2(child, new / child.name, follow_symlinks=False)
 
 
+def id_map_yaml(index: Any) -> str:
+    """``id_map.yaml`` exactly as PaddleX's ``IndexData.save`` writes it (``yaml.dump`` sorts keys)."""
+    doc = {"index_type": index.index_type, "metric_type": index.metric_type,
+           "id_map": {int(k): str(v) for k, v in index.id_map.items()}}
+    return yaml.safe_dump(doc, default_flow_style=False, allow_unicode=True)
+
+
+def side_json(index: Any) -> str:
+    return json.dumps(index.side_doc(), ensure_ascii=False) + "\n"
+
+
 def write_folder(idx: Any, folder: Path) -> Path:
     """Write ``idx`` to ``folder`` atomically; the previous folder is kept as ``<folder>.bak``."""
-    from imgfeat_cli.retrieval.index import id_map_yaml, side_json
 
     faiss = faiss_module()
     if folder.exists() and not folder.is_dir():

@@ -14,7 +14,6 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 from imgfeat_cli.common import fsutil
-from imgfeat_cli.common.errors import UsageError
 from imgfeat_cli.common.progress import ProgressFn, null_progress
 from imgfeat_cli.retrieval.gallery import CHUNK
 from imgfeat_cli.retrieval.index import Index
