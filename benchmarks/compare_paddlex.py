@@ -39,7 +39,8 @@ from imgfeat_cli.pipeline.job import run_embed  # noqa: E402
 from imgfeat_cli.pipeline.inputs import InputItem, walk_images  # noqa: E402
 from imgfeat_cli.pipeline import batch as pipeline_batch  # noqa: E402
 from imgfeat_cli.pipeline.embedder import plan_streams  # noqa: E402
-from imgfeat_cli.models import backends as hpi  # noqa: E402
+from imgfeat_cli.common.system import native_bf16  # noqa: E402
+from imgfeat_cli.models.onnx import onnxruntime_available  # noqa: E402
 from imgfeat_cli.pipeline.predictor import create_model  # noqa: E402
 
 
@@ -130,10 +131,10 @@ def main() -> None:
     modes: Dict[str, Any] = {fp32_label: fp32}
     if n_streams > 1:
         modes["imgfeat fp32 (1 process)"] = single
-    if hpi.onnxruntime_available():
+    if onnxruntime_available():
         modes["imgfeat onnxruntime fp32"] = _default_model(model_dir, len(images), args.streams,
                                                            backend="onnxruntime")[0]
-    if hpi.native_bf16():
+    if native_bf16():
         modes["imgfeat paddle bf16"] = _default_model(model_dir, len(images), args.streams, precision="bf16")[0]
     px_model = px.create_model("PP-ShiTuV2_rec", model_dir=model_dir) if px else None
 

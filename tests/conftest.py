@@ -32,6 +32,14 @@ def shared_path(*parts: str) -> Path:
 TINY_VIT = {"embed_dim": 64, "depth": 2, "num_heads": 2}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_home(tmp_path_factory):
+    """A cache of the session's own (converted models, engine decisions), never the user's."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("IMGFEAT_HOME", str(tmp_path_factory.mktemp("imgfeat-home")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def built_models(tmp_path_factory) -> dict:
     """Inference folders exported by the project itself, seeded: PP-ShiTuV2_rec (the official

@@ -41,6 +41,12 @@ ModelDirOpt = Annotated[Optional[str], typer.Option("--model-dir", help="Inferen
                                                     show_default=False)]
 WeightsOpt = Annotated[Optional[str], typer.Option("--weights", help=".pdparams checkpoint (run in dygraph).",
                                                    show_default=False)]
+BackendOpt = Annotated[Optional[str], typer.Option(
+    "--backend", help="paddle, onnxruntime, openvino or auto \\[default: the fastest exact engine, measured once "
+    "per model and machine; paddle = as PaddleX runs it].", show_default=False)]
+PrecisionOpt = Annotated[Optional[str], typer.Option(
+    "--precision", help="fp32, bf16 (CPU with native bf16), fp16 (GPU) or auto \\[default: fp32; a quantized "
+    "folder: int8].", show_default=False)]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu, gpu or gpu:N.", show_default=False)]
 
 

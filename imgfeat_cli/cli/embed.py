@@ -9,8 +9,8 @@ from rich.markup import escape
 from rich.table import Table
 from typing_extensions import Annotated
 
-from imgfeat_cli.cli.common import (ConfigOpt, DeviceOpt, JsonOpt, ModelDirOpt, ModelOpt, Output,
-                                     OverrideOpt, QuietOpt, WeightsOpt, handle_errors)
+from imgfeat_cli.cli.common import (BackendOpt, ConfigOpt, DeviceOpt, JsonOpt, ModelDirOpt, ModelOpt, Output,
+                                     OverrideOpt, PrecisionOpt, QuietOpt, WeightsOpt, handle_errors)
 
 
 def summary_table(res: Dict[str, Any]) -> Table:
@@ -57,10 +57,8 @@ def embed(
                                                  show_default=False)] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Decoding threads [default: half the cores].",
                                                    show_default=False)] = None,
-    backend: Annotated[Optional[str], typer.Option("--backend", help="paddle, onnxruntime or auto "
-                                                   "[default: paddle].", show_default=False)] = None,
-    precision: Annotated[Optional[str], typer.Option("--precision", help="fp32, bf16 (CPU), fp16 (GPU) or auto "
-                                                     "[default: fp32].", show_default=False)] = None,
+    backend: BackendOpt = None,
+    precision: PrecisionOpt = None,
     hpi: Annotated[bool, typer.Option("--hpi", help="High-performance mode: --backend auto --precision auto.")] = False,
     threads: Annotated[Optional[int], typer.Option("--threads", help="Inference threads, per stream "
                                                    "[default: the cores this process may use, split "

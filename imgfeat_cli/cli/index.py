@@ -8,8 +8,8 @@ from rich.markup import escape
 from rich.table import Table
 from typing_extensions import Annotated
 
-from imgfeat_cli.cli.common import (ConfigOpt, DeviceOpt, JsonOpt, ModelDirOpt, ModelOpt, Output, OverrideOpt,
-                                     QuietOpt, WeightsOpt, handle_errors)
+from imgfeat_cli.cli.common import (BackendOpt, ConfigOpt, DeviceOpt, JsonOpt, ModelDirOpt, ModelOpt, Output,
+                                     OverrideOpt, PrecisionOpt, QuietOpt, WeightsOpt, handle_errors)
 
 GalleryOpt = Annotated[str, typer.Option("--gallery", "-g", show_default=False, help=(
     "A 'path label' list (space or tab; labels may hold spaces), a dataset folder (its gallery.txt), "
@@ -20,10 +20,6 @@ LabelsOpt = Annotated[Optional[str], typer.Option("--labels", help="Labels of an
                                                   show_default=False)]
 BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Images per forward pass "
                                                  "\\[default: 8 on CPU, 32 on GPU].", show_default=False)]
-BackendOpt = Annotated[Optional[str], typer.Option("--backend", help="paddle, onnxruntime or auto "
-                                                   "\\[default: paddle].", show_default=False)]
-PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="fp32, bf16 (CPU), fp16 (GPU) or auto "
-                                                     "\\[default: fp32].", show_default=False)]
 
 EXAMPLES = """Examples:
 

@@ -20,7 +20,7 @@ def load_model(cfg: Dict[str, Any], out: Output, cpu_threads: Optional[int] = No
     model = create_model(None if pred["model_dir"] else glob["model"], model_dir=pred["model_dir"],
                          weights=pred["weights"], device=glob["device"],
                          cpu_threads=cpu_threads or pred["cpu_threads"],
-                         backend=pred.get("backend", "paddle"), precision=pred.get("precision", "fp32"),
+                         backend=pred["backend"], precision=pred["precision"],
                          hpi_config={"batch_size": pred["batch_size"] or default_batch_size(glob["device"])},
                          log=out.log)
     out.log(f"model {model.name}: {model.backend} {model.precision} on {model.device}")

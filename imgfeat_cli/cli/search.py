@@ -8,9 +8,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import typer
 from typing_extensions import Annotated
 
-from imgfeat_cli.cli.common import (ConfigOpt, DeviceOpt, JsonOpt, ModelDirOpt, ModelOpt, Output, OverrideOpt,
-                                     QuietOpt, WeightsOpt, handle_errors)
-from imgfeat_cli.cli.index import BackendOpt, BatchOpt, PrecisionOpt, batch_size, lazy_model, model_flags
+from imgfeat_cli.cli.common import (BackendOpt, ConfigOpt, DeviceOpt, JsonOpt, ModelDirOpt, ModelOpt, Output, OverrideOpt,
+                                     PrecisionOpt, QuietOpt, WeightsOpt, handle_errors)
+from imgfeat_cli.cli.index import BatchOpt, batch_size, lazy_model, model_flags
 
 EXAMPLES = """Examples:
 

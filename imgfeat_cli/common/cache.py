@@ -6,7 +6,7 @@
     models/<name>/<name>_pretrained.pdparams
     models/<name>/<name>_backbone_LAION400M_pretrained.pdparams
     datasets/<name>/                   unpacked demo dataset
-    onnx/, hpi/                         converted models and backend decisions (models.backends)
+    onnx/, hpi/                         converted models and engine decisions (models.onnx, models.autoselect)
     files/<basename>                   `imgfeat download url` without --out
     manifest.json                      url -> sha256, size, path (recorded on first download)
 """

@@ -30,17 +30,29 @@ def cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-@lru_cache(maxsize=1)
-def cpu_flags() -> frozenset:
-    """CPU feature flags from /proc/cpuinfo (empty where it does not exist)."""
+@lru_cache(maxsize=4)
+def _cpuinfo(field: str) -> str:
+    """The first ``field`` line of /proc/cpuinfo ('' where there is none)."""
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return frozenset()
+        return ""
     for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
+        if line.split(":", 1)[0].strip() == field:
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+def cpu_flags() -> frozenset:
+    """CPU feature flags from /proc/cpuinfo (empty where it does not exist)."""
+    return frozenset(_cpuinfo("flags").split())
+
+
+def cpu_model() -> str:
+    """The CPU's model name (e.g. 'AMD EPYC'), or the architecture where /proc/cpuinfo has none."""
+    import platform
+
+    return _cpuinfo("model name") or platform.machine()
 
 
 def native_bf16() -> bool:

@@ -16,8 +16,10 @@ def hpi_settings(use_hpip: bool, hpi_config: Optional[Mapping[str, Any]], backen
                  precision: Optional[str]) -> Dict[str, Any]:
     """Merge PaddleX's ``use_hpip``/``hpi_config`` with imgfeat's ``backend``/``precision``.
 
-    ``use_hpip=True`` means ``auto`` for whatever ``hpi_config`` leaves open; PaddleX's
-    ``backend_config: {precision: ...}`` is read as ``precision``."""
+    ``use_hpip=True`` means ``auto`` for whatever ``hpi_config`` leaves open (bf16/fp16 included);
+    PaddleX's ``backend_config: {precision: ...}`` is read as ``precision``. What is still open is
+    ``None``: the default of :mod:`imgfeat_cli.models.engines` (the fastest exact engine), unlike
+    PaddleX, whose ``use_hpip=False`` means paddle."""
     cfg = dict(hpi_config or {})
     unknown = sorted(set(cfg) - set(HPI_KEYS))
     if unknown:
@@ -26,8 +28,8 @@ def hpi_settings(use_hpip: bool, hpi_config: Optional[Mapping[str, Any]], backen
     if "precision" in nested and "precision" not in cfg:
         cfg["precision"] = nested["precision"]
     auto = "auto" if use_hpip else None
-    return {"backend": backend or cfg.get("backend") or auto or "paddle",
-            "precision": precision or cfg.get("precision") or auto or "fp32",
+    return {"backend": backend or cfg.get("backend") or auto,
+            "precision": precision or cfg.get("precision") or auto,
             "cpu_threads": cfg.get("cpu_threads"), "batch_size": cfg.get("batch_size")}
 
 
@@ -43,7 +45,7 @@ def load_model(name: Optional[str] = None, model_dir: Optional[str] = None, weig
     hpi = hpi_settings(use_hpip, hpi_config, backend, precision)
     threads = cpu_threads or hpi["cpu_threads"]
     if weights:
-        if (hpi["backend"], hpi["precision"]) != ("paddle", "fp32"):
+        if hpi["backend"] not in (None, "paddle") or hpi["precision"] not in (None, "fp32"):
             raise ModelError("high-performance backends run inference folders, not .pdparams checkpoints",
                              hint="export the checkpoint first (imgfeat export) and use model_dir / --model-dir")
         if name is None:

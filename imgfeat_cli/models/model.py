@@ -13,7 +13,8 @@ import numpy as np
 
 from imgfeat_cli.common.system import cpu_count, parse_device
 from imgfeat_cli.models import preprocess as pp
-from imgfeat_cli.models.registry import ModelSpec, find_inference_files
+from imgfeat_cli.models.files import find_inference_files, model_hash
+from imgfeat_cli.models.registry import ModelSpec
 from imgfeat_cli.models.runners import DygraphRunner
 
 
@@ -69,36 +70,38 @@ class EmbeddingModel:
         """What an output records about the model that made it (a resume refuses another): the
         name, a hash of its files (so a moved copy of the same model is the same model), and the
         engine that ran it."""
-        from imgfeat_cli.models.backends import model_hash
-
         src = Path(self.source)
-        files = find_inference_files(src) if src.is_dir() else (src,)
-        return {"name": self.name, "sha256": model_hash(*files)[:16], "backend": self.backend,
-                "precision": self.precision}
+        sha = find_inference_files(src).sha256() if src.is_dir() else model_hash(src)
+        return {"name": self.name, "sha256": sha[:16], "backend": self.backend, "precision": self.precision}
 
     @classmethod
     def from_inference_dir(cls, model_dir: str, name: Optional[str] = None, device: Optional[str] = None,
-                           cpu_threads: Optional[int] = None, resize_mode: str = "yml", backend: str = "paddle",
-                           precision: str = "fp32", batch_size: int = 8,
+                           cpu_threads: Optional[int] = None, resize_mode: str = "yml", backend: Optional[str] = None,
+                           precision: Optional[str] = None, batch_size: int = 8,
                            log: Optional[Callable[[str], None]] = None) -> "EmbeddingModel":
-        """``backend``/``precision`` as in :mod:`imgfeat_cli.models.backends`; ``auto`` in either
-        measures the candidates at ``batch_size`` and keeps the fastest within the accuracy bar."""
-        from imgfeat_cli.models import backends as hpi
+        """``backend``/``precision`` as in :mod:`imgfeat_cli.models.engines` (``None``: the default,
+        the fastest exact engine); ``auto`` in either measures the candidates at ``batch_size`` once
+        per model and machine and keeps the fastest within the accuracy bar."""
+        from imgfeat_cli.models import autoselect, engines
 
         path = Path(model_dir)
-        find_inference_files(path)  # fail on a wrong folder before reading yml
+        files = find_inference_files(path)  # fail on a wrong folder before reading yml
         doc = pp.read_inference_yml(path)
         ops = doc["PreProcess"]["transform_ops"]
         model_name = name or (doc.get("Global") or {}).get("model_name") or path.name
         prep = pp.build(ops, resize_mode)
-        hpi.validate(backend, precision, parse_device(device).kind)
+        native = engines.folder_precision(files, doc)
+        backend, precision = engines.resolve(backend, precision, files, native)
+        kind = parse_device(device).kind
+        engines.validate(backend, precision, kind, files)
+        say = log or autoselect.silent
         if "auto" in (backend, precision):
-            w, h = prep.input_size or (224, 224)
-            choice, runner = hpi.choose_auto(path, device, cpu_threads, batch_size, (h, w), backend, precision,
-                                             log or (lambda m: None))
+            pool = [c for c in engines.candidates(kind, files, native)
+                    if backend in ("auto", c.backend) and precision in ("auto", c.precision)]
+            choice, runner = autoselect.choose(files, device, cpu_threads, batch_size, prep, pool, say)
         else:
-            choice = hpi.HpiChoice(backend, precision)
-            runner = hpi.make_runner(path, device, cpu_threads, choice)
+            choice = engines.HpiChoice(backend, precision)
+            runner = engines.make_runner(files, device, cpu_threads, choice, say)
         model = cls(str(model_name), runner, prep, ops, str(path))
         model.cpu_threads = cpu_threads or cpu_count()
         model.recipe = {"model_dir": str(path), "name": name, "device": device, "resize_mode": resize_mode,

@@ -7,7 +7,6 @@ reader, training recipe) and config, and each weight tag its URLs and pre-proces
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from imgfeat_cli.common.cache import base_url
@@ -170,18 +169,3 @@ def build_model(name: str, num_classes: Optional[int] = None, arch: Optional[Map
     """Build the paddle layer for ``name`` (random init). ``arch`` overrides the registry's sizes."""
     return get_spec(name).build(num_classes, arch)
 
-
-def find_inference_files(model_dir: Path) -> Tuple[Path, Path]:
-    """The program file (``inference.json`` preferred over ``inference.pdmodel``) and params."""
-    params = model_dir / "inference.pdiparams"
-    for prog in (model_dir / "inference.json", model_dir / "inference.pdmodel"):
-        if prog.is_file() and params.is_file():
-            return prog, params
-    if not model_dir.is_dir():
-        raise ModelError(f"model folder {model_dir} does not exist",
-                         hint="pass an exported inference folder (imgfeat export) or an unpacked official *_infer.tar")
-    missing = [] if params.is_file() else ["inference.pdiparams"]
-    if not (model_dir / "inference.json").is_file() and not (model_dir / "inference.pdmodel").is_file():
-        missing.append("inference.json (or inference.pdmodel)")
-    raise ModelError(f"{model_dir} is not an inference model folder (missing {' and '.join(missing)})",
-                     hint="expected inference.json (or inference.pdmodel), inference.pdiparams and inference.yml")

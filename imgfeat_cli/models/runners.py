@@ -2,7 +2,7 @@
 
 Two paddle runners live here: an inference folder run by ``paddle.inference`` (oneDNN on CPU, CUDA
 on GPU) and a dygraph layer (checkpoints, training-time evaluation). The onnxruntime and OpenVINO
-runners live with the backend selection in :mod:`imgfeat_cli.models.backends`. Every runner has
+runners live in :mod:`imgfeat_cli.models.onnx` and :mod:`imgfeat_cli.models.openvino`. Every runner has
 ``backend``, ``device`` and ``precision`` attributes that say what actually ran.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 
 from imgfeat_cli.common.errors import ModelError
 from imgfeat_cli.common.system import Device, cpu_count, parse_device
-from imgfeat_cli.models.registry import find_inference_files
+from imgfeat_cli.models.files import find_inference_files
 
 
 def require_device(device: Optional[str]) -> Device:
@@ -73,9 +73,12 @@ class InferenceRunner:
         from paddle import inference as pi
 
         quiet_paddle_signals()
-        prog, params = find_inference_files(model_dir)
+        files = find_inference_files(model_dir)
+        if files.is_onnx:
+            raise ModelError(f"{model_dir} holds an ONNX model ({files.onnx.name}), which paddle cannot run",
+                             hint="run it with --backend onnxruntime (the default picks it)")
         dev = require_device(device)
-        config = pi.Config(str(prog), str(params))
+        config = pi.Config(str(files.program), str(files.params))
         config.disable_glog_info()
         if dev.is_gpu:
             mode = pi.PrecisionType.Half if precision == "fp16" else pi.PrecisionType.Float32

@@ -23,6 +23,7 @@ import yaml
 from imgfeat_cli import __version__
 from imgfeat_cli.common import fsutil
 from imgfeat_cli.common.errors import UsageError
+from imgfeat_cli.models.engines import same_features
 from imgfeat_cli.pipeline.formats import PartFile, json_path, open_part, output_format
 
 
@@ -174,7 +175,8 @@ class FileSink:
             raise UsageError(f"cannot resume {what}: the record of what produced it is missing",
                              hint="pass --overwrite to start over")
         for key in ("format", "dtype", "model"):
-            if stored.get(key) != self.identity[key]:
+            same = same_features if key == "model" else (lambda a, b: a == b)
+            if not same(stored.get(key), self.identity[key]):
                 raise UsageError(f"cannot resume {what}: it was made with {key} {_show(stored.get(key))}, "
                                  f"this run uses {_show(self.identity[key])}; nothing was changed",
                                  hint="rerun with the same settings, or pass --overwrite to start over")
