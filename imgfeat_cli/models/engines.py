@@ -66,7 +66,7 @@ def resolve(backend: Optional[str], precision: Optional[str], files: InferenceFi
     backend = backend or DEFAULT_BACKEND
     if native is not None:
         if precision not in (None, "auto", native):
-            raise UsageError(f"{files.folder} holds a {native} model: it cannot run at {precision}",
+            raise UsageError(f"the model in {files.folder} is {native}: it cannot run at {precision}",
                              hint=f"omit --precision, or run its source folder for {precision}")
         return backend, native
     if precision == "int8":

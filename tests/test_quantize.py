@@ -1,0 +1,158 @@
+"""`imgfeat quantize`: an int8 folder that runs wherever a model folder does, its accuracy report,
+the accuracy bar, and the hostile inputs."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from imgfeat_cli import create_model
+from imgfeat_cli.cli.app import app
+from imgfeat_cli.datasets.synthetic import make_dataset
+from imgfeat_cli.pipeline.embedder import embed_to_memory
+
+pytestmark = pytest.mark.slow
+
+
+def _run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def calib(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("calib")
+    make_dataset(root, num_classes=8, per_class=4, size=64, seed=3, distinct_colours=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def quantized(model_dir, calib, tmp_path_factory) -> dict:
+    """One quantized folder for the module (the bar lowered: the seeded model is not trained)."""
+    out = tmp_path_factory.mktemp("q") / "int8"
+    res = _run("quantize", model_dir, "--calib", calib / "images", "--out", out, "--calib-count", 24,
+               "-o", "Quantize.min_mean_cosine=0.9", "--json")
+    assert res.exit_code == 0, res.output
+    return {"out": out, "doc": json.loads(res.stdout)}
+
+
+def test_folder_and_report_hold_the_measured_cosines(quantized, model_dir):
+    out, doc = quantized["out"], quantized["doc"]
+    assert sorted(p.name for p in out.iterdir()) == ["inference.onnx", "inference.yml", "quantize_report.json"]
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "no temp folder left beside --out"
+    report = json.loads((out / "quantize_report.json").read_text())
+    assert report["calibration_images"] == 12 and report["heldout_images"] == 12
+    assert report["method"]["format"] == "QDQ" and report["method"]["per_channel"] is True
+    # the report's cosines are what the two folders give on the held-out images
+    held = report["heldout_paths"]
+    fp32 = embed_to_memory(create_model(model_dir=model_dir), held).features
+    int8 = embed_to_memory(create_model(model_dir=str(out)), held).features
+    cos = (fp32 * int8).sum(axis=1)
+    assert cos.min() == pytest.approx(report["heldout"]["cosine_min"], abs=1e-4)
+    assert cos.mean() == pytest.approx(report["heldout"]["cosine_mean"], abs=1e-4)
+    assert doc["heldout"] == report["heldout"] and 0.0 <= report["heldout"]["recall1_agreement"] <= 1.0
+    assert report["heldout"]["cosine_mean"] < 1.0, "int8 changes the features a little"
+
+
+def test_folder_runs_wherever_a_model_folder_does(quantized, synth_ds, tmp_path):
+    out = quantized["out"]
+    model = create_model(model_dir=str(out))
+    assert model.precision == "int8" and model.backend.startswith("onnxruntime")
+    onnx_sha = hashlib.sha256((out / "inference.onnx").read_bytes()).hexdigest()
+    assert model.identity["sha256"] == onnx_sha[:16], "the output identity covers the ONNX graph"
+    res = _run("embed", synth_ds / "images", "--model-dir", out, "--out", tmp_path / "f.jsonl", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["precision"] == "int8"
+    res = _run("eval", "--dataset", synth_ds, "--model-dir", out, "--output", tmp_path / "ev", "--json")
+    assert res.exit_code == 0, res.output
+    res = _run("index", "build", "-g", synth_ds, "--out", tmp_path / "idx", "--model-dir", out, "--json")
+    assert res.exit_code == 0, res.output
+    query = synth_ds / (synth_ds / "query.txt").read_text().split()[0]
+    res = _run("search", query, "--index", tmp_path / "idx", "--model-dir", out, "-k", "1", "--json")
+    assert res.exit_code == 0, res.output
+    res = _run("embed", synth_ds / "images", "--model-dir", out, "--out", tmp_path / "g.jsonl", "--backend", "paddle")
+    assert res.exit_code == 2 and "runs on onnxruntime" in res.stderr
+    res = _run("embed", synth_ds / "images", "--model-dir", out, "--out", tmp_path / "g.jsonl", "--precision", "fp32")
+    assert res.exit_code == 2 and "is int8: it cannot run at fp32" in res.stderr
+
+
+def test_below_the_bar_is_refused_unless_forced(model_dir, calib, tmp_path):
+    out = tmp_path / "int8"
+    args = ("quantize", model_dir, "--calib", calib / "images", "--out", out, "--calib-count", 16,
+            "-o", "Quantize.min_mean_cosine=1.0")
+    res = _run(*args)
+    assert res.exit_code == 3, res.output
+    assert "below 1.0: nothing written" in res.stderr and "--force" in res.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == [], "nothing left behind"
+    res = _run(*args, "--force", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["bar"] == {"min_mean_cosine": 1.0, "passed": False, "forced": True}
+    assert json.loads((out / "quantize_report.json").read_text())["bar"]["forced"] is True
+
+
+def _bad_images(tmp_path: Path) -> Path:
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    for i in range(20):
+        (folder / f"x{i}.jpg").write_text("not an image")
+    return folder
+
+
+@pytest.mark.parametrize("case, code, needle", [
+    ("missing calib", 2, "does not exist"),
+    ("empty calib", 2, "holds 0 image(s)"),
+    ("non-images", 2, "calibration image(s) could be read"),
+    ("not a model", 1, "is not an inference model folder"),
+    ("out under a file", 2, "is a file, not a folder"),
+    ("calib-count 0", 2, "Quantize.calib_count"),
+    ("out inside the model", 2, "inside it"),
+    ("out not empty", 2, "exists and is not empty"),
+    ("onnx folder", 2, "already an ONNX folder"),
+])
+def test_hostile_inputs_are_one_line_errors(case, code, needle, model_dir, calib, quantized, tmp_path):
+    images, model, out, extra = calib / "images", model_dir, tmp_path / "out", []
+    if case == "missing calib":
+        images = tmp_path / "nope"
+    elif case == "empty calib":
+        images = tmp_path / "empty"
+        images.mkdir()
+    elif case == "non-images":
+        images = _bad_images(tmp_path)
+    elif case == "not a model":
+        model = calib
+    elif case == "out under a file":
+        (tmp_path / "file").write_text("x")
+        out = tmp_path / "file" / "out"
+    elif case == "calib-count 0":
+        extra = ["--calib-count", "0"]
+    elif case == "out inside the model":
+        out = Path(model_dir) / "int8"
+    elif case == "out not empty":
+        out.mkdir()
+        (out / "keep.txt").write_text("mine")
+    elif case == "onnx folder":
+        model = quantized["out"]
+    res = _run("quantize", model, "--calib", images, "--out", out, *extra)
+    assert res.exit_code == code, res.output
+    assert needle in res.stderr and "Traceback" not in res.output
+    assert len([ln for ln in res.stderr.splitlines() if ln.startswith("Error:")]) == 1
+    if case == "out not empty":
+        assert (out / "keep.txt").read_text() == "mine"
+    elif case != "out under a file":
+        assert not out.exists()
+
+
+def test_ctrl_c_leaves_no_output(model_dir, calib, tmp_path, monkeypatch):
+    from imgfeat_cli.models import quantize as q
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(q, "quantize_graph", interrupted)
+    out = tmp_path / "int8"
+    res = _run("quantize", model_dir, "--calib", calib / "images", "--out", out, "--calib-count", 16)
+    assert res.exit_code == 130 and "Interrupted." in res.stderr
+    assert list(tmp_path.iterdir()) == []
