@@ -1,0 +1,21 @@
+"""The console script. It imports the CLI inside the Ctrl-C guard, so an interrupt during start-up
+(importing typer, rich and the commands takes a moment) is one line and exit 130 like any other."""
+from __future__ import annotations
+
+import sys
+
+from imgfeat_cli.common.errors import EXIT_INTERRUPTED, INTERRUPTED_MESSAGE
+
+
+def main() -> None:
+    try:
+        from imgfeat_cli.cli.app import app
+
+        app()
+    except KeyboardInterrupt:
+        try:
+            sys.stderr.write(f"Error: {INTERRUPTED_MESSAGE}\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        sys.exit(EXIT_INTERRUPTED)
