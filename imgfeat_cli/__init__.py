@@ -1,18 +1,16 @@
 """imgfeat: PaddleX-compatible image feature extraction (PP-ShiTuV2_rec, CLIP ViT).
 
 The package root stays import-light: ``import imgfeat_cli`` must not pull in paddle, so the CLI's
-``--help``/``--version`` answer instantly. The model API is loaded on first attribute access.
+``--help``/``--version`` answer instantly, and it imports nothing at all (not even ``typing``), so
+the console script reaches its Ctrl-C guard (``cli.entry``) as early as possible. The model API
+is loaded on first attribute access.
 """
-from __future__ import annotations
-
-from typing import Any
-
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "create_model", "list_models"]
 
 
-def __getattr__(name: str) -> Any:  # PEP 562 lazy exports
+def __getattr__(name: str) -> object:  # PEP 562 lazy exports
     if name == "create_model":
         from imgfeat_cli.pipeline.predictor import create_model
 

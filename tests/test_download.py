@@ -375,3 +375,15 @@ def test_retries_are_reported_as_they_happen(invoke, server, tmp_path, monkeypat
     res = invoke("download", "url", url, "--out", tmp_path / "b.bin")
     assert res.exit_code == 0
     assert "HTTP 500 from 127.0.0.1" in res.stderr and "retrying in 1 s (attempt 2 of 5)" in res.stderr
+
+
+@pytest.mark.parametrize("url,code,words", [
+    ("http://", 2, "is not a valid URL"),
+    ("http://[::1/x", 2, "is not a valid URL"),
+    ("REDIRECT", 1, "TooManyRedirects"),
+])
+def test_urls_requests_cannot_use_are_one_line(invoke, server, url, code, words):
+    if url == "REDIRECT":
+        url = server.add("/loop", b"", mode="redirect")
+    res = invoke("download", "url", url)
+    assert res.exit_code == code and words in res.stderr and "unexpected" not in res.stderr

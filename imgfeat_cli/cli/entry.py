@@ -1,10 +1,7 @@
 """The console script. It imports the CLI inside the Ctrl-C guard, so an interrupt during start-up
-(importing typer, rich and the commands takes a moment) is one line and exit 130 like any other."""
-from __future__ import annotations
-
+(importing typer, rich and the commands takes a moment) is one line and exit 130 like any other.
+Nothing is imported at module level: the unguarded window is the interpreter's own start."""
 import sys
-
-from imgfeat_cli.common.errors import EXIT_INTERRUPTED, INTERRUPTED_MESSAGE
 
 
 def main() -> None:
@@ -13,6 +10,8 @@ def main() -> None:
 
         app()
     except KeyboardInterrupt:
+        from imgfeat_cli.common.errors import EXIT_INTERRUPTED, INTERRUPTED_MESSAGE
+
         try:
             sys.stderr.write(f"Error: {INTERRUPTED_MESSAGE}\n")
             sys.stderr.flush()

@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Optional
 from urllib.parse import urlsplit
 
-from imgfeat_cli.common.errors import DownloadError, IOFailure, clip
+from imgfeat_cli.common.errors import DownloadError, IOFailure, UsageError, clip
 from imgfeat_cli.common.progress import ProgressFn, null_progress
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
@@ -113,6 +113,11 @@ def _connect(session: "object", url: str, offset: int, timeout: float) -> "objec
             raise DownloadError(f"cannot reach {urlsplit(url).netloc} for {clip(url)}: {why}",
                                 hint="check the network connection (or IMGFEAT_BASE_URL for a mirror)") from None
         raise _Retry("timed out" if isinstance(exc, requests.Timeout) else f"connection failed ({exc.__class__.__name__})") from None
+    except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema) as exc:
+        raise UsageError(f"{clip(url)} is not a valid URL ({clip(exc, 150)})", hint="check the URL") from None
+    except requests.RequestException as exc:  # too many redirects, a malformed answer...
+        raise DownloadError(f"cannot download {clip(url)}: {exc.__class__.__name__}: {clip(exc, 200)}",
+                            hint="check the URL (or IMGFEAT_BASE_URL for a mirror)") from None
 
 
 def _attempt(session: "object", url: str, part: Path, timeout: float, progress: ProgressFn, label: str) -> None:
