@@ -16,17 +16,9 @@ from typer.testing import CliRunner
 from imgfeat_cli.cli.app import ImgfeatGroup
 from imgfeat_cli.cli.common import handle_errors
 from imgfeat_cli.common.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, reading
+from test_ordinary_errors import error_lines, unwritable_folder
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def lines_of(res) -> list:
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert "Traceback" not in res.stderr and "unexpected" not in res.stderr, res.stderr
-    assert not any(ch in res.stderr for ch in "╭│╰"), res.stderr  # no rich box
-    assert 1 <= len(lines) <= 2 and lines[0].startswith("Error: "), res.stderr
-    assert len(lines) == 1 or lines[1].startswith("Hint: "), res.stderr
-    return lines
 
 
 def app_raising(exc: BaseException) -> typer.Typer:
@@ -65,7 +57,7 @@ def app_raising(exc: BaseException) -> typer.Typer:
 def test_os_errors_are_one_line_with_the_path(exc, code, words):
     res = CliRunner().invoke(app_raising(exc), ["run"])
     assert res.exit_code == code
-    line = lines_of(res)[0]
+    line = error_lines(res)[0]
     for w in words:
         assert w in line, line
     assert len(line) < 400
@@ -79,9 +71,9 @@ def test_decode_errors_name_the_file():
         caught = exc
     res = CliRunner().invoke(app_raising(caught), ["run"])
     assert res.exit_code == EXIT_USAGE
-    assert lines_of(res)[0] == "Error: /data/flags.txt is not UTF-8 text (byte 0xe9 at offset 4)"
+    assert error_lines(res)[0] == "Error: /data/flags.txt is not UTF-8 text (byte 0xe9 at offset 4)"
     res = CliRunner().invoke(app_raising(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")), ["run"])
-    assert res.exit_code == EXIT_USAGE and "not UTF-8 text" in lines_of(res)[0]
+    assert res.exit_code == EXIT_USAGE and "not UTF-8 text" in error_lines(res)[0]
 
 
 def test_a_real_bug_still_says_unexpected_and_debug_keeps_the_traceback(monkeypatch):
@@ -104,7 +96,7 @@ def test_a_real_bug_still_says_unexpected_and_debug_keeps_the_traceback(monkeypa
 def test_typer_usage_errors_use_the_same_one_line_format(invoke, args, words):
     res = invoke(*args)
     assert res.exit_code == EXIT_USAGE
-    error, hint = lines_of(res)
+    error, hint = error_lines(res)
     for w in words:
         assert w in error, error
     assert hint.startswith("Hint: see 'imgfeat") and hint.endswith("--help'")
@@ -125,7 +117,7 @@ def test_ctrl_c_while_parsing_is_one_line():
         pass
 
     res = CliRunner().invoke(app, ["run", "--name", "y"])
-    assert res.exit_code == EXIT_INTERRUPTED and lines_of(res) == ["Error: interrupted (Ctrl-C)"]
+    assert res.exit_code == EXIT_INTERRUPTED and error_lines(res) == ["Error: interrupted (Ctrl-C)"]
 
 
 def test_ctrl_c_in_a_command_is_one_line(invoke, monkeypatch, tmp_path):
@@ -137,7 +129,7 @@ def test_ctrl_c_in_a_command_is_one_line(invoke, monkeypatch, tmp_path):
     monkeypatch.setattr(engine, "run_check", interrupted)
     (tmp_path / "train.txt").write_text("")
     res = invoke("check", "--dataset", tmp_path, "--output", tmp_path / "o")
-    assert res.exit_code == EXIT_INTERRUPTED and lines_of(res) == ["Error: interrupted (Ctrl-C)"]
+    assert res.exit_code == EXIT_INTERRUPTED and error_lines(res) == ["Error: interrupted (Ctrl-C)"]
 
 
 #: Runs the console script's ``main`` with an import hook that raises KeyboardInterrupt when the
@@ -178,15 +170,13 @@ def test_imgfeat_home_that_is_a_file(invoke, tmp_path, monkeypatch, sub):
     for args in (["download", "url", "http://127.0.0.1:9/x.bin"], ["download", "dataset", "Inshop_examples"],
                  ["download", "model", "PP-ShiTuV2_rec"]):
         res = invoke(*args)
-        error, hint = lines_of(res)
+        error, hint = error_lines(res)
         assert res.exit_code == EXIT_USAGE, res.stderr
         assert error.startswith(f"Error: IMGFEAT_HOME={home / sub if sub else home} is not a writable folder")
         assert "IMGFEAT_HOME" in hint
 
 
 def test_imgfeat_home_that_cannot_be_written(invoke, tmp_path, monkeypatch):
-    from test_ordinary_errors import unwritable_folder
-
     monkeypatch.setenv("IMGFEAT_HOME", str(unwritable_folder(tmp_path) / "imgfeat-cache"))
     res = invoke("download", "url", "http://127.0.0.1:9/x.bin")
-    assert res.exit_code == EXIT_USAGE and "is not a writable folder" in lines_of(res)[0]
+    assert res.exit_code == EXIT_USAGE and "is not a writable folder" in error_lines(res)[0]

@@ -9,6 +9,7 @@ import pytest
 
 from imgfeat_cli.common import config
 from imgfeat_cli.common.errors import ConfigError
+from test_ordinary_errors import error_lines
 
 #: The content of ``paddlex/configs/modules/image_feature/PP-ShiTuV2_rec.yaml`` as shipped in the
 #: ``paddlex`` wheel (3.0.0b2 to 3.7.2 ship it unchanged), copied here so the test needs no paddlex.
@@ -79,13 +80,6 @@ Export:
 """
 
 
-def one_line(res) -> list:
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert "Traceback" not in res.stderr and "unexpected" not in res.stderr, res.stderr
-    assert 1 <= len(lines) <= 2 and lines[0].startswith("Error: "), res.stderr
-    return lines
-
-
 @pytest.mark.parametrize("command", ["check", "train", "embed", "eval", "export"])
 def test_paddlex_module_config_is_accepted_with_a_note(tmp_path, command):
     path = tmp_path / "PP-ShiTuV2_rec.yaml"
@@ -148,7 +142,7 @@ def test_yaml_alias_bomb_is_refused_before_it_expands(invoke, tmp_path, where):
     path.write_text(body)
     res = invoke("check", "-c", path, "--dataset", tmp_path)
     assert res.exit_code == 2
-    assert "aliases expand to more than" in one_line(res)[0] and len(res.stderr) < 500
+    assert "aliases expand to more than" in error_lines(res)[0] and len(res.stderr) < 500
 
 
 @pytest.mark.parametrize("override,code", [
@@ -161,7 +155,7 @@ def test_yaml_alias_bomb_is_refused_before_it_expands(invoke, tmp_path, where):
 def test_huge_values_are_cut_when_echoed(invoke, tmp_path, override, code):
     res = invoke("check", "--dataset", tmp_path, "-o", override)
     assert res.exit_code == code and len(res.stderr) < 1000, (res.exit_code, len(res.stderr))
-    one_line(res)
+    error_lines(res)
 
 
 @pytest.mark.parametrize("override,key", [
@@ -201,7 +195,7 @@ def test_dash_o_with_a_file_name_suggests_the_output_option(invoke, tmp_path, va
     args = [command, "-o", value] + (["--dataset", tmp_path] if command != "embed" else [tmp_path])
     res = invoke(*args)
     assert res.exit_code == 2
-    lines = one_line(res)
+    lines = error_lines(res)
     assert f"bad override {value!r}" in lines[0] and f"did you mean {option}?" in lines[1]
 
 
@@ -234,7 +228,7 @@ def test_config_files_that_are_not_yaml_text_get_one_line(invoke, tmp_path, make
     path = make(tmp_path)
     res = invoke("check", "-c", path, "--dataset", tmp_path)
     assert res.exit_code == 2
-    assert message in one_line(res)[0] and str(path) in res.stderr
+    assert message in error_lines(res)[0] and str(path) in res.stderr
 
 
 def test_utf8_bom_in_a_config_file_is_read(tmp_path):

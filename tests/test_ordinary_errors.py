@@ -18,14 +18,21 @@ from httpserver import Server
 from imgfeat_cli.datasets.synthetic import make_dataset
 
 
-def one_error(res, codes) -> str:
-    """Assert the one-line error shape and an allowed exit code; return the Error line."""
+def error_lines(res, codes=None) -> list:
+    """Assert the error shape (one ``Error:`` line, at most one ``Hint:`` line, no traceback, no
+    "unexpected", no rich box) and, when given, an allowed exit code; return the lines."""
     lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert res.exit_code in codes, (res.exit_code, res.stderr, res.stdout)
+    assert codes is None or res.exit_code in codes, (res.exit_code, res.stderr, res.stdout)
     assert "Traceback" not in res.stderr and "unexpected" not in res.stderr, res.stderr
+    assert not any(ch in res.stderr for ch in "╭│╰"), res.stderr
     assert 1 <= len(lines) <= 2 and lines[0].startswith("Error: "), res.stderr
     assert len(lines) == 1 or lines[1].startswith("Hint: "), res.stderr
-    return lines[0]
+    return lines
+
+
+def one_error(res, codes) -> str:
+    """``error_lines`` with an exit code in ``codes``; the Error line."""
+    return error_lines(res, codes)[0]
 
 
 def unwritable_folder(tmp_path: Path) -> Path:
@@ -127,14 +134,14 @@ def test_output_under_a_file(invoke, inputs, tmp_path, cmd):
     """A path whose folder is a regular file (ENOTDIR): refused in one line."""
     blocker = tmp_path / "blocker"
     blocker.write_text("a file, not a folder")
-    print(one_error(invoke(*write_args(cmd, inputs, blocker / "out"), "--quiet"), (1, 2)))
+    one_error(invoke(*write_args(cmd, inputs, blocker / "out"), "--quiet"), (1, 2))
 
 
 @pytest.mark.parametrize("cmd", WRITERS)
 def test_output_in_an_unwritable_folder(invoke, inputs, tmp_path, cmd):
     """A folder the user may not write: refused (before work, 2) or failed (while writing, 1)."""
     folder = unwritable_folder(tmp_path)
-    print(one_error(invoke(*write_args(cmd, inputs, folder / "imgfeat-out"), "--quiet"), (1, 2)))
+    one_error(invoke(*write_args(cmd, inputs, folder / "imgfeat-out"), "--quiet"), (1, 2))
 
 
 def test_split_of_a_dataset_it_cannot_rewrite(invoke, inputs, tmp_path):
