@@ -74,6 +74,10 @@ class UnknownModel(ModelError):
     exit_code = EXIT_USAGE
 
 
+class IndexFormatError(ImgfeatError):
+    """A gallery index folder is incomplete, corrupt or inconsistent (``vector.index`` vs ``id_map``)."""
+
+
 class DownloadError(ImgfeatError):
     """A download failed (HTTP status, checksum, offline, disk)."""
 
