@@ -5,7 +5,7 @@
 Model-only: forward passes over pre-decoded, pre-processed batches (no I/O, no decoding) — the
 ceiling for end-to-end speed. End-to-end: the `embed` engine on the same files (decode, resize,
 normalise, infer, write JSONL). Runs alternate so machine noise hits both; medians are reported.
-Without --model-dir a PP-ShiTuV2_rec with random weights is built and exported (same compute as
+Without --model-dir a PP-ShiTuV2_rec with seeded random weights is exported (same compute as
 the official model). Without --images the drink gallery from ../shared is used when present,
 else a synthetic folder of 640x480 JPEGs.
 """
@@ -23,7 +23,6 @@ import numpy as np
 from imgfeat_cli.pipeline.job import run_embed
 from imgfeat_cli.pipeline import batch as pipeline_batch
 from imgfeat_cli.pipeline.inputs import InputItem, walk_images
-from imgfeat_cli.models.registry import build_model
 from imgfeat_cli.pipeline.predictor import create_model
 
 
@@ -43,13 +42,12 @@ def default_images(tmp: Path) -> list:
 
 
 def default_model_dir(tmp: Path) -> str:
-    """A PP-ShiTuV2_rec with random weights, exported: the official model's compute, offline."""
-    from imgfeat_cli.models.export import export_layer
-    from imgfeat_cli.models.registry import get_spec
+    """A PP-ShiTuV2_rec with seeded random weights shaped like a trained model's, exported: the
+    official model's compute and input-dependent features, offline."""
+    from imgfeat_cli.models.export import export_seeded
 
     model_dir = str(tmp / "model")
-    export_layer("PP-ShiTuV2_rec", build_model("PP-ShiTuV2_rec"), model_dir,
-                 get_spec("PP-ShiTuV2_rec").pretrained_cfg().transform_ops)
+    export_seeded("PP-ShiTuV2_rec", model_dir, seed=0)
     return model_dir
 
 
