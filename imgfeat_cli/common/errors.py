@@ -14,7 +14,7 @@ from typing import Iterator, Optional
 EXIT_OK = 0
 EXIT_ERROR = 1  # runtime failure: I/O, model, network, nothing could be done
 EXIT_USAGE = 2  # bad command line or configuration; nothing was touched
-EXIT_CHECK_FAILED = 3  # `check` ran and the dataset failed validation
+EXIT_CHECK_FAILED = 3  # a check ran and failed: `check` (the dataset), `quantize` (the accuracy bar; nothing written)
 EXIT_PARTIAL = 4  # `embed` finished but some inputs were skipped (see FILE.errors.jsonl)
 EXIT_INTERRUPTED = 130  # Ctrl-C; long work saved what it could for --resume
 
@@ -51,7 +51,8 @@ class DatasetError(ImgfeatError):
 
 
 class CheckFailed(ImgfeatError):
-    """`check` found error-severity problems. Carries the full result for rendering."""
+    """A check found problems: `check` (error-severity dataset problems), `quantize` (the int8
+    model missed the accuracy bar). Carries the full result for rendering."""
 
     exit_code = EXIT_CHECK_FAILED
 
