@@ -30,6 +30,7 @@ from imgfeat_cli.common.system import cpu_count, cpu_flags, cpu_model, parse_dev
 from imgfeat_cli.models.engines import COSINE_BAR, PREFERENCE, HpiChoice, make_runner, needs_onnx
 from imgfeat_cli.models.files import InferenceFiles
 from imgfeat_cli.models.onnx import convert_to_onnx
+from imgfeat_cli.models.preprocess import l2_normalize
 
 #: Bump when the way decisions are made changes, so old decisions are measured again.
 ALGORITHM = 2
@@ -84,11 +85,6 @@ def decision_key(files: InferenceFiles, device: Optional[str], threads: int, bat
     doc = [ALGORITHM, files.sha256(), str(parse_device(device)), threads, batch_size, [c.label for c in pool],
            cpu_model(), sorted(cpu_flags()), _versions()]
     return hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:24]
-
-
-def _normalise(a: np.ndarray) -> np.ndarray:
-    a = a.reshape(a.shape[0], -1).astype(np.float64)
-    return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
 
 
 def _read_memo(path: Any) -> Optional[HpiChoice]:
@@ -167,8 +163,8 @@ def _measure(files: InferenceFiles, device: Optional[str], cpu_threads: Optional
             log(f"  {cand.label}: unavailable ({exc.message})")
             continue
         if reference is None:
-            reference = _normalise(out)
-        cosine[cand] = float((_normalise(out) * reference).sum(axis=1).min())
+            reference = l2_normalize(out)
+        cosine[cand] = float((l2_normalize(out) * reference).sum(axis=1).min())
         if cosine[cand] < COSINE_BAR[cand.precision]:
             log(f"  {cand.label}: min cosine {cosine[cand]:.6f} to paddle fp32, below {COSINE_BAR[cand.precision]}: rejected")
         elif cand in pool:

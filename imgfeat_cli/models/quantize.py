@@ -19,6 +19,7 @@ import numpy as np
 
 from imgfeat_cli.common.errors import ModelError
 from imgfeat_cli.models.onnx import ort_session, silenced
+from imgfeat_cli.models.preprocess import l2_normalize
 
 #: Images per calibration / comparison batch (bounded memory: the calibrator keeps every
 #: intermediate output of every batch until it computes the ranges).
@@ -34,25 +35,18 @@ def _batches(images: np.ndarray, size: int = CALIB_BATCH) -> Iterator[np.ndarray
 
 def _pre_process(src: Path, work: Path) -> Path:
     """``quant_pre_process`` into ``work`` (it leaves helper files beside its output); the input
-    graph itself when it fails (some ViT graphs defeat its shape inference)."""
+    graph itself when it fails (some ViT graphs defeat its shape inference). Symbolic shape
+    inference is skipped: it needs sympy and gave a bit-identical int8 PP-ShiTuV2_rec."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     dest = work / "pre.onnx"
     try:
         with silenced():
             quant_pre_process(str(src), str(dest), skip_optimization=False, skip_onnx_shape=False,
-                              skip_symbolic_shape=not _has_sympy())
+                              skip_symbolic_shape=True)
     except Exception:  # the optimisation is a bonus: any failure falls back to the plain graph
         return src
     return dest if dest.is_file() else src
-
-
-def _has_sympy() -> bool:
-    try:
-        import sympy  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def quantize_graph(src: Path, dest: Path, calibration: np.ndarray, log: Callable[[str], None]) -> Dict[str, Any]:
@@ -97,11 +91,6 @@ def features(path: Path, images: np.ndarray, threads: int) -> np.ndarray:
     return np.concatenate([session.run(None, {name: b})[0] for b in _batches(images)])
 
 
-def _normalise(a: np.ndarray) -> np.ndarray:
-    a = a.reshape(a.shape[0], -1).astype(np.float64)
-    return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-
-
 def _top1(feats: np.ndarray) -> np.ndarray:
     """Each row's nearest other row by inner product."""
     sims = feats @ feats.T
@@ -112,7 +101,7 @@ def _top1(feats: np.ndarray) -> np.ndarray:
 def agreement(reference: np.ndarray, quantized: np.ndarray) -> Dict[str, float]:
     """Cosine of the L2-normalised int8 features to fp32 (min, mean) and recall@1 agreement: the
     share of images whose nearest other image (among these) is the same in both."""
-    ref, got = _normalise(reference), _normalise(quantized)
+    ref, got = l2_normalize(reference), l2_normalize(quantized)
     cos = (ref * got).sum(axis=1)
     return {"cosine_min": float(cos.min()), "cosine_mean": float(cos.mean()),
             "recall1_agreement": float((_top1(ref) == _top1(got)).mean())}
