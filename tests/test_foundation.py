@@ -19,7 +19,7 @@ def _py(code: str, **env: str) -> subprocess.CompletedProcess:
 
 
 #: The layers, bottom first: a module may import its own layer and those below, never above.
-LAYERS = [["common"], ["models"], ["pipeline"], ["datasets"], ["retrieval", "training"], ["cli"]]
+LAYERS = [["common"], ["models"], ["pipeline"], ["datasets"], ["retrieval", "training", "distributed"], ["cli"]]
 
 
 def _layer(package: str) -> int:

@@ -33,6 +33,7 @@ class EmbedResult:
     shard: Optional[str]
     streams: int
     files: List[str] = field(default_factory=list)
+    engine: str = "local"
 
     @property
     def images_per_s(self) -> float:

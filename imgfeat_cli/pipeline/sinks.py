@@ -53,7 +53,7 @@ class MemorySink:
         return self._chunks[0]
 
 
-def _lock(fh: IO[bytes], what: Path) -> None:
+def lock_open_file(fh: IO[bytes], what: Path) -> None:
     """Hold an exclusive lock on an open file for as long as it is open (POSIX flock, Windows
     msvcrt): a second writer of the same output fails at once."""
     try:
@@ -134,7 +134,7 @@ class FileSink:
         created = not self.part_path.exists()
         fh = open(self.part_path, "a+b")  # creates without truncating: lock first, decide after
         try:
-            _lock(fh, self.out)
+            lock_open_file(fh, self.out)
             stored = self._stored_identity(created) if self.resume else None
             dim = self._check_resume(stored)
             self.part = open_part(self.out, self.fmt, self.dtype, self.identity)
@@ -175,8 +175,8 @@ class FileSink:
                              hint="pass --overwrite to start over")
         for key in ("format", "dtype", "model"):
             if stored.get(key) != self.identity[key]:
-                raise UsageError(f"cannot resume {what}: it was made with {key} {_show(stored.get(key))}, "
-                                 f"this run uses {_show(self.identity[key])}; nothing was changed",
+                raise UsageError(f"cannot resume {what}: it was made with {key} {show_value(stored.get(key))}, "
+                                 f"this run uses {show_value(self.identity[key])}; nothing was changed",
                                  hint="rerun with the same settings, or pass --overwrite to start over")
         dim = stored.get("dim")
         return int(dim) if isinstance(dim, int) else None
@@ -252,7 +252,7 @@ class FileSink:
         return files + ([str(self.errors_file)] if errors else [])
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False, sort_keys=True) if not isinstance(value, str) else value
     return text if len(text) <= 200 else text[:200] + "..."
 
