@@ -153,6 +153,18 @@ def test_parquet_folder_resume_overwrite_and_refusals(tmp_path):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
+def test_parquet_folder_through_a_file_uri(tmp_path):
+    from imgfeat_cli.distributed.folder import ParquetFolder
+
+    folder = ParquetFolder("file://" + str(tmp_path / "uri"), np.float32, rows_per_file=1)
+    folder.open({"name": "m"})
+    folder.add(_table(["a", "b"]))
+    files, rows, errors = folder.finish({})
+    assert rows == 2 and errors is None and files[0].startswith("file://" + str(tmp_path / "uri") + "/part-")
+    assert read_features(str(tmp_path / "uri")).paths == ["a", "b"]
+    assert ParquetFolder("file://" + str(tmp_path / "uri"), np.float32, resume=True).open({"name": "m"}) == {"a", "b"}
+
+
 def test_folder_that_stays_empty_is_removed_and_unwritable_refused(tmp_path):
     from imgfeat_cli.distributed.folder import ParquetFolder
 

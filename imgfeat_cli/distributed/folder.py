@@ -94,7 +94,7 @@ class ParquetFolder:
         try:
             self.fs.create_dir(self.root, recursive=True)
         except OSError as exc:
-            raise UsageError(f"cannot create --out {self.location}: {exc}") from None
+            raise UsageError(f"cannot create --out {self.location} ({exc.strerror or exc})") from None
         if self.local:
             self._lock = _lock_folder(self.root, self.location)
         self._clear_leftovers()

@@ -14,7 +14,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from imgfeat_cli.common.errors import ImgfeatError, Interrupted
 from imgfeat_cli.common.progress import ProgressFn, null_progress
@@ -58,10 +58,14 @@ def connect(address: Optional[str], verbose: bool = False) -> bool:
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=verbose,
                  logging_level=logging.INFO if verbose else logging.ERROR)
-    except (ConnectionError, RuntimeError, ValueError, OSError) as exc:
+    except Exception as exc:  # Ray raises bare Exceptions too (e.g. a node that timed out starting)
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise ImgfeatError(f"cannot connect to Ray at {address or 'a new local instance'}: {text[:200]}",
-                           hint="check --ray-address (host:port of `ray start --head`, or ray://host:10001)") from None
+        if address:
+            raise ImgfeatError(f"cannot connect to Ray at {address}: {text[:200]}",
+                               hint="check --ray-address (host:port of `ray start --head`, or ray://host:10001)") from None
+        raise ImgfeatError(f"cannot start Ray on this machine: {text[:200]}",
+                           hint="retry when the machine is less busy, or start it yourself (ray start --head) "
+                                "and pass --ray-address") from None
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = verbose
     if not verbose:
@@ -94,6 +98,7 @@ def embed_folder(items: Sequence[InputItem], folder: ParquetFolder, model: Any, 
     done = folder.open(package.identity)
     todo = [it for it in items if it.input_path not in done]
     counts = {"embedded": 0, "failed": 0}
+    first_error = [""]
     plan: Optional[ActorPlan] = None
     started = False
     t0 = time.perf_counter()
@@ -103,7 +108,8 @@ def embed_folder(items: Sequence[InputItem], folder: ParquetFolder, model: Any, 
                 try:
                     started = connect(settings.address, settings.verbose)
                     plan = cluster_plan(device, settings.actors, settings.threads, batch_size)
-                    _stream(todo, folder, package, plan, fp16, limits, progress, counts, len(items) - len(todo))
+                    _stream(todo, folder, package, plan, fp16, limits, progress, counts, first_error,
+                            len(items) - len(todo))
                 finally:
                     if started:
                         require_ray().shutdown()
@@ -117,8 +123,8 @@ def embed_folder(items: Sequence[InputItem], folder: ParquetFolder, model: Any, 
         raise
     if counts["embedded"] == 0 and not done:
         folder.abandon()
-        raise ImgfeatError(f"no image could be embedded ({counts['failed']} failed)",
-                           hint="nothing was kept; check the inputs (reasons with --verbose, or run imgfeat embed locally)")
+        raise ImgfeatError(f"no image could be embedded ({counts['failed']} failed; first: {first_error[0]})",
+                           hint="nothing was kept; check the inputs")
     files, _, errors_file = folder.finish(config or {})
     return RayEmbedResult(folder.location, "parquet", model.name, model.backend, precision, device or "cpu",
                           plan.batch_size if plan else batch_size or 0, len(items), counts["embedded"],
@@ -129,10 +135,9 @@ def embed_folder(items: Sequence[InputItem], folder: ParquetFolder, model: Any, 
 
 
 def _stream(todo: Sequence[InputItem], folder: ParquetFolder, package: Any, plan: ActorPlan, fp16: bool,
-            limits: Limits, progress: ProgressFn, counts: Dict[str, int], already: int) -> None:
-    """Run the pipeline and write its rows as they arrive."""
-    import pyarrow.compute as pc
-
+            limits: Limits, progress: ProgressFn, counts: Dict[str, int], first_error: List[str], already: int) -> None:
+    """Run the pipeline and write its rows as they arrive, counting them (and keeping the first
+    failure's reason)."""
     ray = require_ray()
     total = already + len(todo)
     progress(TASK, already, total)
@@ -140,7 +145,10 @@ def _stream(todo: Sequence[InputItem], folder: ParquetFolder, package: Any, plan
     for table in map_embedder(ds, ray.put(package), plan, fp16, limits).iter_batches(batch_format="pyarrow",
                                                                                     batch_size=None):
         folder.add(table)
-        failed = int(pc.sum(pc.is_valid(table.column("error"))).as_py() or 0)
+        errors = table.column("error").drop_null()
+        failed = len(errors)
+        if failed and not first_error[0]:
+            first_error[0] = errors[0].as_py()
         counts["failed"] += failed
         counts["embedded"] += table.num_rows - failed
         progress(TASK, already + counts["embedded"] + counts["failed"], total)

@@ -34,7 +34,8 @@ def resolve(location: str) -> Tuple[Any, str]:
         return fs.FileSystem.from_uri(location)
     except (ValueError, OSError) as exc:  # ArrowInvalid is a ValueError; unknown schemes, bad buckets
         raise UsageError(f"cannot open {location}: {_short(exc)}",
-                         hint="use a local path or a URI pyarrow supports (s3://, gs://, hdfs://, file://)") from None
+                         hint="check the URI (s3://, gs://, hdfs://, file:// are supported), the network and "
+                              "the credentials") from None
 
 
 def join(root: str, name: str) -> str:
