@@ -18,12 +18,12 @@ import hashlib
 import os
 import shutil
 import tarfile
-import tempfile
 import time
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Callable, Optional
 
+from imgfeat_cli.common import fsutil
 from imgfeat_cli.common.errors import DownloadError
 from imgfeat_cli.common.progress import ProgressFn, null_progress
 
@@ -140,7 +140,7 @@ def _check_member(name: str, target: Path) -> PurePosixPath:
 def extract_archive(archive: Path, target: Path, strip_single_root: bool = True) -> Path:
     """Safely extract a tar (any compression) or zip into ``target`` (replaced atomically)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=str(target.parent)))
+    tmp = fsutil.temp_dir(target)
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:

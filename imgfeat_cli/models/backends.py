@@ -22,7 +22,6 @@ import os
 import stat
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,11 +159,11 @@ def convert_to_onnx(prog: Path, params: Path, dest: Path) -> Path:
     import paddle2onnx
 
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=str(dest.parent))
+    fd, tmp = fsutil.temp_file(dest, suffix=".part")
     os.close(fd)
     try:
         with _silenced():
-            paddle2onnx.export(str(prog), str(params), tmp, opset_version=13, enable_onnx_checker=True,
+            paddle2onnx.export(str(prog), str(params), str(tmp), opset_version=13, enable_onnx_checker=True,
                                verbose=False)
         os.replace(tmp, dest)
     except Exception as exc:

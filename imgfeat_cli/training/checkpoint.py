@@ -12,10 +12,10 @@ layers created before; so a checkpoint resumes in any process.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from imgfeat_cli.common import fsutil
 from imgfeat_cli.common.errors import UsageError
 
 SUFFIXES = (".pdparams", ".pdopt", ".pdstates")
@@ -99,7 +99,7 @@ def save_checkpoint(output: Path, name: str, params: Dict[str, Any], opt_state: 
 
     output.mkdir(parents=True, exist_ok=True)
     dest = output / name
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=str(output)))
+    tmp = fsutil.temp_dir(output / name)
     try:
         paddle.save(params, str(tmp / f"{name}.pdparams"))
         paddle.save(opt_state, str(tmp / f"{name}.pdopt"))
@@ -116,7 +116,7 @@ def save_checkpoint(output: Path, name: str, params: Dict[str, Any], opt_state: 
 def copy_checkpoint(output: Path, src_name: str, name: str) -> Path:
     """Copy ``output/src_name`` to ``output/name`` (files renamed to the new name), atomically."""
     src = output / src_name
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=str(output)))
+    tmp = fsutil.temp_dir(output / name)
     try:
         for suffix in SUFFIXES:
             shutil.copy2(src / f"{src_name}{suffix}", tmp / f"{name}{suffix}")
