@@ -40,14 +40,12 @@ def read_features(path: str) -> FeatureTable:
     p = Path(path)
     if not p.exists():
         raise UsageError(f"feature file {path} does not exist")
+    suffix = p.suffix.lower()
     if p.is_dir():
         table = _read_parquet_folder(p)
-        _check_values(table.features, path)
-        return table
-    if not p.is_file():
+    elif not p.is_file():
         raise UsageError(f"feature file {path} is not a regular file")
-    suffix = p.suffix.lower()
-    if suffix == ".jsonl":
+    elif suffix == ".jsonl":
         table = _read_jsonl(p)
     elif suffix == ".npy":
         table = _read_npy(p)
