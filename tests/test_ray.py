@@ -82,7 +82,7 @@ def test_embedder_on_pandas_and_arrow_batches(photos, model_dir, reference, tmp_
 
 
 def test_plan_actors_leaves_cpus_for_ray_tasks():
-    from imgfeat_cli.distributed.ray_embed import ACTOR_CPU_SHARE, plan_actors
+    from imgfeat_cli.distributed.ray_plan import ACTOR_CPU_SHARE, plan_actors
 
     small = plan_actors(2, 0, 2)
     assert (small.actors, small.threads, small.num_cpus, small.num_gpus) == (2, 1, ACTOR_CPU_SHARE, 0.0)
@@ -240,6 +240,11 @@ def test_cli_ray_usage_errors(invoke, photos, model_dir, tmp_path):
     res = invoke(*base, "--out", tmp_path / "o", "--ray-address", "127.0.0.1:1")
     assert res.exit_code == 1 and "cannot reach the Ray cluster at 127.0.0.1:1" in res.stderr
     assert not (tmp_path / "o").exists()
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / os.fsdecode(b"bad\xff.jpg")).write_bytes((photos / "p0.jpg").read_bytes())
+    res = invoke("embed", str(odd), "--model-dir", model_dir, "--engine", "ray", "--out", tmp_path / "o")
+    assert res.exit_code == 1 and "not valid UTF-8" in res.stderr and not (tmp_path / "o").exists()
     (tmp_path / "no_images").mkdir()
     (tmp_path / "no_images" / "notes.txt").write_text("x")
     res = invoke("embed", str(tmp_path / "no_images"), "--model-dir", model_dir, "--engine", "ray", "--out", tmp_path / "o")

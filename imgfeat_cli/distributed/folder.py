@@ -24,7 +24,7 @@ import os
 import secrets
 import time
 from pathlib import Path
-from typing import IO, Any, Dict, List, Optional, Set, Tuple
+from typing import IO, Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import yaml
 
@@ -165,14 +165,15 @@ class ParquetFolder:
         self.pending, self.pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
 
     # at the end -------------------------------------------------------------------------------
-    def finish(self, config: Dict[str, Any]) -> Tuple[List[str], int, Optional[str]]:
+    def finish(self, config: Dict[str, Any], more_errors: Sequence[Tuple[str, str]] = ()) -> Tuple[List[str], int, Optional[str]]:
         """Publish this run (``--overwrite``: replace the old files now), then write the errors
-        file and the config over the whole folder. Returns (this run's files, rows in the folder,
-        the errors file or ``None``)."""
+        file (the folder's error rows, then ``more_errors``: inputs that never reached a row) and
+        the config. Returns (this run's files, rows in the folder, the errors file or ``None``)."""
         self.flush()
         if self.overwrite:
             self._replace_old()
         rows, errors = self._scan()
+        errors += list(more_errors)
         errors_file = join(self.root, ERRORS_FILE)
         if errors:
             _write_atomic(self.fs, errors_file, "".join(

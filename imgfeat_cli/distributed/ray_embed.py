@@ -10,7 +10,7 @@ What the defaults get right (each met while prototyping on Ray 2.60):
 
 * a model cannot be pickled: each actor builds its own from a :class:`ModelPackage` (the
   inference folder's files travel through the object store, so nodes need no shared disk);
-* actors reserve only part of the CPUs their threads use (:data:`ACTOR_CPU_SHARE`): with whole
+* actors reserve only part of the CPUs their threads use (:mod:`.ray_plan`): with whole
   CPUs the actors took every slot and Ray's read or write tasks starved, a silent hang
   (ray-project/ray#44687);
 * each actor runs as many inference threads as it was given, not the node's core count (4 threads
@@ -35,16 +35,14 @@ import numpy as np
 
 from imgfeat_cli.common.errors import ImageDecodeError, UsageError
 from imgfeat_cli.common.system import cpu_count, default_batch_size, parse_device
+from imgfeat_cli.distributed.ray_plan import ActorPlan, cluster_plan
 from imgfeat_cli.distributed.storage import Reader, is_uri, list_images
 from imgfeat_cli.pipeline.batch import embed_rows
 from imgfeat_cli.pipeline.decode import DEFAULT_LIMITS, Limits
-from imgfeat_cli.pipeline.embedder import collect_inputs, replica_threads
+from imgfeat_cli.pipeline.embedder import collect_inputs
 from imgfeat_cli.pipeline.formats import parquet_schema
 from imgfeat_cli.pipeline.inputs import InputItem
 
-#: CPUs an actor reserves per inference thread. The rest of its share stays free for Ray's read and
-#: write tasks, which otherwise wait for ever behind actors holding every CPU (ray#44687).
-ACTOR_CPU_SHARE = 0.5
 #: Columns an input batch may hold: the encoded image, then where it came from.
 BYTES_COLUMN, PATH_COLUMNS = "bytes", ("input_path", "path")
 OUTPUT_COLUMNS = ("input_path", "feature", "error")
@@ -235,60 +233,6 @@ def _as_table(batch: Any) -> Any:
     return pa.Table.from_pandas(batch, preserve_index=False)  # a pandas DataFrame
 
 
-@dataclass(frozen=True)
-class ActorPlan:
-    """How many actors, with how many inference threads each, reserving which resources."""
-
-    actors: int
-    threads: int
-    num_cpus: float
-    num_gpus: float
-    batch_size: int
-    max_actors: int = 0  # > actors: the pool may grow to this many (an autoscaling cluster)
-
-    def compute(self) -> Any:
-        from ray.data import ActorPoolStrategy
-
-        if self.max_actors > self.actors:
-            return ActorPoolStrategy(min_size=self.actors, max_size=self.max_actors)
-        return ActorPoolStrategy(size=self.actors)
-
-    def describe(self) -> Dict[str, Any]:
-        return {"actors": self.max_actors or self.actors, "threads": self.threads, "num_cpus": self.num_cpus,
-                "num_gpus": self.num_gpus, "batch_size": self.batch_size}
-
-
-def plan_actors(cluster_cpus: float, cluster_gpus: float, node_cpus: int, device: Optional[str] = None,
-                actors: Optional[int] = None, threads: Optional[int] = None,
-                batch_size: Optional[int] = None) -> ActorPlan:
-    """Decide the actor pool from the cluster's resources. CPU: :func:`replica_threads` threads per
-    actor (for the largest node), as many actors as the cluster's CPUs hold, each reserving
-    :data:`ACTOR_CPU_SHARE` of a CPU per thread. GPU: one actor per GPU."""
-    if actors is not None and actors < 1:
-        raise UsageError(f"--actors must be >= 1, got {actors}")
-    gpu = parse_device(device).is_gpu
-    if gpu and cluster_gpus < 1:
-        raise UsageError("--device gpu, but the Ray cluster has no GPUs", hint="use --device cpu, or add GPU nodes")
-    per = threads or (2 if gpu else replica_threads(max(1, node_cpus)))
-    need = per * ACTOR_CPU_SHARE
-    if need > node_cpus:
-        raise UsageError(f"{per} threads per actor need {need:g} CPUs, but the largest Ray node has {node_cpus}",
-                         hint="pass fewer --threads")
-    fit = int(cluster_gpus) if gpu else max(1, int(cluster_cpus // per))
-    want = actors or fit
-    return ActorPlan(min(want, fit), per, need, 1.0 if gpu else 0.0, batch_size or default_batch_size(device),
-                     want if want > fit else 0)
-
-
-def cluster_plan(device: Optional[str] = None, actors: Optional[int] = None, threads: Optional[int] = None,
-                 batch_size: Optional[int] = None) -> ActorPlan:
-    """:func:`plan_actors` for the connected cluster."""
-    ray = require_ray()
-    res = ray.cluster_resources()
-    node_cpus = max((int(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=1)
-    return plan_actors(res.get("CPU", 0.0), res.get("GPU", 0.0), node_cpus, device, actors, threads, batch_size)
-
-
 def input_rows(items: Sequence[InputItem]) -> List[Dict[str, Optional[str]]]:
     """``from_items`` rows for expanded inputs: the path, and the reason when it already failed."""
     return [{"path": it.input_path, "error": it.error} for it in items]
@@ -328,7 +272,7 @@ def embed_dataset(data: Any, model_dir: Optional[str] = None, *, model: Optional
     Datasets are: ``write_parquet``, ``iter_batches`` or ``materialize`` run it.
 
     The model (``model_dir``, or a registry ``model`` name) is loaded once here on CPU to check it,
-    then shipped to the actors. Actor pool: see :func:`plan_actors`. Connects with
+    then shipped to the actors. Actor pool: see :func:`~imgfeat_cli.distributed.ray_plan.plan_actors`. Connects with
     ``ray.init()`` (a local instance, or ``RAY_ADDRESS``) unless Ray is already initialised.
     """
     ray = require_ray()
@@ -352,5 +296,5 @@ def embed_dataset(data: Any, model_dir: Optional[str] = None, *, model: Optional
     return map_embedder(data, package, cluster_plan(device, actors, threads, batch_size), fp16, limits)
 
 
-__all__ = ["ImageEmbedder", "ModelPackage", "ActorPlan", "embed_dataset", "package_model", "plan_actors",
-           "expand_locations", "map_embedder", "require_ray", "ACTOR_CPU_SHARE"]
+__all__ = ["ImageEmbedder", "ModelPackage", "embed_dataset", "package_model", "expand_locations", "map_embedder",
+           "require_ray"]

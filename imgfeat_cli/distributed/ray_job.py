@@ -20,10 +20,11 @@ from imgfeat_cli.common.errors import ImgfeatError, Interrupted
 from imgfeat_cli.common.progress import ProgressFn, null_progress
 from imgfeat_cli.distributed.folder import CONFIG_FILE, ParquetFolder
 from imgfeat_cli.distributed.stdio import ray_stdio
-from imgfeat_cli.distributed.ray_embed import (ActorPlan, cluster_plan, input_rows, map_embedder, package_model,
-                                               require_ray)
+from imgfeat_cli.distributed.ray_embed import input_rows, map_embedder, package_model, require_ray
+from imgfeat_cli.distributed.ray_plan import ActorPlan, cluster_plan
 from imgfeat_cli.pipeline.decode import DEFAULT_LIMITS, Limits
 from imgfeat_cli.pipeline.embedder import TASK
+from imgfeat_cli.pipeline.formats import parquet_cannot_store
 from imgfeat_cli.pipeline.inputs import InputItem
 from imgfeat_cli.pipeline.job import EmbedResult
 
@@ -97,8 +98,12 @@ def embed_folder(items: Sequence[InputItem], folder: ParquetFolder, model: Any, 
     package = package_model(model, device or "cpu", precision)
     done = folder.open(package.identity)
     todo = [it for it in items if it.input_path not in done]
-    counts = {"embedded": 0, "failed": 0}
-    first_error = [""]
+    already = len(items) - len(todo)
+    unstorable = [(it.input_path, why) for it in todo if it.input_path and (why := parquet_cannot_store(it.input_path))]
+    if unstorable:  # no Arrow string can carry such a name, not even into the actors: it fails here
+        todo = [it for it in todo if not (it.input_path and parquet_cannot_store(it.input_path))]
+    counts = {"embedded": 0, "failed": len(unstorable)}
+    first_error = [unstorable[0][1] if unstorable else ""]
     plan: Optional[ActorPlan] = None
     started = False
     t0 = time.perf_counter()
@@ -109,7 +114,7 @@ def embed_folder(items: Sequence[InputItem], folder: ParquetFolder, model: Any, 
                     started = connect(settings.address, settings.verbose)
                     plan = cluster_plan(device, settings.actors, settings.threads, batch_size)
                     _stream(todo, folder, package, plan, fp16, limits, progress, counts, first_error,
-                            len(items) - len(todo))
+                            already + len(unstorable))
                 finally:
                     if started:
                         require_ray().shutdown()
@@ -125,10 +130,10 @@ def embed_folder(items: Sequence[InputItem], folder: ParquetFolder, model: Any, 
         folder.abandon()
         raise ImgfeatError(f"no image could be embedded ({counts['failed']} failed; first: {first_error[0]})",
                            hint="nothing was kept; check the inputs")
-    files, _, errors_file = folder.finish(config or {})
+    files, _, errors_file = folder.finish(config or {}, unstorable)
     return RayEmbedResult(folder.location, "parquet", model.name, model.backend, precision, device or "cpu",
                           plan.batch_size if plan else batch_size or 0, len(items), counts["embedded"],
-                          len(items) - len(todo), counts["failed"], time.perf_counter() - t0, errors_file, shard,
+                          already, counts["failed"], time.perf_counter() - t0, errors_file, shard,
                           plan.describe()["actors"] if plan else 0, files + [folder.name(CONFIG_FILE)],
                           engine="ray", threads=plan.threads if plan else 0,
                           address=settings.address or os.environ.get("RAY_ADDRESS") or "local")

@@ -208,9 +208,7 @@ class ParquetPart(PartFile):
         self.metadata = metadata or {}
 
     def cannot_store(self, path: str) -> Optional[str]:
-        if not _is_utf8(path):
-            return "the file name is not valid UTF-8, which Parquet strings cannot store: use .jsonl output"
-        return None
+        return parquet_cannot_store(path)
 
     def schema(self, dim: int) -> Any:
         return parquet_schema(dim, self.dtype, self.metadata)
@@ -270,6 +268,13 @@ class ParquetPart(PartFile):
                     writer.write_batch(batch, row_group_size=ROW_GROUP)
         with open(self.staged, "rb") as fh:
             os.fsync(fh.fileno())
+
+
+def parquet_cannot_store(path: str) -> Optional[str]:
+    """Why Parquet cannot store ``path`` as an input name (``None`` when it can)."""
+    if not _is_utf8(path):
+        return "the file name is not valid UTF-8, which Parquet strings cannot store: use .jsonl output"
+    return None
 
 
 def parquet_schema(dim: int, dtype: Any, metadata: Optional[Dict[str, Any]] = None, with_error: bool = False) -> Any:
