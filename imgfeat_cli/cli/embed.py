@@ -119,7 +119,7 @@ def embed(
         "Predict.streams": streams, "Predict.backend": backend or ("auto" if hpi else None),
         "Predict.precision": precision or ("auto" if hpi else None),
         "Predict.input": list(inputs) if inputs else None, "Predict.engine": engine,
-        "Predict.ray_address": ray_address, "Predict.actors": actors})
+        "Predict.ray_address": ray_address, "Predict.actors": actors}, note=out.note, output_option="--out/-O")
     pred = cfg["Predict"]
     sources = pred["input"] if isinstance(pred["input"], list) else ([pred["input"]] if pred["input"] else [])
     if not sources:
@@ -154,7 +154,7 @@ def _finish(out: Output, res: Any) -> None:
     from imgfeat_cli.common.errors import PartialFailure
 
     doc = res.to_dict()
-    out.emit(doc, summary_table(doc))
+    out.emit(doc, summary_table(doc), essential=str(doc["output"]))
     if res.failed:
         raise PartialFailure(f"{res.failed} of {res.total} inputs were skipped", res,
                              hint=f"reasons in {res.errors_file}")
