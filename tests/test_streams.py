@@ -60,7 +60,7 @@ def test_persistent_streams_are_reused_and_closed(photos, model_dir, tmp_path):
 def test_a_stream_that_cannot_start_is_a_clear_error(photos, model_dir, tmp_path):
     model = create_model(model_dir=model_dir)
     model.recipe = dict(model.recipe, model_dir=str(tmp_path / "gone"))
-    with pytest.raises(ModelError, match="inference stream 0 could not start: .*gone"):
+    with pytest.raises(ModelError, match=r"inference stream \d could not start: .*gone"):
         run_embed([str(photos)], str(tmp_path / "x.jsonl"), model, batch_size=4, streams=2)
     assert not (tmp_path / "x.jsonl").exists()
 
