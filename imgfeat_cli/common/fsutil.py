@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -149,6 +150,22 @@ def write_text(path: PathLike, text: str, keep_backup: bool = False) -> Optional
 def write_json(path: PathLike, data: Any, indent: int = 2) -> None:
     """Atomically write JSON (UTF-8, non-ASCII kept readable)."""
     write_text(path, json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
+
+
+def not_a_file(path: PathLike) -> Optional[str]:
+    """Why ``path`` cannot be opened as an input file, or ``None``: missing, a folder, a FIFO (whose
+    reader would block forever), a device, a broken symlink or a symlink loop."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "is a broken symlink" if os.path.islink(path) else "does not exist"
+    except OSError as exc:
+        return "is a symlink loop" if exc.errno == errno.ELOOP else f"cannot be examined ({exc.strerror})"
+    if stat.S_ISDIR(st.st_mode):
+        return "is a folder, not a file"
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file (a FIFO, socket or device)"
+    return None
 
 
 # ----------------------------------------------------------------------------------------------
