@@ -74,3 +74,186 @@ def test_label_smoothing_ce():
     logp = np.log(p / p.sum())
     target = np.array([0.9 + 0.1 / 3, 0.1 / 3, 0.1 / 3])
     assert float(label_smoothing_ce(logits, labels)) == pytest.approx(-(target * logp).sum(), abs=1e-6)
+
+
+# --- the training package's shape ----------------------------------------------------------------
+
+def _training_imports() -> dict:
+    """module -> training modules it imports (at any depth of the file: lazy imports count too)."""
+    import ast
+    from pathlib import Path
+
+    import imgfeat_cli.training as pkg
+
+    folder = Path(pkg.__file__).parent
+    graph = {}
+    for path in folder.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        deps = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                deps |= {n.split(".")[2] for n in names if n.startswith("imgfeat_cli.training.") and n.count(".") >= 2}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name.split(".")[2] for a in node.names if a.name.startswith("imgfeat_cli.training.")}
+        graph[path.stem] = {d for d in deps if (folder / f"{d}.py").is_file()} - {path.stem}
+    return graph
+
+
+def test_training_modules_import_each_other_without_cycles():
+    graph = _training_imports()
+    assert "trainer" in graph and "run" in graph
+    done, visiting = set(), []
+
+    def visit(node: str) -> None:
+        if node in visiting:
+            raise AssertionError(f"import cycle: {' -> '.join(visiting[visiting.index(node):] + [node])}")
+        if node in done:
+            return
+        visiting.append(node)
+        for dep in sorted(graph[node]):
+            visit(dep)
+        visiting.pop()
+        done.add(node)
+
+    for node in sorted(graph):
+        visit(node)
+
+
+# --- progress lines without a terminal -----------------------------------------------------------
+
+def _info(global_step: int, steps: int = 4, epochs: int = 3):
+    from imgfeat_cli.training.options import StepInfo
+
+    epoch, step = (global_step - 1) // steps + 1, (global_step - 1) % steps + 1
+    return StepInfo(epoch, epochs, step, steps, global_step, steps * epochs, 2.5, {"ce": 1.5}, 0.01, 12.0, 8)
+
+
+def test_periodic_progress_prints_first_step_then_every_interval_and_the_last_with_eta():
+    from imgfeat_cli.training.reporting import PeriodicProgress
+
+    now = [100.0]
+    lines = []
+    prog = PeriodicProgress(lines.append, interval=30, clock=lambda: now[0])
+    for g in range(1, 13):  # 12 steps, 10 s each
+        prog.step(_info(g))
+        now[0] += 10.0
+    # printed at t=100 (first), 130, 160, 190 (every 30 s) and the last step (t=210)
+    assert [ln.split(" loss")[0] for ln in lines] == [
+        "epoch 1/3 step 1/4 (1/12)", "epoch 1/3 step 4/4 (4/12)", "epoch 2/3 step 3/4 (7/12)",
+        "epoch 3/3 step 2/4 (10/12)", "epoch 3/3 step 4/4 (12/12)"]
+    assert lines[0].endswith("loss 2.5000 lr 1.00e-02 12.0 img/s ETA ?")
+    assert lines[1].endswith("ETA 1:20")  # 3 intervals of 10 s so far, 8 steps left
+    assert lines[-1].endswith("ETA 0:00")
+
+
+def test_periodic_progress_eta_counts_only_this_processes_steps_and_interval_zero_prints_all():
+    from imgfeat_cli.training.reporting import PeriodicProgress
+
+    now = [0.0]
+    lines = []
+    prog = PeriodicProgress(lines.append, interval=0, clock=lambda: now[0])
+    for g in range(7, 10):  # a resumed run: steps 7.. of 12, 60 s each (3 hours would be wrong)
+        prog.step(_info(g))
+        now[0] += 60.0
+    assert len(lines) == 3
+    assert lines[-1].endswith("ETA 3:00")  # 60 s per step, 3 steps left
+
+
+# --- label ranges ----------------------------------------------------------------------------------
+
+class _E:
+    def __init__(self, label: int, line: int) -> None:
+        self.label, self.line = label, line
+
+
+def test_check_labels_refuses_absurd_class_counts_but_not_sparse_small_ones(tmp_path):
+    from imgfeat_cli.training.setup import check_labels
+
+    entries = [_E(v, i + 1) for i, v in enumerate([0, 5, 999, 40000])]
+    assert check_labels(entries, None, tmp_path) == 40001  # sparse but small: fine
+    with pytest.raises(UsageError, match=r"classifier of 2000000001 classes but train.txt uses 2 distinct labels") as err:
+        check_labels([_E(0, 1), _E(2_000_000_000, 2)], None, tmp_path)
+    assert "renumber the labels of train.txt to 0..1" in err.value.hint
+    with pytest.raises(UsageError, match="Train.num_classes asks for a classifier of 5000000 classes"):
+        check_labels(entries, 5_000_000, tmp_path)
+    dense = [_E(i, i + 1) for i in range(200_000)]
+    assert check_labels(dense, None, tmp_path) == 200_000  # large and dense: fine
+
+
+# --- the output folder of a run ----------------------------------------------------------------------
+
+def _old_run(out):
+    for name in ("latest", "best_model", "epoch_1"):
+        (out / name).mkdir(parents=True)
+        (out / name / f"{name}.pdparams").write_bytes(b"old " + name.encode())
+    (out / "train.log").write_text("old log\n")
+    (out / "config.yaml").write_text("old: 1\n")
+    return sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+
+
+def test_workspace_keeps_the_replaced_run_until_commit_and_restores_it_on_failure(tmp_path):
+    from imgfeat_cli.training.options import TrainOptions
+    from imgfeat_cli.training.workspace import Workspace
+
+    out = tmp_path / "run"
+    before = _old_run(out)
+    ws = Workspace(out)
+    with pytest.raises(UsageError, match="already holds a training run"):
+        ws.plan(TrainOptions("ds", output=str(out)))
+    assert ws.plan(TrainOptions("ds", output=str(out), overwrite=True)) is None
+    ws.begin()
+    assert not (out / "latest").exists() and (out / ".previous-run" / "latest").is_dir()
+    (out / "train.log").write_text("new log\n")  # what the new run wrote before failing
+    ws.restore()
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
+    assert (out / "train.log").read_text() == "old log\n"
+
+    ws = Workspace(out)
+    ws.plan(TrainOptions("ds", output=str(out), overwrite=True))
+    ws.begin()
+    (out / "latest").mkdir()
+    ws.commit()
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml.bak", "latest", "train.log.bak"]
+    assert (out / "train.log.bak").read_text() == "old log\n"
+
+
+def test_workspace_repairs_what_a_killed_process_left(tmp_path):
+    from imgfeat_cli.training.options import TrainOptions
+    from imgfeat_cli.training.workspace import Workspace
+
+    out = tmp_path / "run"
+    before = _old_run(out)
+    ws = Workspace(out)
+    ws.plan(TrainOptions("ds", output=str(out), overwrite=True))
+    ws.begin()
+    (out / "config.yaml").write_text("new: 1\n")  # killed here: no checkpoint of the new run
+    with pytest.raises(UsageError, match="already holds a training run"):
+        Workspace(out).plan(TrainOptions("ds", output=str(out)))  # the next run finds the old one back
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
+
+    # killed after committing (the old run's files half moved to .bak): finished off
+    ws = Workspace(out)
+    ws.plan(TrainOptions("ds", output=str(out), overwrite=True))
+    ws.begin()
+    (out / "latest").mkdir()
+    (out / ".previous-run").rename(out / ".previous-run.done")
+    Workspace(out).plan(TrainOptions("ds", output=str(out), overwrite=True))
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml.bak", "latest", "train.log.bak"]
+
+    # a checkpoint swap cut between its two renames
+    (out / "latest").rename(out / ".latest.old")
+    ws = Workspace(out)
+    ws.plan(TrainOptions("ds", output=str(out), overwrite=True))
+    assert (out / "latest").is_dir() and not (out / ".latest.old").exists()
+
+
+def test_workspace_refuses_outputs_it_cannot_use(tmp_path):
+    from imgfeat_cli.training.options import TrainOptions
+    from imgfeat_cli.training.workspace import Workspace
+
+    (tmp_path / "file").write_text("x")
+    for out, needle in ((tmp_path / "file", "is a file"), (tmp_path / "file" / "sub", "is a file, not a folder")):
+        with pytest.raises(UsageError, match=needle):
+            Workspace(out).plan(TrainOptions("ds", output=str(out)))
+    assert (tmp_path / "file").read_text() == "x"

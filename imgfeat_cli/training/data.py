@@ -7,6 +7,7 @@ without holding the GIL. The next batch is prepared while the model trains on th
 """
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from imgfeat_cli.common import fsutil
 from imgfeat_cli.datasets.dataset import Entry, read_list, resolve_inside
 from imgfeat_cli.common.errors import DatasetError, ImageDecodeError
 from imgfeat_cli.pipeline.decode import decode_image
@@ -37,11 +39,19 @@ def load_split(root: Path, split: str, required: bool = True) -> List[Entry]:
                            hint=f"run `imgfeat check --dataset {root}` for the full list")
     for e in lf.entries:
         path = resolve_inside(root, e.path)
-        if path is None or not path.is_file():
-            what = "points outside the dataset" if path is None else "does not exist"
+        what = "points outside the dataset" if path is None else unusable_file(path)
+        if what:
             raise DatasetError(f"{root / (split + '.txt')}:{e.line}: image {e.path} {what}",
                                hint=f"run `imgfeat check --dataset {root}` for the full list")
     return lf.entries
+
+
+def unusable_file(path: Path) -> Optional[str]:
+    """Why ``path`` cannot be read as a training image, or None (checked before training starts)."""
+    why = fsutil.not_a_file(path)
+    if why is None and not os.access(path, os.R_OK):
+        why = "cannot be read (permission denied)"
+    return why
 
 
 def sample_rng(seed: int, epoch: int, step: int, position: int) -> np.random.Generator:
