@@ -531,13 +531,16 @@ def _stderr_marker(proc) -> None:
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_setup_exits_130_and_leaves_the_replaced_run_intact(ref, tmp_path):
+def test_ctrl_c_during_setup_exits_130_and_leaves_the_replaced_run_intact(invoke, ref, tmp_path):
     out = _copy_run(ref, tmp_path / "run")
     before = _snapshot(out)
     weights = ref["out"] / "latest" / "latest.pdparams"
     proc = _train_process(tmp_path, "setup", ["--dataset", ref["ds"], "--output", out, "--overwrite", *REF_ARGS,
                                               "-o", f"Train.pretrain_weight_path={weights}"])
     _stderr_marker(proc)
+    # meanwhile the folder is taken: a second train on it is refused
+    res = invoke("train", "--dataset", ref["ds"], "--output", out, "--resume", *REF_ARGS)
+    assert res.exit_code == 2 and "another imgfeat process is changing files in" in _one_error_line(res.stderr)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err

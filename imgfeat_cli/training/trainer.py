@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from imgfeat_cli.common import config as cfgmod
 from imgfeat_cli.common import fsutil
-from imgfeat_cli.common.errors import Interrupted
+from imgfeat_cli.common.errors import Interrupted, UsageError
 from imgfeat_cli.common.filetxn import folder_lock
 from imgfeat_cli.common.interrupt import RunSignals
 from imgfeat_cli.models.registry import get_spec
@@ -34,7 +34,7 @@ from imgfeat_cli.training.options import (LOG_FILE, RESULT_FILE, StepInfo, Train
                                           TrainOptions, TrainResult)
 from imgfeat_cli.training.reporting import EpochMeter, TrainLog, step_line, write_result
 from imgfeat_cli.training.exports import StagedExport
-from imgfeat_cli.training.workspace import Workspace
+from imgfeat_cli.training.workspace import Workspace, checkpoint_dirs
 
 
 class Trainer:
@@ -102,7 +102,8 @@ class Trainer:
     def setup(self) -> None:
         setup.check_device(self.opts)
         self.spec = get_spec(self.opts.model_name)
-        if self.lead and self.out.is_dir():
+        self._locked = self.lead and self.out.is_dir()
+        if self._locked:  # one writer per output folder, for the whole run
             self._locks.enter_context(folder_lock(self.out, wait=False))
         prefix = self.workspace.plan(self.opts) if self.lead else None
         if self.world > 1:
@@ -127,8 +128,12 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         if not self.lead:
             return
+        if not self._locked:  # the folder did not exist when planned: lock it now, and make sure
+            self._locks.enter_context(folder_lock(self.out, wait=False))  # no run appeared since
+            if checkpoint_dirs(self.out):
+                raise UsageError(f"another training run started in {self.out} meanwhile",
+                                 hint="choose another --output, or rerun once it has finished")
         self.workspace.begin()
-        self._locks.enter_context(folder_lock(self.out, wait=False))
         self.log.open(self.out / LOG_FILE)
         cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.opts.config.items()}
         cfg.setdefault("Train", {}).update(num_classes=self.p.num_classes, batch_size=self.p.batch_size,
