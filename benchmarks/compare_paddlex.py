@@ -35,9 +35,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from embed import default_images, default_model_dir  # noqa: E402  (the same image set as benchmarks/embed.py)
 
-from imgfeat_cli.pipeline.embedder import run_embed  # noqa: E402
+from imgfeat_cli.pipeline.job import run_embed  # noqa: E402
 from imgfeat_cli.pipeline.inputs import InputItem, walk_images  # noqa: E402
-from imgfeat_cli.pipeline import workers  # noqa: E402
+from imgfeat_cli.pipeline import batch as pipeline_batch  # noqa: E402
+from imgfeat_cli.pipeline.embedder import plan_streams  # noqa: E402
 from imgfeat_cli.models import backends as hpi  # noqa: E402
 from imgfeat_cli.pipeline.predictor import create_model  # noqa: E402
 
@@ -64,7 +65,7 @@ def _default_model(model_dir: str, n_images: int, n_streams: Any = None, **kw: A
     """The model as ``imgfeat embed`` would set it up for this many images (or ``n_streams``): the
     streams plan, with the workers started once (like a predictor, before timing; the warm-up run
     absorbs their ~2 s start, which the cold-start line reports separately)."""
-    plan = workers.plan(n_streams, None, n_images, "cpu")
+    plan = plan_streams(n_streams, None, n_images, "cpu")
     model = create_model(model_dir=model_dir, cpu_threads=plan.threads if plan.streams > 1 else None, **kw)
     if plan.streams > 1:
         model.start_streams(plan.streams - 1, plan.threads)
@@ -88,7 +89,7 @@ def _paddlex_run(px_model: Any, images: List[str], bs: int) -> Tuple[float, np.n
 
 
 def _model_only(model: Any, images: List[str], bs: int, repeats: int) -> float:
-    arrays = [workers.preprocess(model, InputItem(p, p)) for p in images]
+    arrays = [pipeline_batch.preprocess(model, InputItem(p, p)) for p in images]
     batches = [np.stack(arrays[i:i + bs]) for i in range(0, len(arrays), bs)]
     model.runner(batches[0])
     rates = []

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from imgfeat_cli.pipeline.embedder import run_embed
-from imgfeat_cli.pipeline import workers
+from imgfeat_cli.pipeline.job import run_embed
+from imgfeat_cli.pipeline import batch as pipeline_batch
 from imgfeat_cli.pipeline.inputs import InputItem, walk_images
 from imgfeat_cli.models.registry import build_model
 from imgfeat_cli.pipeline.predictor import create_model
@@ -67,7 +67,7 @@ def main() -> None:
     images = walk_images(Path(args.images)) if args.images else default_images(tmp)
     images = images[: args.limit]
     model = create_model(model_dir=model_dir)
-    arrays = [workers.preprocess(model, InputItem(p, p)) for p in images]
+    arrays = [pipeline_batch.preprocess(model, InputItem(p, p)) for p in images]
     bs = args.batch_size
     batches = [np.stack(arrays[i:i + bs]) for i in range(0, len(arrays), bs)]
     model.runner(batches[0])  # warm-up (oneDNN primitive creation)

@@ -1,6 +1,7 @@
-"""Shared test fixtures: the CLI runner, small synthetic datasets, and ../shared material.
+"""Shared test fixtures: the CLI runner, small synthetic datasets, models the project builds
+itself (seeded random weights, exported once per session), and ../shared material.
 
-Material from ../shared is read in place; tests that need it skip with the reason when absent.
+Only upstream-parity tests use ../shared (read in place); they skip with the reason when absent.
 """
 from __future__ import annotations
 
@@ -27,10 +28,29 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def model_dir() -> str:
-    """The PP-ShiTuV2_rec reference fixture's inference folder (read only)."""
-    return str(shared_path("fixtures", "ppshituv2_rec_seed0", "inference"))
+#: Tiny ViT sizes (as the upstream tiny fixtures): the CLIP code paths at a fraction of the cost.
+TINY_VIT = {"embed_dim": 64, "depth": 2, "num_heads": 2}
+
+
+@pytest.fixture(scope="session")
+def built_models(tmp_path_factory) -> dict:
+    """Inference folders exported by the project itself, seeded: PP-ShiTuV2_rec (the official
+    architecture) and tiny CLIP ViT-B / ViT-L variants. Treat them as read only."""
+    from imgfeat_cli.models.export import export_seeded
+
+    root = tmp_path_factory.mktemp("models")
+    out = {"PP-ShiTuV2_rec": str(root / "shitu")}
+    export_seeded("PP-ShiTuV2_rec", out["PP-ShiTuV2_rec"], seed=0)
+    for name, key in (("PP-ShiTuV2_rec_CLIP_vit_base", "clip_base"), ("PP-ShiTuV2_rec_CLIP_vit_large", "clip_large")):
+        out[name] = str(root / key)
+        export_seeded(name, out[name], seed=0, arch=TINY_VIT)
+    return out
+
+
+@pytest.fixture(scope="session")
+def model_dir(built_models) -> str:
+    """A PP-ShiTuV2_rec inference folder with seeded random weights (read only)."""
+    return built_models["PP-ShiTuV2_rec"]
 
 
 def make_photos(root: Path, sizes: list, seed: int, subdir_odd: bool = False) -> Path:

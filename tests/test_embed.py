@@ -44,21 +44,20 @@ def test_embed_jsonl_matches_api_and_npy(invoke, photos, model_dir, tmp_path):
     assert (tmp_path / "f.jsonl.config.yaml").is_file()
 
 
-def test_jsonl_floats_round_trip_exactly(tmp_path):
-    from imgfeat_cli.pipeline.sinks import JsonlWriter
+@pytest.mark.parametrize("fmt", ["jsonl", "npy", "parquet"])
+def test_floats_round_trip_exactly(tmp_path, fmt):
+    from imgfeat_cli.pipeline.readers import read_features
+    from imgfeat_cli.pipeline.sinks import FileSink
     feats = np.random.default_rng(0).standard_normal((3, 512)).astype(np.float32)
-    w = JsonlWriter(tmp_path / "x.jsonl")
-    w.begin(resume=False)
-    w.write(["a", "b", "c"], feats)
-    w.finish()
-    back = np.stack(list(_jsonl(tmp_path / "x.jsonl").values()))
-    np.testing.assert_array_equal(back, feats)
-    w16 = JsonlWriter(tmp_path / "h.jsonl", fp16=True)
-    w16.begin(resume=False)
-    w16.write(["a", "b", "c"], feats)
-    w16.finish()
-    back16 = np.stack(list(_jsonl(tmp_path / "h.jsonl").values())).astype(np.float16)
-    np.testing.assert_array_equal(back16, feats.astype(np.float16))
+    for fp16 in (False, True):
+        sink = FileSink(str(tmp_path / f"x{int(fp16)}.{fmt}"), fp16=fp16)
+        sink.open({"name": "test"})
+        sink.write(["a", "b", "c"], feats)
+        sink.finish([])
+        back = read_features(str(tmp_path / f"x{int(fp16)}.{fmt}"))
+        assert back.paths == ["a", "b", "c"]
+        want = feats.astype(np.float16) if fp16 else feats
+        np.testing.assert_array_equal(back.features.astype(want.dtype), want)
 
 
 def test_embed_records_bad_files_and_exit_codes(invoke, photos, model_dir, tmp_path):
@@ -81,7 +80,7 @@ def test_embed_records_bad_files_and_exit_codes(invoke, photos, model_dir, tmp_p
 
 @pytest.mark.parametrize("fmt", ["jsonl", "npy"])
 def test_resume_after_interrupt_has_no_duplicates(photos, model_dir, tmp_path, fmt, invoke):
-    from imgfeat_cli.pipeline.embedder import run_embed
+    from imgfeat_cli.pipeline.job import run_embed
     from imgfeat_cli.common.errors import Interrupted
     model = create_model(model_dir=model_dir)
     out = tmp_path / f"f.{fmt}"

@@ -55,8 +55,7 @@ def test_eval_errors(invoke, tmp_path):
     assert res.exit_code == 2 and "Evaluate.recall_k.0" in res.stderr
 
 
-def test_eval_dataset_with_model(invoke, synth_ds, tmp_path):
-    model_dir = shared_path("fixtures", "ppshituv2_rec_seed0", "inference")
+def test_eval_dataset_with_model(invoke, synth_ds, model_dir, tmp_path):
     res = invoke("eval", "--dataset", synth_ds, "--model-dir", model_dir, "--output", tmp_path / "o", "--json")
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
@@ -67,7 +66,7 @@ def test_eval_dataset_with_model(invoke, synth_ds, tmp_path):
     with open(synth_ds / "gallery.txt", "a") as fh:
         fh.write("images/c00/000.jpg 0\n")
     res = invoke("eval", "--dataset", synth_ds, "--model-dir", model_dir, "--output", tmp_path / "o")
-    assert res.exit_code == 1 and "gallery images could not be read" in res.stderr
+    assert res.exit_code == 1 and "dataset images could not be read" in res.stderr and "zero-byte" in res.stderr
 
 
 def test_eval_on_real_drink_embeddings(invoke, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 
 from imgfeat_cli.common.errors import ModelError, UsageError
 from imgfeat_cli.models import backends as hpi
-from conftest import shared_path
+from conftest import make_photos, shared_path
 
 FIXTURES = ["ppshituv2_rec_seed0", "clip_vit_base_tiny_seed0", "clip_vit_large_tiny_seed0"]
 
@@ -67,7 +67,7 @@ def test_bf16_refused_without_native_support(monkeypatch, invoke, tmp_path):
     with pytest.raises(UsageError, match="no native bf16"):
         hpi.validate("paddle", "bf16", "cpu")
     folder = _copy_inference("ppshituv2_rec_seed0", tmp_path / "inference")
-    (tmp_path / "img").mkdir()
+    make_photos(tmp_path / "img", [(32, 32)], seed=0)
     res = invoke("embed", tmp_path / "img", "--model-dir", folder, "--precision", "bf16", "--out", tmp_path / "f.jsonl")
     assert res.exit_code == 2, res.output
     assert "no native bf16" in res.stderr and "--hpi" in res.stderr

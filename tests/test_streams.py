@@ -10,8 +10,9 @@ import pytest
 
 from conftest import make_photos
 from imgfeat_cli import create_model
-from imgfeat_cli.pipeline import workers
-from imgfeat_cli.pipeline.embedder import run_embed
+
+from imgfeat_cli.pipeline import embedder
+from imgfeat_cli.pipeline.job import run_embed
 from imgfeat_cli.common.errors import Interrupted, ModelError, UsageError
 
 
@@ -61,7 +62,7 @@ def test_a_stream_that_cannot_start_is_a_clear_error(photos, model_dir, tmp_path
     model.recipe = dict(model.recipe, model_dir=str(tmp_path / "gone"))
     with pytest.raises(ModelError, match="inference stream 0 could not start: .*gone"):
         run_embed([str(photos)], str(tmp_path / "x.jsonl"), model, batch_size=4, streams=2)
-    assert (tmp_path / "x.jsonl.part").exists() and not (tmp_path / "x.jsonl").exists()
+    assert not (tmp_path / "x.jsonl").exists()
 
 
 def test_interrupted_streams_resume_without_duplicates(photos, model_dir, tmp_path):
@@ -81,18 +82,20 @@ def test_interrupted_streams_resume_without_duplicates(photos, model_dir, tmp_pa
 
 
 def test_plan(monkeypatch):
-    monkeypatch.setattr(workers, "cpu_count", lambda: 2)
-    assert workers.plan(None, None, 10, "cpu") == workers.StreamPlan(1, 2)  # small job: one process
-    assert workers.plan(None, None, 5000, "cpu") == workers.StreamPlan(2, 1)
-    assert workers.plan(None, None, 5000, "gpu:0") == workers.StreamPlan(1, 2)
-    assert workers.plan(None, None, 5000, "cpu", rebuildable=False) == workers.StreamPlan(1, 2)
-    assert workers.plan(3, None, 10, "cpu") == workers.StreamPlan(3, 1)
-    monkeypatch.setattr(workers, "cpu_count", lambda: 16)
-    assert workers.plan(None, None, 5000, "cpu") == workers.StreamPlan(4, 4)
-    monkeypatch.setattr(workers, "cpu_count", lambda: 128)
-    assert workers.plan(None, None, 5000, "cpu") == workers.StreamPlan(8, 4)  # memory: at most 8 replicas
+    plan, Plan = embedder.plan_streams, embedder.StreamPlan
+    monkeypatch.setattr(embedder, "cpu_count", lambda: 2)
+    assert plan(None, None, 10, "cpu") == Plan(1, 2)  # small job: one process
+    assert plan(None, None, 5000, "cpu") == Plan(2, 1)
+    assert plan(None, None, 5000, "cpu", parent_joins=True) == Plan(2, 1, True)
+    assert plan(None, None, 5000, "gpu:0") == Plan(1, 2)
+    assert plan(None, None, 5000, "cpu", rebuildable=False) == Plan(1, 2)
+    assert plan(3, None, 10, "cpu") == Plan(3, 1)
+    monkeypatch.setattr(embedder, "cpu_count", lambda: 16)
+    assert plan(None, None, 5000, "cpu") == Plan(4, 4)
+    monkeypatch.setattr(embedder, "cpu_count", lambda: 128)
+    assert plan(None, None, 5000, "cpu") == Plan(8, 4)  # memory: at most 8 replicas
     with pytest.raises(UsageError, match="needs an inference folder on CPU"):
-        workers.plan(2, None, 10, "cpu", rebuildable=False)
+        plan(2, None, 10, "cpu", rebuildable=False)
 
 
 def test_cli_streams(invoke, photos, model_dir, tmp_path):

@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
         config: ConfigOpt = None, override: OverrideOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False,
     ) -> None:
         """Score retrieval: Recall@k (share of queries with a same-label item in the top k) and mAP."""
-        from imgfeat_cli.cli.embed import load_model
+        from imgfeat_cli.cli.loading import load_model
         from imgfeat_cli.common import config as cfgmod
         from imgfeat_cli.common import fsutil
         from imgfeat_cli.common.errors import UsageError
@@ -81,7 +81,7 @@ def register(app: typer.Typer) -> None:
                 _use_checkpoint_export(cfg, out)
                 feature_model = load_model(cfg, out)
                 metrics = eval_dataset(cfg["Global"]["dataset_dir"], feature_model, ev["recall_k"],
-                                       ev["exclude_same_path"], cfg["Predict"]["batch_size"] or 16, progress)
+                                       ev["exclude_same_path"], cfg["Predict"]["batch_size"], progress)
             else:
                 raise UsageError("nothing to evaluate", hint="pass --dataset DIR, or --query Q --gallery G")
         path = write_result(cfg["Global"]["output"], metrics)

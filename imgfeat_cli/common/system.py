@@ -85,3 +85,14 @@ def parse_device(text: Optional[str]) -> Device:
         if parts and all(p.isdigit() for p in parts):
             return Device("gpu", tuple(int(p) for p in parts))
     raise UsageError(f"bad device {text!r}", hint="use cpu, gpu, gpu:N or gpu:0,1,...")
+
+
+#: Images per forward pass when none is given. On CPU, 8 was the fastest end to end for every
+#: backend and precision measured on the 2-core development machine (benchmarks/compare_paddlex.py:
+#: batch 16 is 5-15% slower, batch 32 more); GPUs want larger batches.
+DEFAULT_BATCH = {"cpu": 8, "gpu": 32}
+
+
+def default_batch_size(device: Optional[str]) -> int:
+    """The one place the default batch size is decided: by device kind."""
+    return DEFAULT_BATCH[parse_device(device).kind]

@@ -14,6 +14,7 @@ The decision is cached per model hash, device, threads and batch size, so only t
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -66,10 +67,16 @@ def _need_onnxruntime() -> None:
                          hint='pip install "imgfeat[hpi]" (or pip install onnxruntime paddle2onnx)')
 
 
-def model_hash(prog: Path, params: Path) -> str:
+def model_hash(*files: Path) -> str:
+    """sha256 over the model files' bytes (remembered per file state within a process)."""
+    return _hash_files(tuple((str(p), os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in files))
+
+
+@functools.lru_cache(maxsize=32)
+def _hash_files(states: Tuple[Tuple[str, int, int], ...]) -> str:
     h = hashlib.sha256()
-    for p in (prog, params):
-        with open(p, "rb") as fh:
+    for path, _, _ in states:
+        with open(path, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()

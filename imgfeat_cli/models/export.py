@@ -98,3 +98,21 @@ def export_checkpoint(name: str, weights: str, out_dir: str, tag: Optional[str] 
         raise ModelError(f"weights file {weights} holds NaN or infinity in {len(bad)} tensors (e.g. {bad[0]})",
                          hint="the training run diverged; export an earlier checkpoint")
     return export_layer(model.name, model.layer, out_dir, model.transform_ops, overwrite, check)
+
+
+def export_seeded(name: str, out_dir: str, seed: int = 0, arch: Optional[Dict[str, Any]] = None,
+                  input_size: int = 224) -> ExportResult:
+    """Export model ``name`` with seeded random weights: the official architecture's compute and
+    file layout with no download, for offline demos, tests and benchmarks (``arch`` shrinks it,
+    e.g. a tiny ViT)."""
+    import paddle
+
+    from imgfeat_cli.models.registry import get_spec, inference_ops
+
+    spec = get_spec(name)
+    paddle.seed(seed)
+    cfg = dict(arch or {})
+    if spec.family.sized_by_input:
+        cfg.setdefault("img_size", input_size)
+    layer = spec.build(num_classes=None, arch=cfg)
+    return export_layer(name, layer, out_dir, inference_ops(spec.interpolation, input_size))

@@ -66,8 +66,15 @@ class EmbeddingModel:
 
     @property
     def identity(self) -> Dict[str, Any]:
-        """What an output records about the model that made it (resume refuses another)."""
-        return {"name": self.name, "source": self.source, "backend": self.backend, "precision": self.precision}
+        """What an output records about the model that made it (a resume refuses another): the
+        name, a hash of its files (so a moved copy of the same model is the same model), and the
+        engine that ran it."""
+        from imgfeat_cli.models.backends import model_hash
+
+        src = Path(self.source)
+        files = find_inference_files(src) if src.is_dir() else (src,)
+        return {"name": self.name, "sha256": model_hash(*files)[:16], "backend": self.backend,
+                "precision": self.precision}
 
     @classmethod
     def from_inference_dir(cls, model_dir: str, name: Optional[str] = None, device: Optional[str] = None,

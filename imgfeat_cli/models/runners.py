@@ -35,7 +35,10 @@ def require_device(device: Optional[str]) -> Device:
 def quiet_paddle_signals() -> None:
     """Paddle installs C++ handlers for SIGINT/SIGTERM/SIGSEGV that print a multi-line C++ stack
     and can deadlock (they call malloc inside the handler). Python's own handling is what imgfeat
-    wants: Ctrl-C is one line and exit 130, and a terminated worker just exits."""
+    wants: Ctrl-C is one line and exit 130, and a terminated worker just exits. Kept with
+    ``IMGFEAT_DEBUG=1``, where a C++ stack on a crash is worth having."""
+    if os.environ.get("IMGFEAT_DEBUG", "") not in ("", "0"):
+        return
     try:
         import paddle
 
@@ -45,18 +48,21 @@ def quiet_paddle_signals() -> None:
 
 
 @contextmanager
-def stdout_to_stderr() -> Iterator[None]:
-    """Route file descriptor 1 to 2 while paddle's C++ code runs: some passes print diagnostics
-    with ``std::cout`` ("ReduceMeanCheckIfOneDNNSupport"), which would corrupt results and
-    ``--json`` documents on stdout."""
+def paddle_stdout_muted() -> Iterator[None]:
+    """Send file descriptor 1 to the void while paddle's C++ code runs: some passes print
+    diagnostics with ``std::cout`` ("ReduceMeanCheckIfOneDNNSupport"), which would corrupt results
+    and ``--json`` documents on stdout and clutter stderr. ``IMGFEAT_DEBUG=1`` sends them to stderr."""
     sys.stdout.flush()
     saved = os.dup(1)
+    target = 2 if os.environ.get("IMGFEAT_DEBUG", "") not in ("", "0") else os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(2, 1)
+        os.dup2(target, 1)
         yield
     finally:
         os.dup2(saved, 1)
         os.close(saved)
+        if target != 2:
+            os.close(target)
 
 
 class InferenceRunner:
@@ -82,7 +88,7 @@ class InferenceRunner:
             if precision == "bf16":
                 config.enable_mkldnn_bfloat16()
         try:
-            with stdout_to_stderr():
+            with paddle_stdout_muted():
                 self.predictor = pi.create_predictor(config)
         except Exception as exc:  # paddle raises many types for corrupt programs
             raise ModelError(f"cannot load the inference model in {model_dir}: {str(exc).strip().splitlines()[-1][:200]}",
@@ -96,7 +102,7 @@ class InferenceRunner:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         self.input.reshape(list(batch.shape))
         self.input.copy_from_cpu(np.ascontiguousarray(batch, dtype=np.float32))
-        with stdout_to_stderr():
+        with paddle_stdout_muted():
             self.predictor.run()
         return self.predictor.get_output_handle(self.output_name).copy_to_cpu()
 

@@ -1,4 +1,4 @@
-"""Image decoding that is strict about broken files and faithful to PaddleX's pixels.
+"""Image decoding that is strict about broken and hostile files and faithful to PaddleX's pixels.
 
 PaddleX reads with ``cv2.imread(path, IMREAD_COLOR)``: 8-bit, 3 channels, alpha dropped (not
 composited), EXIF orientation applied, 16-bit scaled by 1/256.
@@ -9,11 +9,19 @@ most of the pre-processing cost). Everything else goes through Pillow, because i
 refuses truncated files (OpenCV may return a half-grey image for a truncated JPEG, which would
 poison a gallery) and gives specific reasons for failures. The conversions below reproduce
 OpenCV's results for every mode. Both release the GIL, so threads decode in parallel.
+
+Hostile files are refused before they cost anything: only regular files are opened (a FIFO would
+block forever, ``/dev/zero`` never ends), at most :data:`Limits.max_bytes` are read, and the image
+header is read first so an image of more than :data:`Limits.max_pixels` pixels (a 1 MB PNG can
+declare 20000 x 20000) is refused before any pixel is decoded.
 """
 from __future__ import annotations
 
 import io
 import os
+import stat
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple, Union
 
@@ -23,7 +31,22 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from imgfeat_cli.common.errors import ImageDecodeError
 
-Image.MAX_IMAGE_PIXELS = 20000 * 20000  # large product shots are fine; decompression bombs are not
+
+@dataclass(frozen=True)
+class Limits:
+    """What one input may cost. 128 MP is a 13000 x 10000 photo (about 400 MB of RGB pixels while
+    it is resized); larger is almost always a mistake or an attack. Set per run through
+    ``Predict.max_image_pixels`` / ``Predict.max_file_mb``."""
+
+    max_pixels: int = 128_000_000
+    max_bytes: int = 256 << 20
+
+
+DEFAULT_LIMITS = Limits()
+# imgfeat checks the pixel count itself (below) and reports it per file; Pillow's own bomb check
+# would only warn between 1x and 2x its limit and spray DecompressionBombWarning on stderr.
+Image.MAX_IMAGE_PIXELS = None
+warnings.filterwarnings("ignore", module=r"PIL(\..*)?$")  # EXIF and chunk warnings: the file is judged here
 
 #: Extensions picked up when walking a directory (matched case-insensitively; upstream's list is
 #: case-sensitive and misses .webp/.tif/.gif: a documented quirk we do not copy).
@@ -82,24 +105,44 @@ def _decode_complete_jpeg(data: bytes) -> Optional[np.ndarray]:
     return arr
 
 
-def decode_image(source: Source, name: Optional[str] = None) -> np.ndarray:
+def read_bounded(path: Union[str, os.PathLike], max_bytes: int) -> bytes:
+    """The bytes of a regular file, at most ``max_bytes`` (else an error): never opens a FIFO,
+    device or socket, so a hostile path cannot block or stream forever."""
+    st = os.stat(path)  # follows symlinks, like open() would
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                else "a socket" if stat.S_ISSOCK(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+                else "not a regular file")
+        raise ImageDecodeError(f"{os.fsdecode(path)}: is {kind}, not an image file")
+    if st.st_size > max_bytes:
+        raise ImageDecodeError(f"{os.fsdecode(path)}: {st.st_size / 2**20:.0f} MB is over the {max_bytes >> 20} MB limit per file",
+                               hint="raise Predict.max_file_mb if this file is really an image")
+    with open(path, "rb") as fh:
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:  # it grew while we read it
+        raise ImageDecodeError(f"{os.fsdecode(path)}: over the {max_bytes >> 20} MB limit per file")
+    return data
+
+
+def decode_image(source: Source, name: Optional[str] = None, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
     """Decode a file path or encoded bytes to an ``HxWx3`` uint8 **RGB** array.
 
-    Raises :class:`ImageDecodeError` with a specific reason (empty, truncated, not an image...).
+    Raises :class:`ImageDecodeError` with a specific reason (empty, truncated, not an image, too
+    large, not a regular file...).
     """
-    label = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
+    label = name or (os.fsdecode(source) if not isinstance(source, bytes) else "<bytes>")
     try:
-        if isinstance(source, bytes):
-            data = source
-        else:
-            with open(source, "rb") as fh:
-                data = fh.read()
+        data = source if isinstance(source, bytes) else read_bounded(source, limits.max_bytes)
         if not data:
             raise ImageDecodeError(f"{label}: {'empty data' if isinstance(source, bytes) else 'zero-byte file'}")
-        fast = _decode_complete_jpeg(data)
-        if fast is not None:
-            return fast
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data)) as img:  # reads the header only
+            width, height = img.size
+            if width * height > limits.max_pixels:
+                raise ImageDecodeError(f"{label}: {width} x {height} pixels is over the {limits.max_pixels / 1e6:.0f} MP limit",
+                                       hint="raise Predict.max_image_pixels if this image is meant to be embedded")
+            fast = _decode_complete_jpeg(data) if img.format in ("JPEG", "MPO") else None
+            if fast is not None:
+                return fast
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)
             img.load()
@@ -110,9 +153,11 @@ def decode_image(source: Source, name: Optional[str] = None) -> np.ndarray:
     except FileNotFoundError:
         raise ImageDecodeError(f"{label}: file not found") from None
     except IsADirectoryError:
-        raise ImageDecodeError(f"{label}: is a directory") from None
+        raise ImageDecodeError(f"{label}: is a folder, not an image file") from None
     except PermissionError:
         raise ImageDecodeError(f"{label}: permission denied") from None
+    except MemoryError:
+        raise ImageDecodeError(f"{label}: out of memory while decoding") from None
     except _DECODE_ERRORS as exc:
         raise ImageDecodeError(f"{label}: {_decode_failure(exc)}") from None
 
@@ -126,6 +171,8 @@ def _decode_failure(exc: BaseException) -> str:
         return "not a recognised image format"
     if isinstance(exc, Image.DecompressionBombError):
         return f"refused, too many pixels ({exc})"
+    if isinstance(exc, OSError) and exc.errno:  # the file system, not the codec
+        return "symlink loop" if exc.errno == 40 else os.strerror(exc.errno).lower()
     text = str(exc) or exc.__class__.__name__
     return "truncated file" if "truncat" in text.lower() else f"cannot decode ({text})"
 

@@ -1,69 +1,75 @@
-"""``embed``: images -> feature vectors, streamed to JSONL or NPY.
+"""The embedding pipeline: an :class:`Embedder` plans once, owns its workers, and writes batches of
+features to a sink in input order.
 
-Design points:
-
-* A bounded pipeline: worker threads decode and pre-process images (Pillow, OpenCV and NumPy
-  release the GIL) straight into preallocated batch buffers while the main thread runs batched
-  inference. A few batches are in flight, so memory is constant in the number of images.
-* Output is appended to ``FILE.part`` batch by batch and renamed to ``FILE`` at the end; an
-  interrupted run leaves ``FILE.part`` and ``--resume`` continues from it (a torn last record is
-  cut off). Inputs already present in the output are skipped.
-* Failures (missing, unreadable, undecodable) never stop the run: each goes to
-  ``FILE.errors.jsonl`` with its reason.
-* ``shard=(i, n)`` keeps the inputs whose path hashes (CRC-32) to ``i`` modulo ``n``: a
-  deterministic partition that needs no coordination and does not depend on listing order.
+Every consumer goes through it: ``imgfeat embed`` (:func:`embed_to_file`), ``FeatureModel.predict``,
+``eval``, ``index`` and ``search`` (:func:`embed_to_memory`). It decides the batch size (per device,
+:func:`~imgfeat_cli.common.system.default_batch_size`), the drivers (decode threads in this process,
+or inference streams in worker processes, :mod:`imgfeat_cli.pipeline.workers`) and what happens on
+Ctrl-C (workers stopped, the sink keeps what is complete). Each input that fails is reported with
+its reason and costs only itself.
 """
 from __future__ import annotations
 
-import json
+import hashlib
+import os
 import time
-import zlib
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Set, Tuple
 
-import numpy as np
-
-from imgfeat_cli.common import fsutil
-from imgfeat_cli.pipeline import workers as streams_mod
-from imgfeat_cli.common.errors import Interrupted, UsageError
-from imgfeat_cli.pipeline.inputs import InputItem, expand
+from imgfeat_cli.common.errors import UsageError
 from imgfeat_cli.common.progress import ProgressFn, null_progress
-from imgfeat_cli.common.system import cpu_count
-from imgfeat_cli.pipeline.sinks import open_writer, output_format
+from imgfeat_cli.common.system import cpu_count, default_batch_size, parse_device
+from imgfeat_cli.pipeline.batch import BatchResult
+from imgfeat_cli.pipeline.decode import DEFAULT_LIMITS, Limits
+from imgfeat_cli.pipeline.inputs import InputItem, expand
+from imgfeat_cli.pipeline.sinks import MemorySink
+from imgfeat_cli.pipeline.workers import StreamPool, ThreadDriver
 
 TASK = "Embedding"
+#: Below this many images one process wins: each worker takes ~2 s to start. Measured on 2 cores
+#: with ``imgfeat embed`` (PP-ShiTuV2, fp32): 1069 images 14.2 s either way, 4276 images 50.7 s
+#: with two streams against 55.9 s in one process.
+MIN_STREAM_IMAGES = 2048
+#: Each replica holds its own paddle runtime and weights (a few hundred MB): auto stops here.
+MAX_AUTO_STREAMS = 8
 
 
-@dataclass
-class EmbedResult:
-    output: str
-    format: str
-    model: str
-    backend: str
-    device: str
-    batch_size: int
-    total: int
-    embedded: int
-    already_done: int
-    failed: int
-    seconds: float
-    errors_file: Optional[str]
-    shard: Optional[str]
-    precision: str = "fp32"
-    streams: int = 1
+@dataclass(frozen=True)
+class StreamPlan:
+    """How a job runs: ``streams`` model replicas (1 = this process only), ``threads`` inference
+    threads each, and whether this process's own model is one of the streams."""
 
-    @property
-    def images_per_s(self) -> float:
-        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+    streams: int
+    threads: int
+    parent_joins: bool = False
 
-    def to_dict(self) -> Dict[str, Any]:
-        d = dict(self.__dict__)
-        d["images_per_s"] = round(self.images_per_s, 3)
-        d["seconds"] = round(self.seconds, 3)
-        return d
+
+def plan_streams(requested: Optional[int], threads: Optional[int], n_images: int, device: Optional[str] = None,
+                 rebuildable: bool = True, parent_joins: bool = False) -> StreamPlan:
+    """Decide the streams once. ``requested``: ``None`` = auto, ``1`` = in-process only.
+
+    Auto uses streams only on CPU, for inference folders (``rebuildable``: a model another process
+    can load) and jobs of at least :data:`MIN_STREAM_IMAGES` images: 1 thread per stream up to 3
+    cores, 2 up to 8, 4 beyond (small-batch CNN layers stop scaling at a few threads). Measured on
+    2 cores only; ``--streams`` overrides. ``parent_joins``: the caller will load its model with the
+    per-stream thread count, so it is one of the streams (the ``embed`` command does this).
+    """
+    cores = cpu_count()
+    if requested is not None and requested < 1:
+        raise UsageError(f"streams must be >= 1, got {requested}")
+    if not rebuildable or parse_device(device).is_gpu:
+        if requested not in (None, 1):
+            raise UsageError("--streams needs an inference folder on CPU",
+                             hint="use --model-dir or --model (not --weights), and --device cpu")
+        return StreamPlan(1, threads or cores)
+    if requested is None:
+        if n_images < MIN_STREAM_IMAGES or cores < 2:
+            return StreamPlan(1, threads or cores)
+        per = threads or (1 if cores <= 3 else 2 if cores <= 8 else 4)
+        return StreamPlan(max(1, min(MAX_AUTO_STREAMS, cores // per)), per, parent_joins)
+    if requested == 1:
+        return StreamPlan(1, threads or cores)
+    return StreamPlan(requested, threads or max(1, cores // requested), parent_joins)
 
 
 def parse_shard(text: Optional[str]) -> Optional[Tuple[int, int]]:
@@ -79,166 +85,117 @@ def parse_shard(text: Optional[str]) -> Optional[Tuple[int, int]]:
     return i, n
 
 
-def in_shard(key: str, shard: Optional[Tuple[int, int]]) -> bool:
-    return shard is None or zlib.crc32(key.encode("utf-8")) % shard[1] == shard[0]
+def shard_of(path: str, n: int) -> int:
+    """The shard of ``path`` among ``n``: a well-mixed hash (BLAKE2b) of its bytes, so shards are
+    balanced whatever the naming (CRC-32 mod N, being linear, put similar names together)."""
+    digest = hashlib.blake2b(os.fsencode(path), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % n
 
 
 def collect_inputs(inputs: Sequence[Any], shard: Optional[Tuple[int, int]] = None) -> List[InputItem]:
-    """Expand inputs (dirs recursively, sorted), drop repeated paths, apply the shard filter."""
+    """Expand inputs (folders recursively, sorted), drop repeated paths, keep one shard."""
     seen: Set[str] = set()
     items: List[InputItem] = []
     for item in expand(list(inputs), strict=False):
         key = item.input_path
-        if key is None or key in seen or not in_shard(key, shard):
-            continue
-        seen.add(key)
+        if key is not None:
+            if key in seen or (shard is not None and shard_of(key, shard[1]) != shard[0]):
+                continue
+            seen.add(key)
         items.append(item)
     return items
 
 
 @dataclass
-class _Chunk:
-    """One batch in flight: its items, the preallocated batch buffer the decode threads write their
-    rows into (``None`` when image sizes vary), and one future per item."""
-
-    items: List[InputItem]
-    buf: Optional[np.ndarray]
-    futures: List["Future[Any]"]
+class RunStats:
+    embedded: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    streams: int = 1
 
 
-def _submit(pool: ThreadPoolExecutor, model: Any, items: List[InputItem]) -> _Chunk:
-    buf, jobs = streams_mod.row_jobs(model, items)
-    return _Chunk(items, buf, [pool.submit(job) for job in jobs])
+class Embedder:
+    """Embeds inputs with one model: batching, decode threads or inference streams, in order.
 
-
-def run_embed(inputs: Sequence[Any], out: str, model: Any, fmt: Optional[str] = None, batch_size: int = 8,
-              fp16: bool = False, resume: bool = False, overwrite: bool = False, shard: Optional[str] = None,
-              num_workers: Optional[int] = None, progress: ProgressFn = null_progress,
-              stop: Optional[Callable[[], bool]] = None, streams: Optional[int] = None,
-              threads: Optional[int] = None) -> EmbedResult:
-    """Embed ``inputs`` with ``model`` (a :class:`~imgfeat_cli.models.model.EmbeddingModel`) into ``out``.
-
-    ``streams``: model replicas in worker processes (:mod:`imgfeat_cli.pipeline.workers`); ``None``
-    decides from the machine and the job size, ``1`` keeps everything in this process;
-    ``threads``: inference threads per stream (``None``: from the plan).
+    ``model``: an :class:`~imgfeat_cli.models.model.EmbeddingModel` (or ``FeatureModel``, whose
+    started streams are used). ``plan``: from :func:`plan_streams`; default one process.
+    ``decode_threads``: threads decoding images in this process (default half the cores: decoding
+    costs a fraction of a forward pass per image, so half keeps the model fed without starving
+    the inference threads).
     """
-    if batch_size < 1:
-        raise UsageError("batch size must be >= 1")
-    fmt = output_format(out, fmt)
-    shard_t = parse_shard(shard)
-    out_path = Path(out)
-    errors_path = out_path.with_name(out_path.name + ".errors.jsonl")
-    writer = open_writer(out_path, fmt, fp16=fp16)
-    if writer.exists() and not (resume or overwrite):
-        raise UsageError(f"{out} already exists", hint="pass --resume to continue it or --overwrite to replace it")
-    if writer.part_exists() and not (resume or overwrite):
-        raise UsageError(f"an interrupted run left {writer.part_path}",
-                         hint="pass --resume to continue it or --overwrite to start over")
-    done = writer.begin(resume=resume)
-    items = collect_inputs(inputs, shard_t)
-    already = sum(1 for it in items if it.input_path in done)
-    todo = [it for it in items if it.input_path not in done]
-    total = len(items)
-    errors: List[Dict[str, str]] = []
-    embedded = 0
-    t0 = time.perf_counter()
-    progress(TASK, already, total)
-    own_pool = getattr(model, "stream_pool", None) if streams != 1 else None
-    sp = streams_mod.plan(streams, threads, len(todo), getattr(model, "device", "cpu"),
-                          getattr(model, "recipe", None) is not None)
 
-    def record(batch: List[InputItem], res: streams_mod.BatchResult) -> None:
-        nonlocal embedded
-        for row, reason in res.errors:
-            errors.append({"input_path": batch[row].input_path or "", "error": reason})
-        if res.rows:
-            writer.write([batch[r].input_path or "" for r in res.rows], res.feats)
-            embedded += len(res.rows)
-        progress(TASK, already + embedded + len(errors), total)
+    def __init__(self, model: Any, batch_size: Optional[int] = None, plan: Optional[StreamPlan] = None,
+                 decode_threads: Optional[int] = None, limits: Limits = DEFAULT_LIMITS,
+                 progress: ProgressFn = null_progress, stop: Optional[Callable[[], bool]] = None) -> None:
+        self.model = model
+        self.batch_size = batch_size or default_batch_size(getattr(model, "device", "cpu"))
+        if self.batch_size < 1:
+            raise UsageError(f"batch size must be >= 1, got {self.batch_size}")
+        self.explicit_plan = plan is not None
+        self.plan = plan or StreamPlan(1, getattr(model, "cpu_threads", None) or cpu_count())
+        self.decode_threads = decode_threads or max(1, cpu_count() // 2)
+        self.limits, self.progress, self.stop = limits, progress, stop
+        self.streams_used = 1
 
-    batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
-    pool: Any = None
-    used_streams = 1
-    try:
-        if own_pool is not None or sp.streams > 1:
-            # the model's own pool (FeatureModel.start_streams) or one for this job; a parent model
-            # built with the per-stream thread count is one of the streams
-            joins = getattr(model, "cpu_threads", None) == sp.threads
-            pool = own_pool or streams_mod.StreamPool(model, sp.streams - 1 if joins else sp.streams,
-                                                      sp.threads, joins)
-            used_streams = pool.streams
-            pool.run(batches, lambda res: record(batches[res.batch_id], res), stop)
-        else:
-            _threaded(model, batches, record, stop, num_workers)
-    except KeyboardInterrupt:
-        _stop(pool, model)
-        writer.suspend()  # keep FILE.part for --resume
-        _write_errors(errors_path, errors)
-        raise Interrupted(f"interrupted after {embedded} new images; partial output kept in {writer.part_path}",
-                          hint="rerun the same command with --resume to continue") from None
-    except BaseException:
-        _stop(pool, model)
-        writer.suspend()
-        _write_errors(errors_path, errors)
-        raise
-    if isinstance(pool, streams_mod.StreamPool) and pool is not own_pool:
-        pool.close()
-    seconds = time.perf_counter() - t0
-    writer.finish()
-    _write_errors(errors_path, errors)
-    return EmbedResult(str(out_path), fmt, model.name, model.backend, model.device, batch_size, total, embedded,
-                       already, len(errors), seconds, str(errors_path) if errors else None,
-                       f"{shard_t[0]}/{shard_t[1]}" if shard_t else None, str(getattr(model, "precision", "fp32")),
-                       used_streams)
+    def _driver(self) -> Tuple[Any, bool]:
+        """(driver, owned): the model's started streams (unless the plan says one process), a pool
+        for this job, or threads."""
+        own = getattr(self.model, "stream_pool", None)
+        if own is not None and not (self.explicit_plan and self.plan.streams == 1):
+            return own, False
+        if self.plan.streams > 1:
+            workers = self.plan.streams - (1 if self.plan.parent_joins else 0)
+            return StreamPool(self.model, workers, self.plan.threads, self.plan.parent_joins, self.limits), True
+        return ThreadDriver(self.model, self.decode_threads, self.limits), True
+
+    def results(self, items: Sequence[InputItem],
+                cannot_store: Callable[[str], Optional[str]] = lambda p: None) -> Iterator[Tuple[List[InputItem], BatchResult]]:
+        """Each batch of ``items`` with its result, in input order. Inputs the sink cannot store
+        (``cannot_store`` gives the reason) fail without being decoded."""
+        items = [InputItem(it.source, it.input_path, cannot_store(it.input_path))
+                 if it.error is None and it.input_path is not None and cannot_store(it.input_path) else it
+                 for it in items]
+        batches = [items[i:i + self.batch_size] for i in range(0, len(items), self.batch_size)]
+        driver, owned = self._driver()
+        self.streams_used = getattr(driver, "streams", 1)
+        finished = False
+        try:
+            for res in driver.results(enumerate(batches), self.batch_size, self.stop):
+                yield batches[res.batch_id], res
+            finished = True
+        finally:
+            if isinstance(driver, StreamPool) and not finished:
+                driver.terminate()  # Ctrl-C or an error: stop now, queued batches are dropped
+                if getattr(self.model, "stream_pool", None) is driver:
+                    self.model.stream_pool = None
+            elif owned:
+                driver.close()
+
+    def run(self, items: Sequence[InputItem], sink: Any, already_done: int = 0) -> RunStats:
+        """Embed ``items`` into ``sink`` (``write(paths, feats)`` and ``error(path, reason)``)."""
+        stats = RunStats()
+        total = already_done + len(items)
+        t0 = time.perf_counter()
+        self.progress(TASK, already_done, total)
+        for batch, res in self.results(items, getattr(sink, "cannot_store", lambda p: None)):
+            for row, reason in res.errors:
+                sink.error(batch[row].input_path or "<array>", reason)
+            if res.rows:
+                sink.write([batch[r].input_path or "" for r in res.rows], res.feats)
+            stats.embedded += len(res.rows)
+            stats.failed += len(res.errors)
+            self.progress(TASK, already_done + stats.embedded + stats.failed, total)
+        stats.seconds = time.perf_counter() - t0
+        stats.streams = self.streams_used
+        return stats
 
 
-def _threaded(model: Any, batches: List[List[InputItem]],
-              record: Callable[[List[InputItem], streams_mod.BatchResult], None],
-              stop: Optional[Callable[[], bool]], num_workers: Optional[int]) -> None:
-    """One process: decode threads fill batch buffers ahead while the main thread runs the model."""
-    # Decoding costs a fraction of a forward pass per image: half the cores keep the model fed
-    # without starving the inference threads (measured in benchmarks/embed.py).
-    workers = num_workers or max(1, cpu_count() // 2)
-    # Batches are submitted ahead so the decode threads work while the model runs; each keeps its
-    # preallocated buffer, so memory stays at a few batches whatever the number of images.
-    ahead = max(2, -(-4 * workers // max(1, len(batches[0]) if batches else 1)))
-    window: Deque[_Chunk] = deque()
-
-    def check_stop() -> None:
-        if stop is not None and stop():
-            raise KeyboardInterrupt
-
-    def take(chunk: _Chunk, batch_id: int) -> None:
-        res = streams_mod.assemble(model, batch_id, chunk.buf, [f.result for f in chunk.futures], check_stop)
-        record(chunk.items, res)
-
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imgfeat-decode")
-    try:
-        done = 0
-        for items in batches:
-            window.append(_submit(pool, model, items))
-            if len(window) > ahead:
-                take(window.popleft(), done)
-                done += 1
-        while window:
-            take(window.popleft(), done)
-            done += 1
-    finally:
-        # drop queued decodes and wait for running ones (they write into buffers we own)
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _stop(pool: Any, model: Any) -> None:
-    """Stop worker processes at once (their queued batches are dropped; resume redoes them)."""
-    if isinstance(pool, streams_mod.StreamPool):
-        pool.terminate()
-        if getattr(model, "stream_pool", None) is pool:
-            model.stream_pool = None
-
-
-def _write_errors(path: Path, errors: List[Dict[str, str]]) -> None:
-    """Replace the errors file with this run's failures (or remove a stale one)."""
-    if errors:
-        fsutil.write_text(path, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors))
-    elif path.exists():
-        path.unlink()
+def embed_to_memory(model: Any, inputs: Any, batch_size: Optional[int] = None, progress: Optional[ProgressFn] = None,
+                    stop: Optional[Callable[[], bool]] = None, plan: Optional[StreamPlan] = None) -> MemorySink:
+    """Embed ``inputs`` (anything :func:`~imgfeat_cli.pipeline.inputs.expand` takes) in memory:
+    ``.paths``, ``.features`` (input order, the inputs that worked) and ``.errors``."""
+    sink = MemorySink()
+    items = inputs if isinstance(inputs, list) and all(isinstance(i, InputItem) for i in inputs) \
+        else list(expand(inputs, strict=False))
+    Embedder(model, batch_size, plan, progress=progress or null_progress, stop=stop).run(items, sink)
+    return sink

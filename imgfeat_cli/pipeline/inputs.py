@@ -1,28 +1,36 @@
-"""Input expansion and loading, shared by ``model.predict`` and ``imgfeat embed``.
+"""What to embed: expanding user inputs into :class:`InputItem` s, and loading one to RGB pixels.
 
-Accepted: file paths, directories (recursive, sorted, extensions case-insensitive), http(s) URLs,
-ndarrays (BGR, as PaddleX takes them), ``{"img": ...}`` dicts and lists of any of these.
+Accepted: file paths, folders (recursive, sorted, extensions case-insensitive), http(s) URLs,
+ndarrays (BGR, as PaddleX takes them), encoded image ``bytes``, ``{"img": ...}`` dicts and lists
+of any of these.
+
+Walking a folder is safe on hostile trees: a symlinked folder is entered at most once (by device
+and inode), so a symlink loop cannot recurse forever; unreadable folders become one error entry
+each instead of vanishing silently; FIFOs, sockets and devices that carry an image name are kept
+as inputs so that decoding refuses them by name (see :mod:`imgfeat_cli.pipeline.decode`).
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, List, Optional
+from typing import Any, Iterable, Iterator, List, Optional, Set, Tuple
 
 import numpy as np
 
 from imgfeat_cli.common.errors import ImageDecodeError, UsageError
-from imgfeat_cli.pipeline.decode import decode_image, is_image_path
+from imgfeat_cli.pipeline.decode import DEFAULT_LIMITS, Limits, decode_image, is_image_path
 
 
 @dataclass(frozen=True)
 class InputItem:
-    """One image to embed: ``source`` is a path, URL or ndarray; ``input_path`` is what results
-    report (``None`` for arrays)."""
+    """One image to embed: ``source`` is a path, URL, ndarray or bytes; ``input_path`` is what
+    results report (``None`` for arrays). ``error`` marks an input already known to fail (an
+    unreadable folder, a name the output cannot store), reported like a decoding failure."""
 
     source: Any
     input_path: Optional[str]
+    error: Optional[str] = None
 
 
 def is_url(text: str) -> bool:
@@ -30,12 +38,43 @@ def is_url(text: str) -> bool:
 
 
 def walk_images(folder: Path) -> List[str]:
-    """Image files under ``folder``, recursively, in sorted order (stable across machines)."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        found.extend(os.path.join(dirpath, f) for f in filenames if is_image_path(f) and not f.startswith("."))
-    return sorted(found)
+    """Image files under ``folder``, recursively, sorted (stable across machines)."""
+    return sorted(p for p, err in _walk(str(folder)) if err is None)
+
+
+def walk_items(folder: str) -> List[InputItem]:
+    """Image files under ``folder`` as items, sorted, with one error item per unreadable folder."""
+    return [InputItem(p, p, err) for p, err in sorted(_walk(folder))]
+
+
+def _walk(top: str) -> Iterator[Tuple[str, Optional[str]]]:
+    """(path, None) per image-named entry and (folder, reason) per folder that cannot be listed.
+    Hidden entries are skipped; each real folder is entered once whatever links lead to it."""
+    seen: Set[Tuple[int, int]] = set()
+    stack = [top]
+    while stack:
+        folder = stack.pop()
+        try:
+            st = os.stat(folder)
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError as exc:
+            yield folder, f"{folder}: cannot list folder ({os.strerror(exc.errno).lower() if exc.errno else exc})"
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                is_dir = entry.is_dir(follow_symlinks=True)
+            except OSError:  # a symlink loop or a dangling link: let decoding name the reason
+                is_dir = False
+            if is_dir:
+                stack.append(entry.path)
+            elif is_image_path(entry.name):
+                yield entry.path, None
 
 
 def expand(inputs: Any, strict: bool = True) -> Iterator[InputItem]:
@@ -59,56 +98,70 @@ def expand(inputs: Any, strict: bool = True) -> Iterator[InputItem]:
     if isinstance(inputs, np.ndarray):
         yield InputItem(inputs, None)
         return
+    if isinstance(inputs, (bytes, bytearray)):
+        yield InputItem(bytes(inputs), None)
+        return
     if isinstance(inputs, (str, os.PathLike)):
         text = os.fspath(inputs)
         if is_url(text):
             yield InputItem(text, text)
             return
-        path = Path(text)
-        if path.is_dir():
-            for p in walk_images(path):
-                yield InputItem(p, p)
+        if os.path.isdir(text):
+            yield from walk_items(text)
             return
-        if strict and not path.exists():
+        if strict and not os.path.lexists(text):
             raise UsageError(f"input {text} does not exist", hint="pass image files, folders or http(s) URLs")
         yield InputItem(text, text)
         return
     raise UsageError(f"unsupported input of type {type(inputs).__name__}",
-                     hint="pass a path, a URL, a numpy array, a dict {'img': ...} or a list of these")
+                     hint="pass a path, a URL, a numpy array, bytes, a dict {'img': ...} or a list of these")
 
 
-def fetch_url(url: str, timeout: float = 30.0) -> bytes:
+def fetch_url(url: str, limits: Limits = DEFAULT_LIMITS, timeout: float = 30.0) -> bytes:
+    """The body of ``url``, at most ``limits.max_bytes``."""
     import requests
 
     try:
-        resp = requests.get(url, timeout=timeout)
+        with requests.get(url, timeout=timeout, stream=True) as resp:
+            if resp.status_code != 200:
+                raise ImageDecodeError(f"{url}: HTTP {resp.status_code}")
+            chunks, size = [], 0
+            for chunk in resp.iter_content(1 << 16):
+                size += len(chunk)
+                if size > limits.max_bytes:
+                    raise ImageDecodeError(f"{url}: over the {limits.max_bytes >> 20} MB limit per file")
+                chunks.append(chunk)
     except requests.RequestException as exc:
         raise ImageDecodeError(f"{url}: download failed ({exc.__class__.__name__})") from None
-    if resp.status_code != 200:
-        raise ImageDecodeError(f"{url}: HTTP {resp.status_code}")
-    return resp.content
+    return b"".join(chunks)
 
 
-def load_rgb(item: InputItem) -> np.ndarray:
+def load_rgb(item: InputItem, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
     """Decode one item to uint8 RGB ``HxWx3``. ndarrays are taken as BGR (PaddleX convention);
     a 2-D array is grayscale, 4 channels are BGRA (alpha dropped)."""
+    if item.error is not None:
+        raise ImageDecodeError(item.error)
     src = item.source
     if isinstance(src, np.ndarray):
-        arr = src
-        if arr.dtype != np.uint8:
-            raise ImageDecodeError(f"array input has dtype {arr.dtype}; expected uint8 BGR")
-        if arr.ndim == 2:
-            return np.ascontiguousarray(np.repeat(arr[:, :, None], 3, axis=2))
-        if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-            raise ImageDecodeError(f"array input has shape {arr.shape}; expected HxWx3 (BGR)")
-        return np.ascontiguousarray(arr[:, :, 2::-1])
-    text = str(src)
+        return _array_to_rgb(src)
+    if isinstance(src, bytes):
+        return decode_image(src, name=item.input_path or "<bytes>", limits=limits)
+    text = os.fspath(src)
     if is_url(text):
-        return decode_image(fetch_url(text), name=text)
-    return decode_image(text)
+        return decode_image(fetch_url(text, limits), name=text, limits=limits)
+    return decode_image(text, limits=limits)
+
+
+def _array_to_rgb(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype != np.uint8:
+        raise ImageDecodeError(f"array input has dtype {arr.dtype}; expected uint8 BGR")
+    if arr.ndim == 2:
+        return np.ascontiguousarray(np.repeat(arr[:, :, None], 3, axis=2))
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ImageDecodeError(f"array input has shape {arr.shape}; expected HxWx3 (BGR)")
+    return np.ascontiguousarray(arr[:, :, 2::-1])
 
 
 def read_path_list(lines: Iterable[str]) -> List[str]:
     """Paths from a list (e.g. stdin for ``embed -``): one per line, blanks and ``#`` comments skipped."""
     return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
-

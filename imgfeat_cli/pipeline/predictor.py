@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional
 
 import numpy as np
 
 from imgfeat_cli.common import fsutil
-from imgfeat_cli.common.errors import ModelError
+from imgfeat_cli.common.errors import ImageDecodeError
 from imgfeat_cli.common.system import cpu_count
 from imgfeat_cli.models.loader import load_model
 from imgfeat_cli.models.model import EmbeddingModel
-from imgfeat_cli.pipeline.inputs import InputItem, expand
+from imgfeat_cli.pipeline.embedder import Embedder
+from imgfeat_cli.pipeline.inputs import expand
+from imgfeat_cli.pipeline.workers import StreamPool
 
 
 class FeatureResult(dict):
@@ -55,12 +57,8 @@ class FeatureModel(EmbeddingModel):
     def start_streams(self, workers: int, threads: Optional[int] = None) -> None:
         """Start ``workers`` replica processes that later jobs keep using until :meth:`close`
         (see :mod:`imgfeat_cli.pipeline.workers`): worth it for repeated large jobs, since each
-        replica takes about 2 s to start. The model itself joins in when it runs with ``threads``
-        inference threads."""
-        from imgfeat_cli.pipeline.workers import StreamPool
-
-        if self.recipe is None:
-            raise ModelError("streams need an inference folder", hint="export the checkpoint first (imgfeat export)")
+        replica takes about 2 s to start. This model embeds batches too when it runs with the
+        same number of inference threads as each replica (``threads``, default its own)."""
         self.close()
         per = threads or self.cpu_threads or cpu_count()
         self.stream_pool = StreamPool(self, workers, per, parent_joins=self.cpu_threads == per)
@@ -78,26 +76,19 @@ class FeatureModel(EmbeddingModel):
         self.close()
 
     def predict(self, input: Any, batch_size: int = 1) -> Iterator[FeatureResult]:
-        """Yield one :class:`FeatureResult` per image in ``input`` (see :mod:`imgfeat_cli.pipeline.inputs`)."""
+        """Yield one :class:`FeatureResult` per image in ``input`` (see
+        :mod:`imgfeat_cli.pipeline.inputs`), in order. As in PaddleX, an input that cannot be read
+        raises (:class:`~imgfeat_cli.common.errors.ImageDecodeError`) when its turn comes."""
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        batch: List[InputItem] = []
-        for item in expand(input):
-            batch.append(item)
-            if len(batch) == batch_size:
-                yield from self._run(batch)
-                batch = []
-        if batch:
-            yield from self._run(batch)
-
-    def _run(self, items: List[InputItem]) -> Iterator[FeatureResult]:
-        from imgfeat_cli.pipeline.workers import row_jobs
-
-        buf, jobs = row_jobs(self, items)
-        arrays = [job() for job in jobs]  # a bad input raises here, as in PaddleX
-        feats = self.embed_batch(buf if buf is not None else np.stack(arrays))
-        for it, f in zip(items, feats):
-            yield FeatureResult(it.input_path, f)
+        items = list(expand(input))
+        for batch, res in Embedder(self, batch_size).results(items):
+            feats = dict(zip(res.rows, res.feats))
+            failed = dict(res.errors)
+            for row, item in enumerate(batch):
+                if row in failed:
+                    raise ImageDecodeError(failed[row])
+                yield FeatureResult(item.input_path, feats[row])
 
 
 def create_model(name: Optional[str] = None, model_dir: Optional[str] = None, weights: Optional[str] = None,

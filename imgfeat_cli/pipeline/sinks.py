@@ -1,198 +1,258 @@
-"""Incremental, resumable feature writers for ``embed``.
+"""Where embedded rows go: :class:`MemorySink` (``predict``, ``eval``, ``index``) and
+:class:`FileSink` (``embed``: JSONL, NPY or Parquet, resumable).
 
-Both writers append to ``FILE.part`` (NPY: raw rows in ``FILE.part`` plus paths in
-``FILE.paths.txt.part``), flushed after every batch, and publish with an atomic rename. On resume
-the part files are read back, a torn final record is cut off, and the paths already written are
-returned so the engine skips them. A finished output can be resumed too (it is copied to the part
-file first, and stays in place until the new one replaces it).
+A file output is a set of files that change together: ``FILE`` (and ``FILE.paths.txt`` for NPY),
+``FILE.config.yaml`` (the settings that produced it, with an ``Output`` section naming the format,
+dtype, dimension and model: what a resume must match) and ``FILE.errors.jsonl`` (inputs that
+failed, when any did). While a run is going only ``FILE.part`` (+ ``FILE.part.meta.json``, + for NPY
+``FILE.paths.txt.part``) change; the old output stays untouched until the new one is complete, then
+the set is published sidecars first and ``FILE`` last. One writer per output: the run holds an
+exclusive lock on ``FILE.part`` (on its open file, so no lock file is left behind), and a second run
+on the same output fails at once.
 """
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
-from typing import IO, Any, Optional, Sequence, Set
+from typing import IO, Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
+import yaml
 
+from imgfeat_cli import __version__
+from imgfeat_cli.common import fsutil
 from imgfeat_cli.common.errors import UsageError
-
-FORMATS = ("jsonl", "npy")
-
-
-def output_format(out: str, fmt: Optional[str]) -> str:
-    if fmt:
-        if fmt not in FORMATS:
-            raise UsageError(f"unknown output format {fmt!r}", hint=f"use one of {', '.join(FORMATS)}")
-        return fmt
-    suffix = Path(out).suffix.lower().lstrip(".")
-    if suffix in FORMATS:
-        return suffix
-    raise UsageError(f"cannot tell the output format from {out!r}",
-                     hint="name the file .jsonl or .npy, or pass --format jsonl|npy")
+from imgfeat_cli.pipeline.formats import PartFile, json_path, open_part, output_format
 
 
-def paths_sidecar(out: Path) -> Path:
-    """``feats.npy`` -> ``feats.paths.txt`` (the input paths, one per row, same order)."""
-    return out.with_name(out.stem + ".paths.txt")
+class MemorySink:
+    """Rows kept in memory, in input order: ``paths``, ``features`` (N, D) float32, ``errors``."""
 
+    def __init__(self) -> None:
+        self.paths: List[str] = []
+        self._chunks: List[np.ndarray] = []
+        self.errors: List[Tuple[str, str]] = []
 
-def _fsync(fh: IO[Any]) -> None:
-    fh.flush()
-    os.fsync(fh.fileno())
-
-
-class _PartWriter:
-    """What both writers share: the final path, its ``.part`` twin, and existence checks."""
-
-    out: Path
-    part_path: Path
-
-    def exists(self) -> bool:
-        return self.out.exists()
-
-    def part_exists(self) -> bool:
-        return self.part_path.exists()
-
-
-class JsonlWriter(_PartWriter):
-    """One JSON object per line: ``{"input_path": ..., "feature": [...]}``; floats are written in the
-    shortest form that reads back to the identical float32 (or float16 with ``fp16``)."""
-
-    def __init__(self, out: Path, fp16: bool = False) -> None:
-        self.out = out
-        self.part_path = out.with_name(out.name + ".part")
-        self.dtype = np.float16 if fp16 else np.float32
-        self.fh: Optional[IO[str]] = None
-
-    def begin(self, resume: bool) -> Set[str]:
-        done: Set[str] = set()
-        if resume and not self.part_path.exists() and self.out.exists():
-            shutil.copyfile(self.out, self.part_path)
-        if resume and self.part_path.exists():
-            good = 0
-            with open(self.part_path, "rb") as fh:
-                for raw in fh:
-                    if not raw.endswith(b"\n"):
-                        break
-                    try:
-                        rec = json.loads(raw)
-                        done.add(rec["input_path"])
-                    except (ValueError, KeyError, TypeError):
-                        break
-                    good += len(raw)
-            with open(self.part_path, "r+b") as fh:
-                fh.truncate(good)
-            self.fh = open(self.part_path, "a", encoding="utf-8")
-        else:
-            self.fh = open(self.part_path, "w", encoding="utf-8")
-        return done
+    def cannot_store(self, path: str) -> Optional[str]:
+        return None
 
     def write(self, paths: Sequence[str], feats: np.ndarray) -> None:
-        assert self.fh is not None
-        rows = feats.astype(self.dtype, copy=False)
-        lines = []
-        for path, row in zip(paths, rows):
-            lines.append('{"input_path": ' + json.dumps(path, ensure_ascii=False) + ', "feature": ['
-                         + ", ".join(map(str, row)) + "]}\n")
-        self.fh.write("".join(lines))
-        self.fh.flush()
+        self.paths.extend(paths)
+        self._chunks.append(feats)
+
+    def error(self, path: str, reason: str) -> None:
+        self.errors.append((path, reason))
+
+    @property
+    def features(self) -> np.ndarray:
+        if not self._chunks:
+            return np.empty((0, 0), np.float32)
+        if len(self._chunks) > 1:
+            self._chunks = [np.concatenate(self._chunks)]
+        return self._chunks[0]
+
+
+def _lock(fh: IO[bytes], what: Path) -> None:
+    """Hold an exclusive lock on an open file for as long as it is open (POSIX flock, Windows
+    msvcrt): a second writer of the same output fails at once."""
+    try:
+        import fcntl
+
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            raise _busy(what) from None
+    except BlockingIOError:
+        raise _busy(what) from None
+
+
+def _busy(what: Path) -> UsageError:
+    return UsageError(f"another imgfeat run is writing {what}",
+                      hint="wait for it to finish, or give this run another --out")
+
+
+def read_output_identity(config_file: Path) -> Optional[Dict[str, Any]]:
+    """The ``Output`` section of a finished output's ``FILE.config.yaml`` (``None`` if absent)."""
+    try:
+        doc = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    out = doc.get("Output") if isinstance(doc, dict) else None
+    return out if isinstance(out, dict) else None
+
+
+class FileSink:
+    """One resumable output file set (see the module docstring)."""
+
+    def __init__(self, out: str, fmt: Optional[str] = None, fp16: bool = False, resume: bool = False,
+                 overwrite: bool = False) -> None:
+        self.out = Path(out)
+        self.fmt = output_format(out, fmt)
+        self.dtype = np.dtype(np.float16 if fp16 else np.float32)
+        self.resume, self.overwrite = resume, overwrite
+        self.config_file = self.out.with_name(self.out.name + ".config.yaml")
+        self.errors_file = self.out.with_name(self.out.name + ".errors.jsonl")
+        self.part: Optional[PartFile] = None
+        self.fh: Optional[IO[bytes]] = None
+        self.identity: Dict[str, Any] = {}
+
+    @property
+    def part_path(self) -> Path:
+        return self.out.with_name(self.out.name + ".part")
+
+    @property
+    def meta_path(self) -> Path:
+        return self.out.with_name(self.out.name + ".part.meta.json")
+
+    def check(self) -> None:
+        """Refuse what can be refused before any work (no side effects)."""
+        if self.out.is_dir():
+            raise UsageError(f"--out {self.out} is a folder", hint="name a file, e.g. feats.jsonl")
+        if self.resume and self.overwrite:
+            raise UsageError("--resume and --overwrite contradict each other", hint="pass one of them")
+        if self.out.exists() and not (self.resume or self.overwrite):
+            raise UsageError(f"{self.out} already exists", hint="pass --resume to continue it or --overwrite to replace it")
+        if self.part_path.exists() and not (self.resume or self.overwrite):
+            raise UsageError(f"an interrupted run left {self.part_path}",
+                             hint="pass --resume to continue it or --overwrite to start over")
+        parent = self.out.parent
+        if parent.exists() and not parent.is_dir():
+            raise UsageError(f"cannot write {self.out}: {parent} is a file, not a folder")
+
+    def open(self, identity: Dict[str, Any]) -> Set[str]:
+        """Lock the output, check a resume against what produced it, and read back what is done.
+        ``identity`` is the model's (name, files, backend, precision). Nothing is changed when
+        the resume is refused."""
+        self.check()
+        self.identity = {"format": self.fmt, "dtype": self.dtype.name, "model": identity}
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        created = not self.part_path.exists()
+        fh = open(self.part_path, "a+b")  # creates without truncating: lock first, decide after
+        try:
+            _lock(fh, self.out)
+            stored = self._stored_identity(created) if self.resume else None
+            dim = self._check_resume(stored)
+            self.part = open_part(self.out, self.fmt, self.dtype, self.identity)
+            fh.seek(0)
+            resuming = self.resume and (not created or self.out.exists())
+            if resuming and created:  # continue a finished output: unpack it into the part files
+                self._unpack_finished(fh)
+            if not resuming:
+                fh.truncate(0)
+                fsutil.write_json(self.meta_path, self.identity)
+            self.identity["dim"] = dim
+            done = self.part.open(fh, resuming, dim)
+        except BaseException:
+            fh.close()
+            if created:
+                self.part_path.unlink(missing_ok=True)
+            raise
+        self.fh = fh
+        return done
+
+    def _stored_identity(self, created: bool) -> Optional[Dict[str, Any]]:
+        if not created:
+            try:
+                return json.loads(self.meta_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return None
+        if self.out.exists():
+            return read_output_identity(self.config_file)
+        return {}  # nothing to resume: a fresh start
+
+    def _check_resume(self, stored: Optional[Dict[str, Any]]) -> Optional[int]:
+        """The stored feature width when resuming; a usage error when the settings differ."""
+        if not self.resume or stored == {}:
+            return None
+        what = self.part_path if self.part_path.exists() and self.meta_path.exists() else self.out
+        if stored is None:
+            raise UsageError(f"cannot resume {what}: the record of what produced it is missing",
+                             hint="pass --overwrite to start over")
+        for key in ("format", "dtype", "model"):
+            if stored.get(key) != self.identity[key]:
+                raise UsageError(f"cannot resume {what}: it was made with {key} {_show(stored.get(key))}, "
+                                 f"this run uses {_show(self.identity[key])}; nothing was changed",
+                                 hint="rerun with the same settings, or pass --overwrite to start over")
+        dim = stored.get("dim")
+        return int(dim) if isinstance(dim, int) else None
+
+    def _unpack_finished(self, fh: IO[bytes]) -> None:
+        from imgfeat_cli.pipeline.readers import unpack_to_part
+
+        stored = read_output_identity(self.config_file) or {}
+        unpack_to_part(self.out, self.fmt, self.dtype, fh, self.part, stored.get("dim"))
+        fsutil.write_json(self.meta_path, {**self.identity, "dim": stored.get("dim")})
+
+    def cannot_store(self, path: str) -> Optional[str]:
+        assert self.part is not None
+        return self.part.cannot_store(path)
+
+    def write(self, paths: Sequence[str], feats: np.ndarray) -> None:
+        assert self.part is not None
+        dim = int(feats.shape[1])
+        if self.identity.get("dim") is None:
+            self.identity["dim"] = dim
+            fsutil.write_json(self.meta_path, self.identity)
+        elif self.identity["dim"] != dim:
+            raise UsageError(f"the model gives {dim}-d features but {self.out} holds {self.identity['dim']}-d ones",
+                             hint="pass --overwrite to start over")
+        self.part.write(list(paths), feats)
 
     def suspend(self) -> None:
+        """Keep the part files for ``--resume`` (Ctrl-C, errors) and release the lock."""
+        if self.part is not None and hasattr(self.part, "close"):
+            self.part.close()
         if self.fh is not None:
-            _fsync(self.fh)
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
             self.fh.close()
             self.fh = None
 
-    def finish(self) -> None:
-        self.suspend()
-        os.replace(self.part_path, self.out)
+    def abandon(self) -> None:
+        """Drop this run's part files (nothing worth keeping); an older output stays as it was."""
+        if self.part is not None and hasattr(self.part, "close"):
+            self.part.close()
+        for extra in ([] if self.part is None else self.part.extra_parts()) + [self.part_path, self.meta_path]:
+            extra.unlink(missing_ok=True)
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None
 
-
-class NpyWriter(_PartWriter):
-    """A ``(N, D)`` ``.npy`` array plus ``.paths.txt``; rows stream to disk and the header is
-    written at the end, so memory stays constant."""
-
-    def __init__(self, out: Path, fp16: bool = False) -> None:
-        self.out = out
-        self.paths_out = paths_sidecar(out)
-        self.part_path = out.with_name(out.name + ".part")
-        self.paths_part = self.paths_out.with_name(self.paths_out.name + ".part")
-        self.dim_path = self.part_path.with_name(self.part_path.name + ".dim")  # row width, for resume
-        self.dtype = np.dtype(np.float16 if fp16 else np.float32)
-        self.rows = 0
-        self.dim: Optional[int] = None
-        self.fh: Optional[IO[bytes]] = None
-        self.ph: Optional[IO[str]] = None
-
-    def begin(self, resume: bool) -> Set[str]:
-        if resume and not self.part_path.exists() and self.out.exists():
-            self._unpack_finished()
-        if not (resume and self.part_path.exists()):
-            self.fh = open(self.part_path, "wb")
-            self.ph = open(self.paths_part, "w", encoding="utf-8")
-            return set()
-        paths = []
-        if self.paths_part.exists():
-            with open(self.paths_part, "rb") as fh:
-                paths = [ln.decode("utf-8").rstrip("\n") for ln in fh if ln.endswith(b"\n")]
-        self.dim = int(self.dim_path.read_text()) if self.dim_path.exists() else None
-        nbytes = self.part_path.stat().st_size
-        rows_on_disk = nbytes // (self.dim * self.dtype.itemsize) if self.dim else 0
-        keep = min(len(paths), rows_on_disk)
-        with open(self.part_path, "r+b") as fh:
-            fh.truncate(keep * (self.dim or 0) * self.dtype.itemsize)
-        paths = paths[:keep]
-        with open(self.paths_part, "w", encoding="utf-8") as ph:
-            ph.write("".join(p + "\n" for p in paths))
-        self.rows = keep
-        self.fh = open(self.part_path, "ab")
-        self.ph = open(self.paths_part, "a", encoding="utf-8")
-        return set(paths)
-
-    def _unpack_finished(self) -> None:
-        arr = np.load(self.out, mmap_mode="r")
-        if arr.dtype != self.dtype:
-            raise UsageError(f"{self.out} holds {arr.dtype} features; resume with the same precision (--fp16 or not)")
-        with open(self.part_path, "wb") as fh:
-            for start in range(0, arr.shape[0], 4096):
-                fh.write(np.ascontiguousarray(arr[start:start + 4096]).tobytes())
-        self.dim_path.write_text(str(arr.shape[1]))
-        shutil.copyfile(self.paths_out, self.paths_part)
-
-    def write(self, paths: Sequence[str], feats: np.ndarray) -> None:
-        assert self.fh is not None and self.ph is not None
-        if self.dim is None:
-            self.dim = int(feats.shape[1])
-            self.dim_path.write_text(str(self.dim))
-        self.fh.write(np.ascontiguousarray(feats, dtype=self.dtype).tobytes())
+    def finish(self, errors: Sequence[Tuple[str, str]], config: Optional[Dict[str, Any]] = None) -> List[str]:
+        """Publish the complete set; return the files it consists of."""
+        assert self.part is not None and self.fh is not None
         self.fh.flush()
-        self.ph.write("".join(p.replace("\n", " ") + "\n" for p in paths))
-        self.ph.flush()
-        self.rows += len(paths)
+        os.fsync(self.fh.fileno())
+        self.part.finish()
+        doc = dict(config or {})
+        doc["Output"] = {**self.identity, "rows": self.part.rows, "imgfeat": __version__}
+        fsutil.write_text(self.config_file, yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+        if errors:
+            fsutil.write_text(self.errors_file, "".join('{"input_path": ' + json_path(p) + ', "error": '
+                                                        + json.dumps(r, ensure_ascii=False) + "}\n"
+                                                        for p, r in errors))
+        else:
+            self.errors_file.unlink(missing_ok=True)
+        moves = self.part.final_files()
+        main_src = next(src for src, dst in moves.items() if dst == self.out)
+        for src, dst in moves.items():  # sidecars first, the main file last
+            if dst != self.out:
+                os.replace(src, dst)
+        os.replace(main_src, self.out)
+        for leftover in (self.part_path, self.meta_path):
+            leftover.unlink(missing_ok=True)
+        self.fh.close()
+        self.fh = None
+        files = [str(self.out)] + [str(d) for d in moves.values() if d != self.out] + [str(self.config_file)]
+        return files + ([str(self.errors_file)] if errors else [])
 
-    def suspend(self) -> None:
-        for h in (self.fh, self.ph):
-            if h is not None:
-                _fsync(h)
-                h.close()
-        self.fh = self.ph = None
 
-    def finish(self) -> None:
-        self.suspend()
-        from imgfeat_cli.common.fsutil import atomic_open
+def _show(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True) if not isinstance(value, str) else value
+    return text if len(text) <= 200 else text[:200] + "..."
 
-        with atomic_open(self.out, "wb") as out, open(self.part_path, "rb") as src:
-            header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
-                      "shape": (self.rows, self.dim or 0)}
-            np.lib.format.write_array_header_1_0(out, header)
-            shutil.copyfileobj(src, out, 1 << 20)
-        os.replace(self.paths_part, self.paths_out)
-        self.part_path.unlink()
-        if self.dim_path.exists():
-            self.dim_path.unlink()
-
-
-def open_writer(out: Path, fmt: str, fp16: bool = False) -> Any:
-    return (JsonlWriter if fmt == "jsonl" else NpyWriter)(out, fp16)

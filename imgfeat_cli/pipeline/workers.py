@@ -1,18 +1,24 @@
-"""Inference streams: model replicas in worker processes, for CPU throughput.
+"""The two drivers that turn batches of inputs into :class:`BatchResult` s, in input order.
 
-Why processes: ``paddle.inference`` keeps the GIL for the whole forward pass, so decode threads in
-the same process stall while the model runs, and one predictor spread over all cores pays OpenMP
-synchronisation on every layer. Several single-threaded (or few-threaded) replicas, each decoding
-its own batches, keep every core busy with useful work. On the 2-core development machine two
-1-thread streams embed about 10% more images per second than one 2-thread predictor in fp32 and
-about 15% in bf16, once started (``benchmarks/compare_paddlex.py --streams 2``).
+* :class:`ThreadDriver` (one process): decode threads write pre-processed rows straight into
+  preallocated batch buffers a few batches ahead, while this thread runs the model. Pillow,
+  OpenCV and NumPy release the GIL, so decoding overlaps inference.
+* :class:`StreamPool` (inference streams): model replicas in spawned worker processes, each
+  decoding and embedding whole batches taken from one shared queue (faster workers take more);
+  the parent embeds batches too while the workers start, and always when it is one of the
+  streams. Why processes: ``paddle.inference`` holds the GIL for the whole forward pass, so decode
+  threads stall while it runs, and one predictor spread over every core pays OpenMP
+  synchronisation on each layer. On 2 cores two 1-thread streams embed ~10% (fp32) to ~15% (bf16)
+  more images per second than one 2-thread predictor, once started (~2 s per worker).
 
-How: each worker process (``spawn``, so no paddle/OpenMP state is forked) rebuilds the model from
-its :attr:`~imgfeat_cli.models.model.EmbeddingModel.recipe` with the already-resolved backend and
-precision, then takes batches of paths from one shared queue (so faster workers take more) and
-sends back features and per-image errors through its own pipe. While the workers start (about 2 s:
-importing paddle, building the predictor), the parent embeds batches itself; start-up still costs
-about as much as streams gain on a thousand images, hence :data:`MIN_IMAGES`. Results are written in input order. Workers ignore Ctrl-C; the parent stops them.
+Why not ``concurrent.futures.ProcessPoolExecutor``: before Python 3.14 it cannot terminate its
+workers (Ctrl-C would wait for every queued batch), an initializer that fails surfaces only as
+``BrokenProcessPool`` without its reason, and it has no per-worker "ready" signal, which the
+schedule needs so that the parent works while workers start.
+
+Workers never see Ctrl-C (SIGINT is blocked while they are spawned, so they inherit it blocked,
+and ignored in their body); the parent stops them. Paddle's own SIGTERM handler is disabled in
+them, so terminating one prints nothing (it could also deadlock inside malloc).
 """
 from __future__ import annotations
 
@@ -20,129 +26,71 @@ import multiprocessing as mp
 import os
 import signal
 import time
-from dataclasses import dataclass
-from functools import partial
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import wait
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from imgfeat_cli.common.errors import ImgfeatError, ModelError, UsageError
-from imgfeat_cli.pipeline.inputs import InputItem, load_rgb
-from imgfeat_cli.common.system import cpu_count
+from imgfeat_cli.common.errors import ImgfeatError, ModelError
+from imgfeat_cli.pipeline.batch import BatchResult, assemble, embed_rows, row_jobs
+from imgfeat_cli.pipeline.decode import DEFAULT_LIMITS, Limits
+from imgfeat_cli.pipeline.inputs import InputItem
 
-#: Below this many images one process wins: each worker takes ~2 s to start. Measured on 2 cores
-#: with ``imgfeat embed`` (PP-ShiTuV2, fp32): 1069 images 14.2 s either way, 4276 images 50.7 s
-#: with two streams against 55.9 s in one process.
-MIN_IMAGES = 2048
-#: Each replica holds its own paddle runtime and weights (a few hundred MB): auto stops here.
-MAX_AUTO_STREAMS = 8
+Batches = Iterable[Tuple[int, List[InputItem]]]
+StopFn = Optional[Callable[[], bool]]
 
 
-@dataclass(frozen=True)
-class StreamPlan:
-    streams: int
-    threads: int  # inference threads per stream
+def _check(stop: StopFn) -> None:
+    if stop is not None and stop():
+        raise KeyboardInterrupt
 
 
-def plan(requested: Optional[int], threads: Optional[int], n_images: int, device: Optional[str] = None,
-         rebuildable: bool = True) -> StreamPlan:
-    """How many streams to run. ``requested``: ``None`` = auto, ``1`` = in-process only.
+class ThreadDriver:
+    """One process: decode threads fill batch buffers ahead while this thread runs the model."""
 
-    Auto uses streams only on CPU, for inference folders (``rebuildable``: a model another process
-    can load) and jobs of at least :data:`MIN_IMAGES` images: 1 thread per stream up to 3 cores, 2
-    up to 8, 4 beyond (small-batch CNN layers stop scaling at a few threads). Measured on 2 cores
-    only; ``--streams`` overrides.
-    """
-    cores = cpu_count()
-    if requested is not None and requested < 1:
-        raise UsageError(f"streams must be >= 1, got {requested}")
-    if not rebuildable or not str(device or "cpu").startswith("cpu"):
-        if requested not in (None, 1):
-            raise UsageError("--streams needs an inference folder on CPU",
-                             hint="use --model-dir or --model (not --weights), and --device cpu")
-        return StreamPlan(1, threads or cores)
-    if requested is None:
-        if n_images < MIN_IMAGES or cores < 2:
-            return StreamPlan(1, threads or cores)
-        per = threads or (1 if cores <= 3 else 2 if cores <= 8 else 4)
-        return StreamPlan(max(1, min(MAX_AUTO_STREAMS, cores // per)), per)
-    return StreamPlan(requested, threads or max(1, cores // requested))
+    def __init__(self, model: Any, decode_threads: int, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.model, self.limits = model, limits
+        self.pool = ThreadPoolExecutor(max_workers=max(1, decode_threads), thread_name_prefix="imgfeat-decode")
+        self.decode_threads = max(1, decode_threads)
 
-
-@dataclass
-class BatchResult:
-    """One embedded batch: the rows that succeeded, their features, and (row, reason) failures."""
-
-    batch_id: int
-    rows: List[int]
-    feats: np.ndarray
-    errors: List[Tuple[int, str]]
-
-
-def row_jobs(model: Any, items: Sequence[InputItem]) -> Tuple[Optional[np.ndarray], List[Callable[[], Any]]]:
-    """One decode job per item. With a fixed input shape each job writes its row of a fresh batch
-    buffer (returned first); otherwise each returns its array and the buffer is ``None``."""
-    shape = model.input_shape
-    if shape is None:
-        return None, [partial(preprocess, model, it) for it in items]
-    buf = np.empty((len(items),) + tuple(shape), np.float32)
-    return buf, [partial(preprocess_into, model, it, row) for it, row in zip(items, buf)]
-
-
-def preprocess(model: Any, item: InputItem) -> np.ndarray:
-    """Decode ``item`` and pre-process it for ``model``."""
-    return model.preprocessor(load_rgb(item))
-
-
-def preprocess_into(model: Any, item: InputItem, out: np.ndarray) -> None:
-    """Decode and pre-process ``item`` into ``out`` (a row of a preallocated batch)."""
-    model.preprocessor.into(load_rgb(item), out)
-
-
-def assemble(model: Any, batch_id: int, buf: Optional[np.ndarray], outcomes: Sequence[Callable[[], Any]],
-             after_each: Optional[Callable[[], None]] = None) -> BatchResult:
-    """Collect each row's decode (``outcomes``: a job, or a future's ``result``), record the
-    failures, then embed the rows that worked in one forward pass. ``after_each`` runs after every
-    row (the caller's interruption check)."""
-    rows: List[int] = []
-    errors: List[Tuple[int, str]] = []
-    arrays: List[np.ndarray] = []
-    for row, outcome in enumerate(outcomes):
+    def results(self, batches: Batches, batch_size: int, stop: StopFn = None) -> Iterator[BatchResult]:
+        # Batches are submitted ahead so the decode threads work while the model runs; each keeps
+        # its preallocated buffer, so memory stays at a few batches whatever the number of images.
+        ahead = max(2, -(-4 * self.decode_threads // max(1, batch_size)))
+        window: Deque[Tuple[int, Optional[np.ndarray], List["Future[Any]"]]] = deque()
         try:
-            arr = outcome()
-        except ImgfeatError as exc:
-            errors.append((row, exc.message))
-        except Exception as exc:  # an unexpected decoder failure is still one bad file
-            errors.append((row, f"{exc.__class__.__name__}: {exc}"))
-        else:
-            rows.append(row)
-            if buf is None:
-                arrays.append(arr)
-        if after_each is not None:
-            after_each()
-    if not rows:
-        return BatchResult(batch_id, rows, np.empty((0, 0), np.float32), errors)
-    if buf is None:
-        batch = np.stack(arrays)
-    else:
-        batch = buf if len(rows) == len(outcomes) else buf[rows]
-    return BatchResult(batch_id, rows, model.embed_batch(batch), errors)
+            for batch_id, items in batches:
+                buf, jobs = row_jobs(self.model, items, self.limits)
+                window.append((batch_id, buf, [self.pool.submit(job) for job in jobs]))
+                if len(window) > ahead:
+                    yield self._take(window.popleft(), stop)
+            while window:
+                yield self._take(window.popleft(), stop)
+        finally:
+            for _, _, futures in window:  # drop queued decodes of an abandoned run
+                for fut in futures:
+                    fut.cancel()
+
+    def _take(self, slot: Tuple[int, Optional[np.ndarray], List["Future[Any]"]], stop: StopFn) -> BatchResult:
+        batch_id, buf, futures = slot
+        return assemble(self.model, buf, [f.result for f in futures], batch_id, lambda: _check(stop))
+
+    def close(self) -> None:
+        # running decodes write into buffers we own: wait for them, drop the queued ones
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def embed_items(model: Any, batch_id: int, items: Sequence[InputItem]) -> BatchResult:
-    """Decode, pre-process and embed one batch in this process (no threads)."""
-    buf, jobs = row_jobs(model, items)
-    return assemble(model, batch_id, buf, jobs)
-
-
-def _worker(rank: int, recipe: Dict[str, Any], threads: int, tasks: Any, conn: Any) -> None:
+def _worker(rank: int, recipe: Dict[str, Any], threads: int, limits: Limits, tasks: Any, conn: Any) -> None:
     """Worker process body: build the replica, then embed batches until the ``None`` sentinel."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     os.dup2(2, 1)  # stdout carries the parent's results: paddle's C++ chatter goes to stderr
     try:
         from imgfeat_cli.models.model import EmbeddingModel
+        from imgfeat_cli.models.runners import quiet_paddle_signals
 
+        quiet_paddle_signals()
         model = EmbeddingModel.from_recipe(recipe, cpu_threads=threads)
         if model.input_shape is not None:  # first run builds oneDNN primitives: do it before "ready"
             model.embed_batch(np.zeros((1,) + tuple(model.input_shape), np.float32))
@@ -157,81 +105,82 @@ def _worker(rank: int, recipe: Dict[str, Any], threads: int, tasks: Any, conn: A
         task = tasks.get()
         if task is None:
             break
-        batch_id, pairs = task
-        res = embed_items(model, batch_id, [InputItem(src, path) for src, path in pairs])
-        conn.send(("batch", rank, res))
+        batch_id, triples = task
+        conn.send(("batch", rank, embed_rows(model, [InputItem(*t) for t in triples], limits, batch_id)))
 
 
 class StreamPool:
     """Worker processes, each a stream; the parent embeds batches too: always when ``parent_joins``
     (its model already runs with the per-stream thread count), else only until the workers are
-    ready."""
+    ready. A pool can serve many jobs (``FeatureModel.start_streams``) until :meth:`close`."""
 
-    def __init__(self, model: Any, workers: int, threads: int, parent_joins: bool = False) -> None:
+    def __init__(self, model: Any, workers: int, threads: int, parent_joins: bool = False,
+                 limits: Limits = DEFAULT_LIMITS) -> None:
+        if model.recipe is None:
+            raise ModelError("inference streams need an inference folder", hint="export the checkpoint first (imgfeat export)")
         ctx = mp.get_context("spawn")
-        self.model = model
-        self.parent_joins = parent_joins
-        self.threads = threads
+        self.model, self.parent_joins, self.threads, self.limits = model, parent_joins, threads, limits
         # a Queue, not a SimpleQueue: its feeder thread writes to the pipe, so a large task never
         # blocks the parent while a worker is blocked sending it a result (a deadlock)
         self.tasks = ctx.Queue()
         self.procs: List[Any] = []
         self.conns: List[Any] = []
         self.ready = 0
-        for rank in range(workers):
-            reader, writer = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_worker, args=(rank, model.recipe, threads, self.tasks, writer),
-                               name=f"imgfeat-stream-{rank}", daemon=True)
-            proc.start()
-            writer.close()
-            self.procs.append(proc)
-            self.conns.append(reader)
+        blocked = hasattr(signal, "pthread_sigmask")
+        if blocked:  # children inherit the mask across exec: Ctrl-C never reaches them
+            old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            for rank in range(workers):
+                reader, writer = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_worker, args=(rank, model.recipe, threads, limits, self.tasks, writer),
+                                   name=f"imgfeat-stream-{rank}", daemon=True)
+                proc.start()
+                writer.close()
+                self.procs.append(proc)
+                self.conns.append(reader)
+        finally:
+            if blocked:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
-    def run(self, batches: Sequence[Sequence[InputItem]], on_result: Callable[[BatchResult], None],
-            stop: Optional[Callable[[], bool]] = None) -> None:
-        """Embed every batch; ``on_result`` gets each in batch order."""
-        todo: Iterator[Tuple[int, Sequence[InputItem]]] = iter(enumerate(batches))
+    @property
+    def streams(self) -> int:
+        return len(self.procs) + (1 if self.parent_joins else 0)
+
+    def results(self, batches: Batches, batch_size: int, stop: StopFn = None) -> Iterator[BatchResult]:
+        """Embed every batch; yield the results in batch order."""
+        todo = iter(batches)
         pending: Dict[int, BatchResult] = {}
-        next_out, queued, total = 0, 0, len(batches)
-        exhausted = False
-
-        def deliver(res: BatchResult) -> None:
-            nonlocal next_out
-            pending[res.batch_id] = res
-            while next_out in pending:
-                on_result(pending.pop(next_out))
-                next_out += 1
-                if stop is not None and stop():
-                    raise KeyboardInterrupt
-
-        while next_out < total:
-            # keep two batches per ready worker queued, so none waits for the parent
-            while not exhausted and queued < 2 * self.ready:
+        order: Deque[int] = deque()  # batch ids handed out, in input order
+        queued, exhausted = 0, False
+        while not exhausted or order:
+            while not exhausted and queued < 2 * max(1, self.ready):  # two per ready worker
                 nxt = next(todo, None)
                 if nxt is None:
                     exhausted = True
                     break
-                self.tasks.put((nxt[0], [(it.source, it.input_path) for it in nxt[1]]))
+                order.append(nxt[0])
+                self.tasks.put((nxt[0], [(it.source, it.input_path, it.error) for it in nxt[1]]))
                 queued += 1
             if (self.parent_joins or self.ready < len(self.procs)) and not exhausted:
                 nxt = next(todo, None)  # the parent embeds one batch itself
                 if nxt is None:
                     exhausted = True
                 else:
-                    deliver(embed_items(self.model, nxt[0], nxt[1]))
-                timeout = 0.0
-            else:
-                timeout = 1.0
-            for msg in self._poll(timeout):
-                kind, rank, payload = msg
+                    order.append(nxt[0])
+                    pending[nxt[0]] = embed_rows(self.model, nxt[1], self.limits, nxt[0])
+            parent_works = (self.parent_joins or self.ready < len(self.procs)) and not exhausted
+            for kind, rank, payload in self._poll(0.0 if parent_works or not order else 0.5):
                 if kind == "ready":
                     self.ready += 1
                 elif kind == "batch":
                     queued -= 1
-                    deliver(payload)
+                    pending[payload.batch_id] = payload
                 else:
                     raise ModelError(f"inference stream {rank} could not start: {payload}",
                                      hint="run with --streams 1 to embed in one process")
+            while order and order[0] in pending:
+                yield pending.pop(order.popleft())
+                _check(stop)
 
     def _poll(self, timeout: float) -> List[Any]:
         live = [c for c in self.conns if not c.closed]
@@ -250,10 +199,6 @@ class StreamPool:
                                      hint="rerun with --resume; with --streams 1 if it happens again")
         return msgs
 
-    @property
-    def streams(self) -> int:
-        return len(self.procs) + (1 if self.parent_joins else 0)
-
     def close(self) -> None:
         """Stop the workers: sentinels first, then terminate any that do not exit promptly."""
         for proc in self.procs:
@@ -265,16 +210,7 @@ class StreamPool:
         deadline = time.monotonic() + 2.0
         for proc in self.procs:
             proc.join(max(0.0, deadline - time.monotonic()))
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(1.0)
-        self._close_queue()
-
-    def _close_queue(self) -> None:
-        for conn in self.conns:
-            conn.close()
-        self.tasks.cancel_join_thread()  # queued tasks for dead workers must not block our exit
-        self.tasks.close()
+        self.terminate()
 
     def terminate(self) -> None:
         """Stop now (Ctrl-C, errors): queued batches are dropped, nothing of the user's is open."""
@@ -285,4 +221,11 @@ class StreamPool:
             proc.join(2.0)
             if proc.is_alive() and hasattr(os, "kill"):
                 os.kill(proc.pid, signal.SIGKILL)
-        self._close_queue()
+                proc.join(1.0)
+        for conn in self.conns:
+            conn.close()
+        self.tasks.cancel_join_thread()  # queued tasks for dead workers must not block our exit
+        self.tasks.close()
+        self.procs = []
+        self.conns = []
+

@@ -8,7 +8,6 @@ batched inference) and its gallery/query lists supply the labels.
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple
 
@@ -19,7 +18,7 @@ from imgfeat_cli.datasets.dataset import read_list, resolve_inside
 from imgfeat_cli.common.errors import DatasetError, UsageError
 from imgfeat_cli.retrieval.metrics import RetrievalMetrics, evaluate
 from imgfeat_cli.common.progress import ProgressFn, null_progress
-from imgfeat_cli.pipeline.sinks import paths_sidecar
+from imgfeat_cli.pipeline.formats import paths_sidecar
 
 RESULT_FILE = "evaluate_result.json"
 Loaded = Tuple[np.ndarray, List[Any], Optional[List[str]]]
@@ -62,10 +61,8 @@ def load_embeddings(path: str, labels_path: Optional[str] = None) -> Loaded:
     raise UsageError(f"cannot read embeddings from {path}", hint="use .jsonl or .npy")
 
 
-def _embed_split(root: Path, split: str, model: Any, workdir: Path, batch_size: int,
-                 progress: ProgressFn) -> Loaded:
-    from imgfeat_cli.pipeline.embedder import run_embed
-
+def _split_paths(root: Path, split: str) -> Tuple[List[str], List[Any], List[str]]:
+    """(full paths, labels, paths as listed) of one list file, refused when check would fail it."""
     lf = read_list(root, split)
     bad = [p for p in lf.problems if p.severity == "error"]
     if bad:
@@ -77,26 +74,31 @@ def _embed_split(root: Path, split: str, model: Any, workdir: Path, batch_size: 
         if path is None:
             raise DatasetError(f"{split}.txt:{e.line}: {e.path} points outside the dataset")
         full.append(str(path))
-    out = workdir / f"{split}.npy"
-    res = run_embed(full, str(out), model, batch_size=batch_size, overwrite=True, progress=progress)
-    if res.failed:
-        raise DatasetError(f"{res.failed} {split} images could not be read (see {res.errors_file})",
-                           hint=f"run `imgfeat check --dataset {root}`")
-    by_path = dict(zip(paths_sidecar(out).read_text(encoding="utf-8").splitlines(), np.load(out)))
-    feats = np.stack([by_path[p] for p in full])
-    return feats, [e.label for e in lf.entries], [e.path for e in lf.entries]
+    return full, [e.label for e in lf.entries], [e.path for e in lf.entries]
 
 
 def eval_dataset(dataset_dir: str, model: Any, ks: Sequence[int] = (1, 5), exclude_same_path: bool = False,
-                 batch_size: int = 16, progress: ProgressFn = null_progress) -> RetrievalMetrics:
-    """Embed the dataset's gallery and query lists with ``model`` and score them."""
+                 batch_size: Optional[int] = None, progress: ProgressFn = null_progress) -> RetrievalMetrics:
+    """Embed the dataset's gallery and query lists with ``model`` (in memory, through the
+    embedding pipeline: an image listed in both is embedded once) and score them."""
+    from imgfeat_cli.pipeline.embedder import embed_to_memory
+
     root = Path(dataset_dir)
     if not root.is_dir():
         raise UsageError(f"dataset folder {dataset_dir} does not exist")
-    with tempfile.TemporaryDirectory(prefix="imgfeat-eval-") as tmp:
-        g = _embed_split(root, "gallery", model, Path(tmp), batch_size, progress)
-        q = _embed_split(root, "query", model, Path(tmp), batch_size, progress)
-    return evaluate(q[0], q[1], g[0], g[1], ks, q[2], g[2], exclude_same_path, progress=progress)
+    g_full, g_labels, g_listed = _split_paths(root, "gallery")
+    q_full, q_labels, q_listed = _split_paths(root, "query")
+    unique = list(dict.fromkeys(g_full + q_full))
+    got = embed_to_memory(model, unique, batch_size, progress)
+    if got.errors:
+        path, reason = got.errors[0]
+        raise DatasetError(f"{len(got.errors)} dataset images could not be read; first: {reason}",
+                           hint=f"run `imgfeat check --dataset {root}`")
+    row = {p: i for i, p in enumerate(got.paths)}
+    feats = got.features
+    g = feats[[row[p] for p in g_full]]
+    q = feats[[row[p] for p in q_full]]
+    return evaluate(q, q_labels, g, g_labels, ks, q_listed, g_listed, exclude_same_path, progress=progress)
 
 
 def write_result(output_dir: str, metrics: RetrievalMetrics) -> Path:

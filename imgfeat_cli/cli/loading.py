@@ -1,0 +1,35 @@
+"""The one mapping from a resolved config to a model and pipeline settings, shared by every command
+that embeds images (embed, eval, index, search)."""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+from imgfeat_cli.cli.common import Output
+from imgfeat_cli.common.errors import UsageError
+
+
+def load_model(cfg: Dict[str, Any], out: Output, cpu_threads: Optional[int] = None) -> Any:
+    """``Predict.model_dir`` / ``Predict.weights`` / ``Global.model`` (download cache) -> a model."""
+    from imgfeat_cli.common.system import default_batch_size
+    from imgfeat_cli.pipeline.predictor import create_model
+
+    pred, glob = cfg["Predict"], cfg["Global"]
+    if pred["model_dir"] and pred["weights"]:
+        raise UsageError("give either --model-dir or --weights, not both")
+    out.log(f"loading {pred['model_dir'] or pred['weights'] or glob['model']} ...")
+    model = create_model(None if pred["model_dir"] else glob["model"], model_dir=pred["model_dir"],
+                         weights=pred["weights"], device=glob["device"],
+                         cpu_threads=cpu_threads or pred["cpu_threads"],
+                         backend=pred.get("backend", "paddle"), precision=pred.get("precision", "fp32"),
+                         hpi_config={"batch_size": pred["batch_size"] or default_batch_size(glob["device"])},
+                         log=out.log)
+    out.log(f"model {model.name}: {model.backend} {model.precision} on {model.device}")
+    return model
+
+
+def limits(cfg: Dict[str, Any]) -> Any:
+    """The per-input limits of ``Predict.max_image_pixels`` / ``Predict.max_file_mb``."""
+    from imgfeat_cli.pipeline.decode import Limits
+
+    pred = cfg["Predict"]
+    return Limits(max_pixels=int(pred["max_image_pixels"]), max_bytes=int(pred["max_file_mb"]) << 20)

@@ -1,0 +1,162 @@
+"""Reading feature files back: imgfeat's own outputs (and files shaped like them) as one table.
+
+:func:`read_features` serves ``eval``, ``index`` and ``search`` (``.jsonl``, ``.npy`` with its
+``.paths.txt``, ``.parquet``); :func:`unpack_to_part` turns a finished output back into part files
+so that ``embed --resume`` can add to it. Bad content is named by file and row, never guessed.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Dict, List, Optional
+
+import numpy as np
+
+from imgfeat_cli.common.errors import UsageError
+from imgfeat_cli.pipeline.formats import paths_sidecar
+
+
+@dataclass
+class FeatureTable:
+    """Rows of a feature file: ``features`` (N, D) float32, ``paths`` (or ``None`` when the file
+    has none), and ``columns``: any other per-row values (e.g. ``label``), by name."""
+
+    features: np.ndarray
+    paths: Optional[List[str]]
+    columns: Dict[str, List[Any]] = field(default_factory=dict)
+
+
+def read_features(path: str) -> FeatureTable:
+    """Read ``.jsonl``, ``.npy`` (+ ``.paths.txt`` when present) or ``.parquet`` features."""
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"feature file {path} does not exist")
+    if not p.is_file():
+        raise UsageError(f"feature file {path} is not a regular file")
+    suffix = p.suffix.lower()
+    if suffix == ".jsonl":
+        table = _read_jsonl(p)
+    elif suffix == ".npy":
+        table = _read_npy(p)
+    elif suffix == ".parquet":
+        table = _read_parquet(p)
+    else:
+        raise UsageError(f"cannot read features from {path}", hint="use .jsonl, .npy or .parquet")
+    _check_values(table.features, path)
+    return table
+
+
+def _read_jsonl(p: Path) -> FeatureTable:
+    feats: List[Any] = []
+    paths: List[Optional[str]] = []
+    columns: Dict[str, List[Any]] = {}
+    with open(p, "rb") as fh:
+        for no, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                rec = json.loads(raw)
+                if not isinstance(rec, dict):
+                    raise ValueError("not a JSON object")
+                vec = rec.pop("feature")
+            except KeyError:
+                raise UsageError(f"{p}:{no}: no \"feature\" key") from None
+            except ValueError as exc:
+                raise UsageError(f"{p}:{no}: not a JSON object ({str(exc)[:80]})") from None
+            if not isinstance(vec, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vec):
+                raise UsageError(f"{p}:{no}: \"feature\" must be a list of numbers")
+            if feats and len(vec) != len(feats[0]):
+                raise UsageError(f"{p}:{no}: {len(vec)} values, but line 1 has {len(feats[0])}")
+            feats.append(vec)
+            paths.append(rec.pop("input_path", None))
+            for key, value in rec.items():
+                columns.setdefault(key, [None] * (len(feats) - 1)).append(value)
+            for key, values in columns.items():
+                if len(values) < len(feats):
+                    values.append(None)
+    if not feats:
+        raise UsageError(f"{p} holds no features")
+    arr = np.asarray(feats, dtype=np.float32)
+    return FeatureTable(arr, paths if all(x is not None for x in paths) else None, columns)  # type: ignore[arg-type]
+
+
+def _read_npy(p: Path) -> FeatureTable:
+    try:
+        arr = np.load(p, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        raise UsageError(f"{p} is not a numeric .npy array ({str(exc)[:80]})") from None
+    except (OSError, EOFError) as exc:
+        raise UsageError(f"{p} is not a readable .npy file ({str(exc)[:80]})") from None
+    if arr.ndim != 2 or arr.dtype.kind not in "fiu":
+        raise UsageError(f"{p} holds a {arr.dtype} array of shape {arr.shape}; expected (N, D) numbers")
+    side = paths_sidecar(p)
+    paths = None
+    if side.is_file():
+        with open(side, "rb") as fh:
+            paths = [os.fsdecode(ln.rstrip(b"\r\n")) for ln in fh.read().split(b"\n")[:-1]] if side.stat().st_size else []
+        if len(paths) != arr.shape[0]:
+            raise UsageError(f"{side} lists {len(paths)} paths for {arr.shape[0]} rows of {p}")
+    return FeatureTable(np.asarray(arr, dtype=np.float32), paths)
+
+
+def _read_parquet(p: Path) -> FeatureTable:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(str(p))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise UsageError(f"{p} is not a readable Parquet file ({str(exc)[:80]})") from None
+    if "feature" not in table.column_names:
+        raise UsageError(f"{p} has no \"feature\" column", hint=f"columns: {', '.join(table.column_names)}")
+    col = table.column("feature").combine_chunks()
+    if not pa.types.is_fixed_size_list(col.type) and not pa.types.is_list(col.type):
+        raise UsageError(f"{p}: \"feature\" is {col.type}, not a list of numbers")
+    lengths = {len(v) for v in col.to_pylist()[:1]} if pa.types.is_list(col.type) else {col.type.list_size}
+    flat = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    dim = lengths.pop() if lengths else 0
+    if table.num_rows and flat.size != table.num_rows * dim:
+        raise UsageError(f"{p}: \"feature\" rows have different lengths")
+    feats = flat.reshape(table.num_rows, dim)
+    paths = table.column("input_path").to_pylist() if "input_path" in table.column_names else None
+    others = {name: table.column(name).to_pylist() for name in table.column_names if name not in ("feature", "input_path")}
+    return FeatureTable(feats, paths, others)
+
+
+def _check_values(feats: np.ndarray, path: str) -> None:
+    if feats.shape[0] == 0:
+        raise UsageError(f"{path} holds no features")
+    bad = np.flatnonzero(~np.isfinite(feats).all(axis=1))
+    if bad.size:
+        raise UsageError(f"{path}: row {bad[0] + 1} holds NaN or infinity ({bad.size} rows in all)")
+    zero = np.flatnonzero(~feats.any(axis=1))
+    if zero.size:
+        raise UsageError(f"{path}: row {zero[0] + 1} is all zeros ({zero.size} rows in all)")
+
+
+def unpack_to_part(out: Path, fmt: str, dtype: np.dtype, fh: IO[bytes], part: Any, dim: Optional[int]) -> None:
+    """Write a finished output's rows into an (empty, locked) part, so a resume can append."""
+    if fmt == "jsonl":
+        with open(out, "rb") as src:
+            while chunk := src.read(1 << 20):
+                fh.write(chunk)
+    elif fmt == "npy":
+        arr = np.load(out, mmap_mode="r", allow_pickle=False)
+        if arr.dtype != dtype:
+            raise UsageError(f"{out} holds {arr.dtype} features; resume with the same precision (--fp16 or not)")
+        for start in range(0, arr.shape[0], 4096):
+            fh.write(np.ascontiguousarray(arr[start:start + 4096]).tobytes())
+        with open(paths_sidecar(out), "rb") as src, open(part.paths_part, "wb") as dst:
+            dst.write(src.read())
+    else:
+        import pyarrow.parquet as pq
+
+        schema = None
+        for batch in pq.ParquetFile(str(out)).iter_batches():
+            if schema is None:
+                schema = batch.schema
+                fh.write(schema.serialize().to_pybytes())
+            fh.write(batch.serialize().to_pybytes())
+    fh.flush()
