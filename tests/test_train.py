@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imgfeat_cli.common.errors import Interrupted, UsageError
+from imgfeat_cli.common.errors import Interrupted
 from imgfeat_cli.datasets.synthetic import make_dataset
 
 TINY = ["-o", "Train.pretrain_weight_path=none", "-o", "Train.input_size=32", "-o", "Train.batch_size=8",
@@ -762,3 +762,26 @@ def test_train_hostile_resume_paths(invoke, ref, tmp_path, kind, code, needle):
     assert res.exit_code == code, res.output
     assert needle in _one_error_line(res.stderr)
     assert not (tmp_path / "o").exists()
+
+
+def test_disk_full_while_saving_keeps_the_previous_checkpoint(invoke, tiny_ds, tmp_path, monkeypatch):
+    import errno
+
+    import paddle
+
+    real = paddle.save
+
+    def save(obj, path, *a, **k):
+        if "epoch_2" in str(path):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(obj, path, *a, **k)
+
+    monkeypatch.setattr(paddle, "save", save)
+    out = tmp_path / "o"
+    res = invoke("train", "--dataset", tiny_ds, "--output", out, "--epochs", "2", *TINY)
+    assert res.exit_code == 1, res.output
+    assert f"cannot write checkpoint {out / 'epoch_2'}: No space left on device" in _one_error_line(res.stderr)
+    monkeypatch.undo()
+    assert paddle.load(str(out / "latest" / "latest.pdstates"))["epoch"] == 2  # epoch 1's, intact
+    assert sorted(p.name for p in out.iterdir()) == ["best_model", "config.yaml", "epoch_1", "latest", "train.log",
+                                                      "train_result.json"]

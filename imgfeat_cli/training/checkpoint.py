@@ -160,7 +160,7 @@ def _assembling(output: Path, name: str) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise ImgfeatError(f"cannot write checkpoint {output / name}: {exc.strerror or exc}",
                            hint="free disk space or fix permissions, then continue with --resume "
-                                "(the previous checkpoint is intact)") from None
+                                "(earlier checkpoints are intact)") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

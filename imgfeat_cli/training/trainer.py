@@ -52,6 +52,7 @@ class Trainer:
         self.resumed_from: Optional[str] = None
         self.saved_at: Optional[str] = None  # where the last complete checkpoint of this run stands
         self._probe: Any = None  # the last batch: its features must be finite before a save
+        self.export: Any = None  # StagedExport, once the model is known
         self.started = time.perf_counter()
         self._locks = ExitStack()
 
@@ -67,6 +68,8 @@ class Trainer:
             except BaseException as exc:
                 with self.signals.protected(abort_on_exit=False):
                     self.workspace.restore()
+                    if self.lead and self.export is not None:
+                        self.export.clear()  # an export staged for a checkpoint that was not written
                 if self._is_abort(exc):
                     raise self._aborted() from None
                 raise
