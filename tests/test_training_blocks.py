@@ -198,22 +198,22 @@ def test_workspace_keeps_the_replaced_run_until_commit_and_restores_it_on_failur
 
     out = tmp_path / "run"
     before = _old_run(out)
-    ws = Workspace(out)
-    with pytest.raises(UsageError, match="already holds a training run"):
+    with Workspace(out) as ws, pytest.raises(UsageError, match="already holds a training run"):
         ws.plan(TrainOptions("ds", output=str(out)))
-    assert ws.plan(TrainOptions("ds", output=str(out), overwrite=True)) is None
-    ws.begin()
-    assert not (out / "latest").exists() and (out / ".previous-run" / "latest").is_dir()
-    (out / "train.log").write_text("new log\n")  # what the new run wrote before failing
-    ws.restore()
+    with Workspace(out) as ws:
+        assert ws.plan(TrainOptions("ds", output=str(out), overwrite=True)) is None
+        ws.begin()
+        assert not (out / "latest").exists() and (out / ".previous-run" / "latest").is_dir()
+        (out / "train.log").write_text("new log\n")  # what the new run wrote before failing
+        ws.restore()
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
     assert (out / "train.log").read_text() == "old log\n"
 
-    ws = Workspace(out)
-    ws.plan(TrainOptions("ds", output=str(out), overwrite=True))
-    ws.begin()
-    (out / "latest").mkdir()
-    ws.commit()
+    with Workspace(out) as ws:
+        ws.plan(TrainOptions("ds", output=str(out), overwrite=True))
+        ws.begin()
+        (out / "latest").mkdir()
+        ws.commit()
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml.bak", "latest", "train.log.bak"]
     assert (out / "train.log.bak").read_text() == "old log\n"
 
@@ -222,29 +222,32 @@ def test_workspace_repairs_what_a_killed_process_left(tmp_path):
     from imgfeat_cli.training.options import TrainOptions
     from imgfeat_cli.training.workspace import Workspace
 
+    def plan(**kw):
+        with Workspace(out) as ws:
+            return ws.plan(TrainOptions("ds", output=str(out), **kw))
+
     out = tmp_path / "run"
     before = _old_run(out)
-    ws = Workspace(out)
-    ws.plan(TrainOptions("ds", output=str(out), overwrite=True))
-    ws.begin()
-    (out / "config.yaml").write_text("new: 1\n")  # killed here: no checkpoint of the new run
+    with Workspace(out) as ws:
+        ws.plan(TrainOptions("ds", output=str(out), overwrite=True))
+        ws.begin()
+        (out / "config.yaml").write_text("new: 1\n")  # killed here: no checkpoint of the new run
     with pytest.raises(UsageError, match="already holds a training run"):
-        Workspace(out).plan(TrainOptions("ds", output=str(out)))  # the next run finds the old one back
+        plan()  # the next run finds the old one back
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
 
-    # killed after committing (the old run's files half moved to .bak): finished off
-    ws = Workspace(out)
-    ws.plan(TrainOptions("ds", output=str(out), overwrite=True))
-    ws.begin()
-    (out / "latest").mkdir()
-    (out / ".previous-run").rename(out / ".previous-run.done")
-    Workspace(out).plan(TrainOptions("ds", output=str(out), overwrite=True))
+    # killed after committing (the old run's files not yet moved to .bak): finished off
+    with Workspace(out) as ws:
+        ws.plan(TrainOptions("ds", output=str(out), overwrite=True))
+        ws.begin()
+        (out / "latest").mkdir()
+        (out / ".previous-run").rename(out / ".previous-run.done")
+    plan(overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml.bak", "latest", "train.log.bak"]
 
     # a checkpoint swap cut between its two renames
     (out / "latest").rename(out / ".latest.old")
-    ws = Workspace(out)
-    ws.plan(TrainOptions("ds", output=str(out), overwrite=True))
+    plan(overwrite=True)
     assert (out / "latest").is_dir() and not (out / ".latest.old").exists()
 
 
@@ -254,6 +257,42 @@ def test_workspace_refuses_outputs_it_cannot_use(tmp_path):
 
     (tmp_path / "file").write_text("x")
     for out, needle in ((tmp_path / "file", "is a file"), (tmp_path / "file" / "sub", "is a file, not a folder")):
-        with pytest.raises(UsageError, match=needle):
-            Workspace(out).plan(TrainOptions("ds", output=str(out)))
+        with Workspace(out) as ws, pytest.raises(UsageError, match=needle):
+            ws.plan(TrainOptions("ds", output=str(out)))
     assert (tmp_path / "file").read_text() == "x"
+
+
+# --- Ctrl-C handling -------------------------------------------------------------------------------------
+
+def test_run_signals_defer_an_abort_inside_protected_sections():
+    import os
+    import signal
+
+    from imgfeat_cli.common.interrupt import RunSignals
+
+    def ctrl_c() -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+    logged = []
+    with RunSignals(logged.append).installed() as sig:
+        with pytest.raises(KeyboardInterrupt):  # setup: at once
+            ctrl_c()
+    with RunSignals(logged.append).installed() as sig:
+        sig.graceful = True
+        ctrl_c()  # first: a request, no exception
+        assert sig.stop_requested and not sig.aborted and "Ctrl-C again to abort" in logged[-1]
+        reached = []
+        with pytest.raises(KeyboardInterrupt):
+            with sig.protected():
+                ctrl_c()  # second, inside: deferred to the next safe point
+                reached.append("after the signal")
+                sig.check()
+                reached.append("after check")
+        assert reached == ["after the signal"]
+    with RunSignals().installed() as sig:
+        with pytest.raises(KeyboardInterrupt):  # deferred to the end of the section
+            with sig.protected():
+                ctrl_c()
+                reached.append("end of section")
+        assert reached[-1] == "end of section"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -45,6 +45,19 @@ def check_device(opts: TrainOptions) -> Tuple[str, List[int]]:
     return kind, ids
 
 
+def on_any_rank(flag: bool, world: int) -> bool:
+    """``flag`` agreed by all ranks of a data-parallel run (one rank stopping alone would leave the
+    others waiting in their next collective)."""
+    if world == 1:
+        return flag
+    import paddle
+    import paddle.distributed as dist
+
+    votes = paddle.to_tensor([int(flag)], dtype="int32")
+    dist.all_reduce(votes)
+    return int(votes.numpy()[0]) > 0
+
+
 def default_workers(opts: TrainOptions) -> int:
     return opts.num_workers or max(1, cpu_count())
 

@@ -18,23 +18,21 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from imgfeat_cli.common import config as cfgmod
 from imgfeat_cli.common import fsutil
-from imgfeat_cli.common.errors import Interrupted, UsageError
-from imgfeat_cli.common.filetxn import folder_lock
+from imgfeat_cli.common.errors import Interrupted
 from imgfeat_cli.common.interrupt import RunSignals
 from imgfeat_cli.models.registry import get_spec
 from imgfeat_cli.training import checkpoint as ckpt
 from imgfeat_cli.training import setup
 from imgfeat_cli.training.options import (LOG_FILE, RESULT_FILE, StepInfo, TrainingDiverged, TrainMonitor,
                                           TrainOptions, TrainResult)
-from imgfeat_cli.training.reporting import EpochMeter, TrainLog, step_line, write_result
 from imgfeat_cli.training.exports import StagedExport
-from imgfeat_cli.training.workspace import Workspace, checkpoint_dirs
+from imgfeat_cli.training.reporting import EpochMeter, TrainLog, step_line, write_result
+from imgfeat_cli.training.workspace import Workspace
 
 
 class Trainer:
@@ -54,11 +52,10 @@ class Trainer:
         self._probe: Any = None  # the last batch: its features must be finite before a save
         self.export: Any = None  # StagedExport, once the model is known
         self.started = time.perf_counter()
-        self._locks = ExitStack()
 
     # the run --------------------------------------------------------------------------------------
     def run(self) -> TrainResult:
-        with self.signals.installed(), self._locks:
+        with self.signals.installed(), self.workspace:
             try:
                 self.setup()
                 with self.signals.protected():
@@ -103,11 +100,9 @@ class Trainer:
 
     # setup: everything checked, nothing written ----------------------------------------------------
     def setup(self) -> None:
-        setup.check_device(self.opts)
+        if self.world == 1:  # data-parallel ranks run on the GPU the launcher bound them to
+            setup.check_device(self.opts)
         self.spec = get_spec(self.opts.model_name)
-        self._locked = self.lead and self.out.is_dir()
-        if self._locked:  # one writer per output folder, for the whole run
-            self._locks.enter_context(folder_lock(self.out, wait=False))
         prefix = self.workspace.plan(self.opts) if self.lead else None
         if self.world > 1:
             import paddle.distributed as dist
@@ -131,11 +126,6 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         if not self.lead:
             return
-        if not self._locked:  # the folder did not exist when planned: lock it now, and make sure
-            self._locks.enter_context(folder_lock(self.out, wait=False))  # no run appeared since
-            if checkpoint_dirs(self.out):
-                raise UsageError(f"another training run started in {self.out} meanwhile",
-                                 hint="choose another --output, or rerun once it has finished")
         self.workspace.begin()
         self.log.open(self.out / LOG_FILE)
         cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.opts.config.items()}
@@ -194,7 +184,7 @@ class Trainer:
         self._probe = x if self.lead else None
         loss, parts = self.p.recipe.loss(self.p.step_model(x, y), y)
         value = float(loss)
-        if not math.isfinite(value):
+        if setup.on_any_rank(not math.isfinite(value), self.world):
             self._diverged(f"the loss is {value} at epoch {epoch}, step {step + 1} of {self.p.steps}")
         loss.backward()
         self.p.optimizer.step()

@@ -1,7 +1,7 @@
 """The output folder of a run: vetted before anything is written, and a previous run kept until the
 new one has something to show for itself.
 
-``plan`` only reads: it refuses an output that is a file or not writable, refuses to reuse a folder
+``plan`` only reads (and locks the folder: one writer at a time): it refuses an output that is a file or not writable, refuses to reuse a folder
 holding a run unless ``--resume`` or ``--overwrite`` says what to do, and resolves the checkpoint to
 resume from. ``begin`` (after the whole run has been set up and validated) moves a run being
 replaced into ``OUT/.previous-run/``; ``commit`` (right after the new run's first checkpoint)
@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import ExitStack
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from imgfeat_cli.common import fsutil
 from imgfeat_cli.common.errors import UsageError
+from imgfeat_cli.common.filetxn import folder_lock
 from imgfeat_cli.training import checkpoint as ckpt
 from imgfeat_cli.training.exports import STAGED
 from imgfeat_cli.training.options import LOG_FILE, RESULT_FILE, TrainOptions
@@ -37,16 +39,32 @@ def checkpoint_dirs(out: Path) -> List[Path]:
 
 
 class Workspace:
+    """Use as a context manager: the folder is locked (one writer) from ``plan`` or ``begin`` to the end."""
+
     def __init__(self, out: Path) -> None:
         self.out = out
         self.replacing = False  # a previous run is moved aside by begin()
         self.committed = True  # nothing to restore until begin() moves something aside
         self.restored = False  # restore() put a previous run back
+        self._locks = ExitStack()
+        self._locked = False
+
+    def __enter__(self) -> "Workspace":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._locks.close()
+
+    def _lock(self) -> None:
+        self._locks.enter_context(folder_lock(self.out, wait=False))
+        self._locked = True
 
     # reading ------------------------------------------------------------------------------------
     def plan(self, opts: TrainOptions) -> Optional[Path]:
         """Decide between a fresh run and a resume (returns the checkpoint prefix to resume from)."""
         fsutil.check_output_dir(self.out)
+        if self.out.is_dir():
+            self._lock()
         self.repair()
         if self.out.is_dir():
             ckpt.repair_swaps(self.out)
@@ -80,6 +98,11 @@ class Workspace:
     def begin(self) -> None:
         """Create the folder; move a run being replaced aside (nothing is deleted yet)."""
         self.out.mkdir(parents=True, exist_ok=True)
+        if not self._locked:  # the folder did not exist when planned: lock it now, and make sure
+            self._lock()  # no other run appeared in it since
+            if checkpoint_dirs(self.out):
+                raise UsageError(f"another training run started in {self.out} meanwhile",
+                                 hint="choose another --output, or rerun once it has finished")
         entries = self._run_entries() if self.replacing else []
         if not entries:
             return
