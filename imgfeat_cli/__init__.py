@@ -9,7 +9,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "create_model", "list_models"]
+__all__ = ["__version__", "create_model", "list_models", "build_index", "Index"]
 
 
 def __getattr__(name: str) -> Any:  # PEP 562 lazy exports
@@ -21,4 +21,12 @@ def __getattr__(name: str) -> Any:  # PEP 562 lazy exports
         from imgfeat_cli.models.registry import list_models
 
         return list_models
+    if name == "build_index":
+        from imgfeat_cli.retrieval.builder import build_index
+
+        return build_index
+    if name == "Index":
+        from imgfeat_cli.retrieval.index import Index
+
+        return Index
     raise AttributeError(f"module 'imgfeat_cli' has no attribute {name!r}")

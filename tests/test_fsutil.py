@@ -257,6 +257,27 @@ def test_check_output_accepts_ordinary_locations(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["old.jsonl"]  # nothing created
 
 
+def _refused(check, target: Path, ro: Path, pattern: str) -> UsageError:
+    try:
+        with pytest.raises(UsageError, match=pattern) as err:
+            check(target)
+    finally:
+        os.chmod(ro, 0o755)
+    assert "\n" not in err.value.message and err.value.hint
+    return err.value
+
+
+@pytest.fixture
+def places(tmp_path, monkeypatch):
+    """A read-only folder ``ro`` (also for root) and a file ``afile`` in ``tmp_path``."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    os.chmod(ro, 0o555)
+    _deny_writes_as_root(monkeypatch, ro)
+    (tmp_path / "afile").write_text("x")
+    return tmp_path, ro
+
+
 @pytest.mark.parametrize("case, pattern", [
     ("dir_as_file", "is a folder, but a file is expected"),
     ("parent_is_file", "is a file, not a folder"),
@@ -265,24 +286,14 @@ def test_check_output_accepts_ordinary_locations(tmp_path):
     ("fifo", "not a regular file"),
     ("path_too_long", "longer than the system's"),
 ])
-def test_check_output_file_refuses_with_one_line(tmp_path, monkeypatch, case, pattern):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    (tmp_path / "afile").write_text("x")
-    target = {"dir_as_file": tmp_path, "parent_is_file": tmp_path / "afile" / "sub" / "f.jsonl",
-              "name_too_long": tmp_path / ("n" * 300 + ".jsonl"), "read_only": ro / "f.jsonl",
-              "fifo": tmp_path / "fifo", "path_too_long": tmp_path.joinpath(*["d" * 200] * 25, "f.jsonl")}[case]
-    if case == "read_only":
-        os.chmod(ro, 0o555)
-        _deny_writes_as_root(monkeypatch, ro)
+def test_check_output_file_refuses_with_one_line(places, case, pattern):
+    base, ro = places
+    target = {"dir_as_file": base, "parent_is_file": base / "afile" / "sub" / "f.jsonl",
+              "name_too_long": base / ("n" * 300 + ".jsonl"), "read_only": ro / "f.jsonl",
+              "fifo": base / "fifo", "path_too_long": base.joinpath(*["d" * 200] * 25, "f.jsonl")}[case]
     if case == "fifo":
         os.mkfifo(target)
-    try:
-        with pytest.raises(UsageError, match=pattern) as err:
-            fsutil.check_output_file(target)
-    finally:
-        os.chmod(ro, 0o755)
-    assert "\n" not in err.value.message and err.value.hint
+    _refused(fsutil.check_output_file, target, ro, pattern)
 
 
 @pytest.mark.parametrize("case, pattern", [
@@ -291,18 +302,9 @@ def test_check_output_file_refuses_with_one_line(tmp_path, monkeypatch, case, pa
     ("read_only", "is not writable"),
     ("name_too_long", "longer than 255 bytes"),
 ])
-def test_check_output_dir_refuses_with_one_line(tmp_path, monkeypatch, case, pattern):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    (tmp_path / "afile").write_text("x")
-    target = {"file_as_dir": tmp_path / "afile", "under_a_file": tmp_path / "afile" / "out",
-              "read_only": ro, "name_too_long": tmp_path / ("n" * 256) / "out"}[case]
-    if case == "read_only":
-        os.chmod(ro, 0o555)
-        _deny_writes_as_root(monkeypatch, ro)
-    try:
-        with pytest.raises(UsageError, match=pattern) as err:
-            fsutil.check_output_dir(target)
-    finally:
-        os.chmod(ro, 0o755)
-    assert "\n" not in err.value.message and str(target)[:20] in err.value.message
+def test_check_output_dir_refuses_with_one_line(places, case, pattern):
+    base, ro = places
+    target = {"file_as_dir": base / "afile", "under_a_file": base / "afile" / "out",
+              "read_only": ro, "name_too_long": base / ("n" * 256) / "out"}[case]
+    err = _refused(fsutil.check_output_dir, target, ro, pattern)
+    assert str(target)[:20] in err.message

@@ -78,3 +78,37 @@ def test_bad_inputs():
         evaluate(np.ones((2, 3)), [0], np.ones((2, 3)), [0, 1])
     with pytest.raises(UsageError, match="needs the paths"):
         evaluate(np.ones((1, 3)), [0], np.ones((2, 3)), [0, 1], exclude_same_path=True)
+
+
+@pytest.mark.parametrize("value, key", [(1, 1), (1.0, 1), ("1", 1), (" 01 ", 1), ("1.0", 1), (np.int64(7), 7),
+                                        (np.float32(2.0), 2), (1.5, 1.5), ("1.50", 1.5), ("cat", "cat"),
+                                        (" cat ", "cat"), ("Cat", "Cat"), ("4006381333931", 4006381333931),
+                                        ("nan", "nan"), ("1e3", 1000)])
+def test_label_key_compares_numbers_by_value_and_text_as_text(value, key):
+    from imgfeat_cli.retrieval.metrics import label_key
+    got = label_key(value)
+    assert got == key and type(got) is type(key)
+
+
+@pytest.mark.parametrize("value", [None, True, [1], {"a": 1}, "", "   ", float("nan"), float("inf")])
+def test_label_key_refuses_what_is_not_a_label(value):
+    from imgfeat_cli.retrieval.metrics import label_key
+    with pytest.raises(ValueError):
+        label_key(value)
+
+
+def test_float_and_int_labels_match():
+    g = _unit([0, 90])
+    m = evaluate(_unit([0, 90]), [1.0, 2.0], g, [1, 2], ks=[1])
+    assert m.num_scored == 2 and m.recall[1] == 1.0
+
+
+def test_no_scorable_query_raises_instead_of_zero_metrics():
+    g = _unit([0, 90])
+    with pytest.raises(UsageError, match="no query can be scored"):
+        evaluate(_unit([0]), ["x"], g, [1, 2], ks=[1])
+    with pytest.raises(UsageError, match="only same-label gallery items have its own path"):
+        evaluate(_unit([0]), [1], g, [1, 2], ks=[1], query_paths=["a"], gallery_paths=["a", "b"],
+                 exclude_same_path=True)
+    with pytest.raises(UsageError, match="gallery label 1 \\(0-based\\)"):
+        evaluate(_unit([0]), [1], g, [1, None], ks=[1])

@@ -33,9 +33,9 @@ def _root(version: Annotated[Optional[bool], typer.Option(
 
 
 def _register() -> None:
-    from imgfeat_cli.cli import check, convert, download, embed, evaluate, export, split, train
+    from imgfeat_cli.cli import check, convert, download, embed, evaluate, export, index, search, split, train
 
-    for mod in (check, convert, split, train, evaluate, embed, export, download):
+    for mod in (check, convert, split, train, evaluate, embed, export, download, index, search):
         mod.register(app)
 
 

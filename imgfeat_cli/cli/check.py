@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import typer
 from rich.console import Group
@@ -16,6 +16,14 @@ from imgfeat_cli.common.errors import CheckFailed
 SEVERITY_STYLE = {"error": "red", "warning": "yellow", "info": "cyan"}
 
 
+def bucket_label(sizes: List[int]) -> str:
+    """The row label for the class sizes one bucket holds: the range actually present (``3`` when
+    every class in the 3..4 bucket has exactly 3 images, ``5-7`` when those in 5..8 have 5 to 7), so
+    a label never claims a size no class has."""
+    lo, hi = min(sizes), max(sizes)
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
 def render_histogram(per_class: Dict[str, Dict[str, int]], width: int = 40) -> Table:
     """Terminal histogram: how many classes have 1, 2, 3-4, 5-8, ... images, per split."""
     buckets = [(1, 1), (2, 2), (3, 4), (5, 8), (9, 16), (17, 32), (33, 64), (65, 10**9)]
@@ -26,14 +34,13 @@ def render_histogram(per_class: Dict[str, Dict[str, int]], width: int = 40) -> T
     table.add_column("")
     for split, counts in per_class.items():
         sizes = list(counts.values())
-        hist = [(lo, hi, sum(1 for s in sizes if lo <= s <= hi)) for lo, hi in buckets]
-        top = max((n for *_, n in hist), default=0) or 1
-        for lo, hi, n in hist:
-            if n == 0:
-                continue
-            label = str(lo) if lo == hi else (f"{lo}+" if hi >= 10**9 else f"{lo}-{hi}")
-            table.add_row(split, label, str(n), "█" * max(1, round(width * n / top)))
-            split = ""
+        hist = [[s for s in sizes if lo <= s <= hi] for lo, hi in buckets]
+        top = max(map(len, hist), default=0) or 1
+        for members in hist:
+            if members:
+                n = len(members)
+                table.add_row(split, bucket_label(members), str(n), "█" * max(1, round(width * n / top)))
+                split = ""
     return table
 
 
@@ -80,11 +87,13 @@ def register(app: typer.Typer) -> None:
         if not cfg["Global"]["dataset_dir"]:
             raise UsageError("no dataset given", hint="use --dataset DIR (or Global.dataset_dir in -c/-o)")
         cd = cfg["CheckDataset"]
+        fsutil.check_output_dir(cfg["Global"]["output"])  # before decoding every image, not after
         with out.progress("images") as progress:
             result = run_check(cfg["Global"]["dataset_dir"], cfg["Global"]["output"], cd["num_workers"],
                                cd["demo_samples"], cd["imbalance_ratio"], progress=progress)
         fsutil.write_text(Path(cfg["Global"]["output"]) / "config.check.yaml", cfgmod.dump_yaml(cfg))
         out.emit(result.to_dict(), render(result))
         if not result.check_pass:
-            raise CheckFailed(f"dataset {result.dataset_path} failed the check with {result.counts('error')} errors",
+            n = result.counts("error")
+            raise CheckFailed(f"dataset {result.dataset_path} failed the check with {n} error{'s' * (n != 1)}",
                               result, hint="see the problems above or in check_dataset_result.json")

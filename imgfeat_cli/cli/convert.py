@@ -36,7 +36,8 @@ def register(app: typer.Typer) -> None:
         sp = cfg["CheckDataset"]["split"]
         res = run_convert(cfg["Global"]["dataset_dir"], out_dir,
                           (sp["train_percent"], sp["gallery_percent"], sp["query_percent"]), sp["seed"])
-        for p in res.skipped:
-            out.warn(f"{p.file}: {p.message}")
+        for p in res.skipped + res.notes:
+            say = out.warn if p.severity == "warning" else out.log
+            say(f"{p.file}: {p.message}" if p.file else p.message)
         out.log(f"{len(res.classes)} classes ({res.layout} layout); {len(res.skipped)} annotations skipped")
         out.emit(res.to_dict(), counts_table(f"Converted into {res.dataset_path}", res.counts))

@@ -57,7 +57,8 @@ def register(app: typer.Typer) -> None:
         from imgfeat_cli.common import config as cfgmod
         from imgfeat_cli.common import fsutil
         from imgfeat_cli.common.errors import UsageError
-        from imgfeat_cli.retrieval.evaluate import eval_dataset, load_embeddings, write_result
+        from imgfeat_cli.retrieval.embfiles import load_query_gallery
+        from imgfeat_cli.retrieval.evaluate import eval_dataset, write_result
         from imgfeat_cli.retrieval.metrics import evaluate
 
         out = Output(json_, quiet)
@@ -68,12 +69,12 @@ def register(app: typer.Typer) -> None:
         ev = cfg["Evaluate"]
         if (query or gallery) and cfg["Global"]["dataset_dir"]:
             raise UsageError("give either --dataset or --query/--gallery, not both")
+        fsutil.check_output_dir(cfg["Global"]["output"])  # before embedding a dataset, not after
         with out.progress("items") as progress:
             if query or gallery:
                 if not (query and gallery):
                     raise UsageError("--query and --gallery go together")
-                qf, ql, qp = load_embeddings(query, query_labels)
-                gf, gl, gp = load_embeddings(gallery, gallery_labels)
+                (qf, ql, qp), (gf, gl, gp) = load_query_gallery(query, gallery, query_labels, gallery_labels)
                 if ev["exclude_same_path"] and (qp is None or gp is None):
                     raise UsageError("--exclude-same-path needs input paths in both embedding files")
                 metrics = evaluate(qf, ql, gf, gl, ev["recall_k"], qp, gp, ev["exclude_same_path"], progress=progress)

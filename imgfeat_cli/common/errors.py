@@ -62,6 +62,10 @@ class ModelError(ImgfeatError):
     """A model, its weights or its inference folder are missing, malformed or incompatible."""
 
 
+class IndexFormatError(ImgfeatError):
+    """A gallery index folder is incomplete, corrupt or inconsistent (``vector.index`` vs ``id_map``)."""
+
+
 class DownloadError(ImgfeatError):
     """A download failed (HTTP status, checksum, offline, disk)."""
 

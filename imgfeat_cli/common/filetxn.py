@@ -178,6 +178,10 @@ class FileSet:
     def stage_bytes(self, name: str, data: bytes) -> None:
         if not _plain_name(name) or name in self.entries:
             raise ValueError(f"bad or repeated file name {name!r}")
+        for target in (self.folder / name, self.folder / (name + ".bak")):  # a rename onto these would fail
+            if os.path.lexists(target) and not target.is_file():              # after the commit point
+                raise UsageError(f"{target} exists and is not a file; nothing was changed",
+                                 hint="move it away and rerun")
         fd, tmp = fsutil.temp_file(self.folder / name, suffix=TXN_SUFFIX)
         self.entries[name] = {"name": name, "tmp": tmp.name, "bak_tmp": None, "had_old": False}
         with os.fdopen(fd, "wb") as fh:

@@ -19,8 +19,10 @@ import errno
 import json
 import os
 import shutil
+import signal
 import stat
 import tempfile
+import threading
 from pathlib import Path
 from typing import IO, Any, Iterator, Optional, Tuple, Union
 
@@ -218,7 +220,8 @@ def _check_writable_folder(folder: Path, path: Path, what: str) -> None:
         raise UsageError(f"cannot create {what} {path}: {folder} is a file, not a folder",
                          hint=f"choose a location under an existing folder, or move {folder} away")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"cannot write {what} {path}: folder {folder} is not writable",
+        where = f"{what} {path}" if folder == path else f"cannot write {what} {path}: folder {folder}"
+        raise UsageError(f"{where} is not writable",
                          hint="choose a location you may write to, or fix the folder's permissions")
 
 
@@ -249,3 +252,66 @@ def check_output_dir(path: PathLike) -> Path:
                          hint="choose a folder name, or move the file away")
     _check_writable_folder(p if st is not None else _existing_ancestor(p.parent), p, "output folder")
     return p
+
+
+# ----------------------------------------------------------------------------------------------
+# Folders that change as a whole
+
+
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[None]:
+    """Hold back Ctrl-C for a few statements that must run together; re-raise it after them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def replace_dir(path: PathLike) -> Iterator[Path]:
+    """Yield an empty temp folder beside ``path``; on success it takes ``path``'s place and the
+    previous folder becomes ``<path>.bak`` (an older backup is dropped first).
+
+    Files that must change together (an index's vector file, id map and side file) are written into
+    the temp folder, so a reader sees the old set or the new one, never a mix. The two renames run
+    with Ctrl-C held back; a crash between them leaves ``<path>.bak`` whole (readers say so).
+    On any exception the temp folder is removed and ``path`` is untouched. Unlike
+    :class:`~imgfeat_cli.common.filetxn.FileSet`, the new files are streamed to disk, not held in
+    memory: an index's vector file may be gigabytes.
+    """
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_dir(dest)
+    try:
+        yield tmp
+        for child in tmp.iterdir():
+            if child.is_file():
+                with open(child, "rb") as fh:
+                    os.fsync(fh.fileno())
+        bak = dest.with_name(dest.name + ".bak")
+        if dest.exists() and bak.exists():
+            shutil.rmtree(bak) if bak.is_dir() and not bak.is_symlink() else bak.unlink()
+        with deferred_interrupt():
+            if dest.exists():
+                os.replace(dest, bak)
+            os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def writer_lock(path: PathLike) -> Any:
+    """A cross-process lock for the one writer of ``path`` (held in ``.<name>.lock`` beside it, so
+    it survives ``path`` being swapped). Raises ``filelock.Timeout`` when another process holds it."""
+    from filelock import FileLock
+
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(dest.parent / f".{dest.name}.lock"), timeout=0)

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from imgfeat_cli.common import fsutil
-from imgfeat_cli.datasets.dataset import SPLITS, Entry, Problem, read_list, resolve_inside
+from imgfeat_cli.common import filetxn, fsutil
+from imgfeat_cli.datasets.dataset import SPLITS, Entry, Problem, image_problem, read_list, resolve_inside
 from imgfeat_cli.common.errors import UsageError
 from imgfeat_cli.pipeline.decode import extension_matches, probe_bytes
 from imgfeat_cli.common.progress import ProgressFn, null_progress
@@ -103,7 +103,9 @@ def run_check(dataset_dir: str, output_dir: str = "output", num_workers: Optiona
     if not root.is_dir():
         raise UsageError(f"dataset folder {dataset_dir} does not exist or is not a folder",
                          hint="pass the folder that holds train.txt, gallery.txt and query.txt")
-    problems: List[Problem] = []
+    problems: List[Problem] = [Problem("repaired_update", "info", f"{name} completed: an update of the list files "
+                                       "was interrupted (the new set is in place, the old one in .bak)", name)
+                               for name in filetxn.recover(root)]
     splits: Dict[str, List[Entry]] = {}
     for split in SPLITS:
         lf = read_list(root, split)
@@ -115,19 +117,24 @@ def run_check(dataset_dir: str, output_dir: str = "output", num_workers: Optiona
     # Resolve paths; decode every distinct file once, in parallel (Pillow releases the GIL).
     resolved: Dict[Tuple[str, int], Optional[Path]] = {}
     todo: Dict[Path, None] = {}
+    total, done = sum(len(v) for v in splits.values()), 0
+    progress("Finding images", 0, total)
     for split, entries in splits.items():
         for e in entries:
+            done += 1
+            if done % 512 == 0 or done == total:
+                progress("Finding images", done, total)
             full = resolve_inside(root, e.path)
             resolved[(split, e.line)] = full
             if full is None:
                 problems.append(Problem("path_escapes_root", "error",
                                         f"{e.path} is absolute or points outside the dataset folder",
                                         f"{split}.txt", e.line))
-            elif full.is_file():
+            elif (why := image_problem(full)) is None:
                 todo[full] = None
             else:
-                why = "is not a file" if full.exists() else "does not exist"
-                problems.append(Problem("missing_image", "error", f"{e.path} {why}", f"{split}.txt", e.line))
+                shown = e.path if e.path.isprintable() else repr(e.path)
+                problems.append(Problem("missing_image", "error", f"{shown} {why}", f"{split}.txt", e.line))
     status: Dict[Path, ImageStatus] = {}
     files = list(todo)
     progress("Decoding images", 0, len(files))
@@ -209,17 +216,7 @@ def _cross_split_problems(splits: Dict[str, List[Entry]], resolved: Dict[Tuple[s
             problems.append(Problem("duplicate_content", "warning",
                                     f"query image {by['query']} has the same bytes as gallery image {by['gallery']}",
                                     "query.txt"))
-    gallery_labels = {e.label for e in splits.get("gallery", [])}
-    query = splits.get("query", [])
-    unscorable = sorted({e.label for e in query if e.label not in gallery_labels})
-    if query and gallery_labels and unscorable:
-        n = sum(1 for e in query if e.label not in gallery_labels)
-        scored = len(query) - n
-        sev = "error" if scored == 0 else "warning"
-        shown = ", ".join(map(str, unscorable[:10])) + (" ..." if len(unscorable) > 10 else "")
-        problems.append(Problem("query_label_not_in_gallery", sev,
-                                f"{n} of {len(query)} queries have labels with no gallery image ({shown}); "
-                                "they cannot be scored", "query.txt"))
+    problems.extend(_unscorable_queries(splits))
     for split in ("train", "gallery"):
         counts = Counter(e.label for e in splits.get(split, []))
         singles = sorted(k for k, v in counts.items() if v == 1)
@@ -235,6 +232,19 @@ def _cross_split_problems(splits: Dict[str, List[Entry]], resolved: Dict[Tuple[s
                                         f"largest {split} class has {hi} images, smallest {lo} "
                                         f"(ratio {hi / lo:.0f} > {imbalance_ratio:g})", f"{split}.txt"))
     return problems
+
+
+def _unscorable_queries(splits: Dict[str, List[Entry]]) -> List[Problem]:
+    """One problem per query whose label has no gallery image (``query.txt:LINE``): it cannot be
+    scored. An error when no query can be scored at all."""
+    gallery_labels = {e.label for e in splits.get("gallery", [])}
+    query = splits.get("query", [])
+    lost = [e for e in query if e.label not in gallery_labels]
+    if not gallery_labels or not lost:
+        return []
+    sev = "error" if len(lost) == len(query) else "warning"
+    return [Problem("query_label_not_in_gallery", sev, f"label {e.label} has no gallery image, so this query cannot "
+                    f"be scored ({len(lost)} of {len(query)} queries)", "query.txt", e.line) for e in lost]
 
 
 def _write_outputs(result: CheckResult, root: Path, resolved: Dict[Tuple[str, int], Optional[Path]],

@@ -2,19 +2,26 @@
 
 A dataset root holds ``train.txt``, ``gallery.txt`` and ``query.txt``; each line is
 ``<path relative to root><space><integer label>``. Parsing here is shared by ``check``, ``split``,
-``train`` and ``eval`` so that all commands agree on what a valid line is.
+``train`` and ``eval`` so that all commands agree on what a valid line is: one space between a path
+without spaces (PaddleX splits on them) and a non-negative integer. A BOM, CRLF line endings and
+spaces around a line are read as PaddleClas training reads them and reported, because PaddleX's own
+check trips over the BOM and the spaces. The three files are written together (:func:`write_lists`).
 """
 from __future__ import annotations
 
+import errno
 import math
 import os
 import random
+import re
+import stat
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Hashable, List, Optional, Sequence, Tuple, TypeVar
+from typing import Dict, Hashable, List, Optional, Sequence, Tuple, TypeVar, Union
 
-from imgfeat_cli.common import fsutil
+from imgfeat_cli.common import filetxn
+from imgfeat_cli.datasets import textio
 
 SPLITS: Tuple[str, str, str] = ("train", "gallery", "query")
 
@@ -56,58 +63,160 @@ class ListFile:
     exists: bool = True
 
 
-def parse_list_text(text: str, name: str) -> ListFile:
-    """Parse the text of one list file, reporting every malformed line with its line number."""
-    out = ListFile(name)
-    for no, raw in enumerate(text.splitlines(), start=1):
-        line = raw.rstrip("\r")
-        if not line.strip():
-            out.problems.append(Problem("blank_line", "warning", "blank line (PaddleX rejects it; imgfeat skips it)",
-                                        name, no))
-            continue
-        fields = line.split(" ")
-        if len(fields) != 2 or not fields[0] or not fields[1]:
-            if "\t" in line:
-                why = "fields separated by a tab; use one space"
-            elif len(fields) > 2:
-                why = "more than two space-separated fields (a path with spaces?)"
-            else:
-                why = "expected '<relative/path> <integer label>'"
-            out.problems.append(Problem("malformed_line", "error", f"{why}: {line[:120]!r}", name, no))
-            continue
-        path, label = fields
-        try:
-            value = int(label)
-        except ValueError:
-            out.problems.append(Problem("non_integer_label", "error", f"label {label!r} is not an integer", name, no))
-            continue
-        if value < 0:
-            out.problems.append(Problem("negative_label", "error", f"label {value} is negative", name, no))
-            continue
-        out.entries.append(Entry(path, value, no))
+#: Training sizes its classifier to the largest train label + 1; beyond this many classes the head
+#: alone (512 x N float32 weights plus optimiser state) outgrows any GPU: a labelling mistake.
+MAX_CLASSES = 1_000_000
+#: Labels this sparse (classes > 10 x distinct labels, and over this many) waste head memory.
+SPARSE_CLASSES = 10_000
+_LABEL = re.compile(r"-?[0-9]+", re.ASCII)
+#: Characters a listed path cannot hold: PaddleX splits list lines on spaces (and lines on newlines).
+UNLISTABLE = frozenset(" \t\n\r\x0b\x0c")
+SPACE_RULE = "PaddleX splits list lines on spaces, so a path with spaces cannot be listed"
+
+
+def unlistable(rel: str) -> bool:
+    """True when ``rel`` holds a character a list line cannot carry (see :data:`UNLISTABLE`)."""
+    return any(c in UNLISTABLE for c in rel)
+
+
+def _parse_line(line: str, name: str, no: int) -> Union[Entry, Problem]:
+    fields = line.split(" ")
+    if "\t" in line:
+        return Problem("malformed_line", "error", f"fields separated by a tab; use one space: {line[:120]!r}", name, no)
+    if len(fields) < 2:
+        return Problem("malformed_line", "error", f"expected '<relative/path> <integer label>': {line[:120]!r}",
+                       name, no)
+    path, label = " ".join(fields[:-1]), fields[-1]
+    if len(fields) > 2:
+        if "" in fields:
+            return Problem("malformed_line", "error", f"several spaces in a row; use one space between path and "
+                           f"label: {line[:120]!r}", name, no)
+        if _LABEL.fullmatch(label):
+            return Problem("space_in_path", "error", f"path {path[:120]!r} contains spaces: {SPACE_RULE}; rename the "
+                           "file (`imgfeat convert --out DIR` links such images under names with '_')", name, no)
+        return Problem("malformed_line", "error", f"more than two space-separated fields: {line[:120]!r}", name, no)
+    if not _LABEL.fullmatch(label):
+        return Problem("non_integer_label", "error", f"label {label[:40]!r} is not an integer (class ids are "
+                       "0, 1, 2, ...)", name, no)
+    if label.startswith("-"):
+        return Problem("negative_label", "error", f"label {label} is negative", name, no)
+    return Entry(path, int(label), no)
+
+
+def _encoding_problems(dec: textio.Decoded, name: str) -> List[Problem]:
+    out = []
+    if dec.bad_lines:
+        more = f" (bad bytes on {textio.line_list(dec.bad_lines)})" if len(dec.bad_lines) > 1 else ""
+        out.append(Problem("not_utf8", "error", f"{dec.describe_bad()}{more}; "
+                           "re-save the file as UTF-8, e.g. `iconv -f GBK -t UTF-8`", name, dec.bad_line))
+    if dec.bom:
+        out.append(Problem("bom", "warning", "starts with a UTF-8 byte-order mark: imgfeat ignores it, but PaddleX "
+                           "reads it as part of the first path (its check then reports that image as missing); "
+                           "re-save without BOM", name, 1))
+    if dec.crlf:
+        out.append(Problem("crlf", "info", "Windows (CRLF) line endings: accepted by imgfeat and PaddleX", name))
     return out
 
 
+def parse_list_text(text: Union[str, textio.Decoded], name: str) -> ListFile:
+    """Parse one list file, reporting every malformed line with its line number and every encoding
+    oddity of the file (BOM, CRLF, bytes that are not UTF-8, spaces around lines)."""
+    dec = text if isinstance(text, textio.Decoded) else textio.decode(text.encode("utf-8"))
+    out = ListFile(name, problems=_encoding_problems(dec, name))
+    skip, padded = set(dec.bad_lines or ()), []
+    for no, raw in enumerate(dec.lines(), start=1):
+        line = raw.strip(" \t")
+        if no in skip:
+            continue
+        if not line:
+            out.problems.append(Problem("blank_line", "warning", "blank line (PaddleX rejects it; imgfeat skips it)",
+                                        name, no))
+            continue
+        if line != raw and "\t" not in line:
+            padded.append(no)
+        parsed = _parse_line(line, name, no)
+        (out.entries if isinstance(parsed, Entry) else out.problems).append(parsed)  # type: ignore[arg-type]
+    if padded:
+        out.problems.append(Problem("surrounding_spaces", "warning", f"spaces or tabs before or after the text on "
+                                    f"{textio.line_list(padded)}: imgfeat ignores them, PaddleX's check rejects "
+                                    "such lines",
+                                    name, padded[0]))
+    return out
+
+
+def class_count_problems(entries: Sequence[Entry], name: str) -> List[Problem]:
+    """Train labels are class ids and the classifier gets ``max + 1`` outputs: absurd ids (2e9, EAN
+    codes) are an error before they cost a 4 GB allocation; very sparse ids a warning. Gaps are fine."""
+    if not entries:
+        return []
+    top = max(entries, key=lambda e: e.label)
+    classes, distinct = top.label + 1, len({e.label for e in entries})
+    if classes > MAX_CLASSES:
+        big = [e.line for e in entries if e.label >= MAX_CLASSES]
+        return [Problem("label_out_of_range", "error", f"label {top.label} would make a {classes}-class classifier "
+                        f"(limit {MAX_CLASSES}; {textio.line_list(big)}): train labels are class ids, "
+                        "renumber them 0..N-1", name, big[0])]
+    if classes > SPARSE_CLASSES and classes > 10 * distinct:
+        return [Problem("sparse_labels", "warning", f"{distinct} distinct labels up to {top.label}: training sizes its "
+                        f"classifier to {classes} classes; renumbering them 0..{distinct - 1} saves memory",
+                        name, top.line)]
+    return []
+
+
 def read_list(root: Path, split: str) -> ListFile:
+    """Parse ``<root>/<split>.txt``, first completing an update of the list files that a crash
+    interrupted (see :mod:`imgfeat_cli.common.filetxn`), so no reader sees half a switch."""
     path = root / f"{split}.txt"
     name = f"{split}.txt"
+    if root.is_dir():
+        filetxn.recover(root)
     if not path.is_file():
         lf = ListFile(name, exists=False)
-        lf.problems.append(Problem("missing_list_file", "error", f"{name} not found in {root}", name))
+        why = "is not a file" if path.exists() else "not found"
+        lf.problems.append(Problem("missing_list_file", "error", f"{name} {why} in {root}", name))
         return lf
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
+        data = path.read_bytes()
+    except OSError as exc:
         lf = ListFile(name)
-        lf.problems.append(Problem("not_utf8", "error", f"not UTF-8 text (byte {exc.start})", name))
+        lf.problems.append(Problem("unreadable_list_file", "error", f"cannot read {name}: {exc.strerror or exc}", name))
         return lf
-    return parse_list_text(text, name)
+    lf = parse_list_text(textio.decode(data), name)
+    if split == "train":
+        lf.problems.extend(class_count_problems(lf.entries, name))
+    return lf
 
 
-def write_list(root: Path, split: str, entries: Sequence[Entry], keep_backup: bool = True) -> Optional[Path]:
-    """Atomically write ``<split>.txt``; an existing file is kept as ``<split>.txt.bak``."""
-    text = "".join(e.text() + "\n" for e in entries)
-    return fsutil.write_text(root / f"{split}.txt", text, keep_backup=keep_backup)
+def write_lists(root: Path, parts: Dict[str, Sequence[Entry]], extra: Optional[Dict[str, str]] = None,
+                keep_backup: bool = True) -> List[Path]:
+    """Write ``<split>.txt`` for every split in ``parts`` (plus ``extra`` files, e.g. ``label.txt``)
+    all together or not at all; the previous set is kept as ``.bak``. Returns the backups."""
+    with filetxn.FileSet(root, keep_backup) as files:
+        for split, entries in parts.items():
+            files.stage_text(f"{split}.txt", "".join(e.text() + "\n" for e in entries))
+        for name, text in (extra or {}).items():
+            files.stage_text(name, text)
+        return files.commit()
+
+
+def image_problem(path: Path) -> Optional[str]:
+    """Why ``path`` cannot be read as an image file (``"does not exist"``, ``"is a symlink loop"``...),
+    or ``None`` when it is a regular file. Never raises for a hostile name."""
+    try:
+        st = os.stat(path)
+    except ValueError:
+        return "contains a NUL byte"
+    except FileNotFoundError:
+        return "is a broken symlink" if os.path.islink(path) else "does not exist"
+    except OSError as exc:
+        return {errno.ELOOP: "is a symlink loop", errno.ENAMETOOLONG: "has a name too long for the filesystem",
+                errno.ENOTDIR: "does not exist (a file stands where a folder of its path should be)"}.get(
+                    exc.errno or 0, f"cannot be reached: {exc.strerror or exc}")
+    if stat.S_ISDIR(st.st_mode):
+        return "is a folder, not an image file"
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file (a FIFO, device or socket)"
+    return None
 
 
 def resolve_inside(root: Path, rel: str) -> Optional[Path]:

@@ -12,7 +12,7 @@ from typing import List, Tuple
 
 from PIL import Image, ImageDraw, ImageFilter
 
-from imgfeat_cli.datasets.dataset import Entry, allocate, write_list
+from imgfeat_cli.datasets.dataset import Entry, allocate, write_lists
 
 SHAPES = ("circle", "square", "triangle", "cross", "ring", "bar")
 COLOURS = [(220, 40, 40), (40, 170, 60), (40, 80, 220), (230, 200, 30), (200, 60, 200), (30, 200, 210),
@@ -70,6 +70,6 @@ def make_dataset(root: Path, num_classes: int = 8, per_class: int = 10, size: in
             _draw(shape, COLOURS[colour], size, rng).save(root / rel, quality=92)
             entries.append(Entry(rel, label))
     parts = allocate(entries, [e.label for e in entries], percents, seed)
-    for split, part in zip(("train", "gallery", "query"), parts):
-        write_list(root, split, sorted(part, key=lambda e: e.path), keep_backup=False)
+    write_lists(root, {split: sorted(part, key=lambda e: e.path) for split, part in zip(("train", "gallery", "query"), parts)},
+                keep_backup=False)
     return entries

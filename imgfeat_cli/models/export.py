@@ -115,4 +115,27 @@ def export_seeded(name: str, out_dir: str, seed: int = 0, arch: Optional[Dict[st
     if spec.family.sized_by_input:
         cfg.setdefault("img_size", input_size)
     layer = spec.build(num_classes=None, arch=cfg)
+    _fixture_weights(layer, seed)
     return export_layer(name, layer, out_dir, inference_ops(spec.interpolation, input_size))
+
+
+def _fixture_weights(layer: Any, seed: int) -> None:
+    """Weights shaped like a trained model's, as the upstream reference fixtures have them: convs
+    He-normal with fan-in per group (a depthwise 3x3 starts at std sqrt(2/9)), BatchNorm statistics
+    and shifts random (mean and bias ~ N(0, 0.1), variance ~ U(0.5, 1.5)). With paddle's default
+    initialisation every image maps to nearly the same feature, which tests nothing."""
+    import numpy as np
+    import paddle
+
+    rng = np.random.default_rng(seed)
+    for sub in layer.sublayers():
+        if isinstance(sub, paddle.nn.Conv2D):
+            w = sub.weight
+            fan_in = int(np.prod(w.shape[1:]))
+            sub.weight.set_value(rng.normal(0.0, (2.0 / fan_in) ** 0.5, w.shape).astype("float32"))
+        elif isinstance(sub, (paddle.nn.BatchNorm1D, paddle.nn.BatchNorm2D, paddle.nn.BatchNorm)):
+            n = sub._mean.shape[0]
+            for tensor, values in ((sub._mean, rng.normal(0.0, 0.1, n)), (sub._variance, rng.uniform(0.5, 1.5, n)),
+                                   (sub.bias, rng.normal(0.0, 0.1, n))):
+                if tensor is not None:
+                    tensor.set_value(values.astype("float32"))

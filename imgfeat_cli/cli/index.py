@@ -1,0 +1,226 @@
+"""``imgfeat index build|add|remove|info``: gallery indexes in PaddleX's PP-ShiTuV2 format."""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+from typing_extensions import Annotated
+
+from imgfeat_cli.cli.common import (ConfigOpt, DeviceOpt, JsonOpt, ModelDirOpt, ModelOpt, Output, OverrideOpt,
+                                     QuietOpt, WeightsOpt, handle_errors)
+
+GalleryOpt = Annotated[str, typer.Option("--gallery", "-g", show_default=False, help=(
+    "A 'path label' list (space or tab; labels may hold spaces), a dataset folder (its gallery.txt), "
+    "or embeddings (.jsonl/.parquet with label, or with --labels)."))]
+RootOpt = Annotated[Optional[str], typer.Option("--root", help="Folder the list's paths are relative to "
+                                                "\\[default: the list's folder].", show_default=False)]
+LabelsOpt = Annotated[Optional[str], typer.Option("--labels", help="Labels of an embeddings gallery, one per line.",
+                                                  show_default=False)]
+BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Images per forward pass "
+                                                 "\\[default: 8 on CPU, 32 on GPU].", show_default=False)]
+BackendOpt = Annotated[Optional[str], typer.Option("--backend", help="paddle, onnxruntime or auto "
+                                                   "\\[default: paddle].", show_default=False)]
+PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="fp32, bf16 (CPU), fp16 (GPU) or auto "
+                                                     "\\[default: fp32].", show_default=False)]
+
+EXAMPLES = """Examples:
+
+  imgfeat index build -g gallery/drink_label.txt --out drink_index --model PP-ShiTuV2_rec
+
+  imgfeat index build -g gallery.jsonl --out idx --index-type HNSW32
+
+  imgfeat index add --index drink_index -g new_items.txt
+
+  imgfeat index remove --index drink_index --ids 3,7
+
+  imgfeat index info drink_index --json
+"""
+
+index_app = typer.Typer(help="Build and maintain gallery indexes (PaddleX PP-ShiTuV2 format: vector.index + "
+                        "id_map.yaml).", no_args_is_help=True, epilog=EXAMPLES,
+                        context_settings={"help_option_names": ["-h", "--help"]})
+
+
+def model_flags(model: Optional[str], model_dir: Optional[str], weights: Optional[str], device: Optional[str],
+                batch_size: Optional[int], backend: Optional[str], precision: Optional[str]) -> Dict[str, Any]:
+    """The config keys the model options set (shared by ``index`` and ``search``)."""
+    return {"Global.model": model, "Global.device": device, "Predict.model_dir": model_dir,
+            "Predict.weights": weights, "Predict.batch_size": batch_size, "Predict.backend": backend,
+            "Predict.precision": precision}
+
+
+class LazyModel:
+    """Loads the model on first use, so a gallery of embeddings (or nothing new) never loads one."""
+
+    def __init__(self, load: Callable[[], Any]) -> None:
+        self._load, self._model = load, None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._model is None:
+            self._model = self._load()
+        return getattr(self._model, name)
+
+
+def lazy_model(cfg: dict, out: Output) -> LazyModel:
+    from imgfeat_cli.cli.loading import load_model
+    from imgfeat_cli.common.errors import UsageError
+
+    if cfg["Predict"]["model_dir"] and cfg["Predict"]["weights"]:
+        raise UsageError("give either --model-dir or --weights, not both")
+    return LazyModel(lambda: load_model(cfg, out))
+
+
+def batch_size(cfg: dict) -> int:
+    from imgfeat_cli.common.system import default_batch_size
+
+    return cfg["Predict"]["batch_size"] or default_batch_size(cfg["Global"]["device"])
+
+
+def render_report(out: Output, index: Any) -> None:
+    """The summary of build/add/remove, warnings for its notes, and exit 4 when inputs failed."""
+    from imgfeat_cli.common.errors import PartialFailure
+
+    rep = index.report
+    for note in rep.notes:
+        out.warn(note)
+    doc = {**rep.to_dict(), "index_type": index.index_type, "factory": index.factory,
+           "metric_type": index.metric_type, "dim": index.dim, "count": index.count}
+    table = Table(title=f"index {rep.action}", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    rows = [("folder", str(rep.folder)), ("type", f"{index.factory} ({index.metric_type})"),
+            ("dim", str(index.dim)), ("items", str(index.count))]
+    rows += [("added", str(rep.added))] if rep.action != "remove" else [("removed", str(rep.removed))]
+    if rep.skipped_known or rep.skipped_repeated:
+        rows.append(("skipped", f"{rep.skipped_known} already indexed, {rep.skipped_repeated} repeated"))
+    if rep.errors:
+        rows.append(("failed", str(len(rep.errors))))
+    for k, v in rows:
+        table.add_row(k, escape(v))
+    out.emit(doc, table)
+    for path, why in rep.errors[:5]:
+        out.warn(why if why.startswith(path) else f"{path}: {why}")
+    if rep.errors:
+        raise PartialFailure(f"{len(rep.errors)} gallery images could not be embedded and were left out", rep,
+                             hint="fix or remove them, then `imgfeat index add` the rest")
+
+
+@index_app.command("build", epilog=EXAMPLES)
+@handle_errors
+def build(
+    gallery: GalleryOpt,
+    out_dir: Annotated[str, typer.Option("--out", "-O", help="Index folder to write.", show_default=False)],
+    root: RootOpt = None, labels: LabelsOpt = None,
+    index_type: Annotated[Optional[str], typer.Option("--index-type", help="Flat (exact), IVF or HNSW32 "
+                                                      "\\[default: Flat].", show_default=False)] = None,
+    metric: Annotated[Optional[str], typer.Option("--metric", help="IP (cosine on normalised features) or L2 "
+                                                  "\\[default: IP].", show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Rebuild an existing index (kept as .bak).")] = False,
+    model: ModelOpt = None, model_dir: ModelDirOpt = None, weights: WeightsOpt = None, device: DeviceOpt = None,
+    batch: BatchOpt = None, backend: BackendOpt = None, precision: PrecisionOpt = None,
+    config: ConfigOpt = None, override: OverrideOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False,
+) -> None:
+    """Build an index from a gallery; images are embedded with the model options."""
+    from imgfeat_cli.common import config as cfgmod
+    from imgfeat_cli.retrieval.builder import build_index
+
+    out = Output(json_, quiet)
+    cfg = cfgmod.resolve("index", config, override or [], {
+        **model_flags(model, model_dir, weights, device, batch, backend, precision),
+        "Index.index_type": index_type, "Index.metric_type": metric})
+    ix = cfg["Index"]
+    with out.progress("items") as progress:
+        index = build_index(gallery, out_dir, root=root, labels_file=labels, model=lazy_model(cfg, out),
+                            index_type=ix["index_type"], metric_type=ix["metric_type"], nlist=ix["ivf_nlist"],
+                            nprobe=ix["ivf_nprobe"], ef_search=ix["hnsw_ef_search"], batch_size=batch_size(cfg),
+                            overwrite=overwrite, progress=progress)
+    render_report(out, index)
+
+
+@index_app.command("add", epilog=EXAMPLES)
+@handle_errors
+def add(
+    index_dir: Annotated[str, typer.Option("--index", "-i", help="Index folder to grow.", show_default=False)],
+    gallery: GalleryOpt, root: RootOpt = None, labels: LabelsOpt = None,
+    model: ModelOpt = None, model_dir: ModelDirOpt = None, weights: WeightsOpt = None, device: DeviceOpt = None,
+    batch: BatchOpt = None, backend: BackendOpt = None, precision: PrecisionOpt = None,
+    config: ConfigOpt = None, override: OverrideOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False,
+) -> None:
+    """Add the gallery items the index does not hold yet (ids continue; only new images are embedded)."""
+    from imgfeat_cli.common import config as cfgmod
+    from imgfeat_cli.retrieval.builder import add_to_index
+
+    out = Output(json_, quiet)
+    cfg = cfgmod.resolve("index", config, override or [],
+                         model_flags(model, model_dir, weights, device, batch, backend, precision))
+    with out.progress("items") as progress:
+        index = add_to_index(index_dir, gallery, root=root, labels_file=labels, model=lazy_model(cfg, out),
+                             batch_size=batch_size(cfg), progress=progress)
+    render_report(out, index)
+
+
+def parse_ids(text: Optional[str]) -> List[int]:
+    from imgfeat_cli.common.errors import UsageError
+
+    ids = []
+    for part in (text or "").replace(" ", ",").split(","):
+        if part.strip():
+            try:
+                ids.append(int(part))
+            except ValueError:
+                raise UsageError(f"--ids: {part.strip()!r} is not an integer id", hint="e.g. --ids 3,7,12") from None
+    return ids
+
+
+@index_app.command("remove", epilog=EXAMPLES)
+@handle_errors
+def remove(
+    index_dir: Annotated[str, typer.Option("--index", "-i", help="Index folder.", show_default=False)],
+    ids: Annotated[Optional[str], typer.Option("--ids", help="Comma-separated ids.", show_default=False)] = None,
+    ids_file: Annotated[Optional[str], typer.Option("--ids-file", help="File whose lines start with an id.",
+                                                    show_default=False)] = None,
+    label: Annotated[Optional[str], typer.Option("--label", help="Remove every item with this label.",
+                                                 show_default=False)] = None,
+    path: Annotated[Optional[str], typer.Option("--path", help="Remove the item(s) added from this input path.",
+                                                show_default=False)] = None,
+    json_: JsonOpt = False, quiet: QuietOpt = False,
+) -> None:
+    """Remove items (Flat and IVF indexes; HNSW32 cannot remove)."""
+    from imgfeat_cli.retrieval.builder import remove_from_index
+
+    out = Output(json_, quiet)
+    render_report(out, remove_from_index(index_dir, parse_ids(ids), ids_file=ids_file, label=label, path=path))
+
+
+@index_app.command("info", epilog=EXAMPLES)
+@handle_errors
+def info(
+    index_dir: Annotated[str, typer.Argument(help="Index folder.", show_default=False)],
+    json_: JsonOpt = False, quiet: QuietOpt = False,
+) -> None:
+    """Show an index: type, metric, dim, count, labels, model."""
+    from imgfeat_cli.retrieval.index import Index
+
+    out = Output(json_, quiet)
+    index = Index.load(index_dir)
+    for note in index.notes:
+        out.warn(note)
+    doc = {"folder": index_dir, **index.info()}
+    table = Table(title=f"index {index_dir}", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    labels = doc["labels"]
+    shown = ", ".join(f"{k} ({v})" for k, v in list(labels.items())[:10]) + (" ..." if len(labels) > 10 else "")
+    model = doc["model"] or {}
+    for k, v in (("type", f"{doc['index_type']} ({doc['factory']})"), ("metric", doc["metric_type"]),
+                 ("dim", doc["dim"]), ("items", doc["count"]), ("labels", f"{doc['num_labels']}: {shown}"),
+                 ("input paths known", doc["paths_known"]), ("next id", doc["next_id"]),
+                 ("model", " ".join(str(model.get(key)) for key in ("name", "source") if model.get(key)) or "unknown")):
+        table.add_row(k, escape(str(v)))
+    out.emit(doc, table)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(index_app, name="index")

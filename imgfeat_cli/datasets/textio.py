@@ -1,0 +1,91 @@
+"""Reading the small text files datasets are made of (list files, ``flags.txt``, LabelMe JSON) the
+way PaddleX does where that is sensible, and saying exactly what is wrong where it is not.
+
+* A UTF-8 byte-order mark is dropped (PaddleX keeps it as part of the first path or class name, so
+  its check reports an image that exists as missing: a quirk); the caller reports it.
+* Lines end at ``\\n``; a ``\\r`` before it (Windows line endings) is dropped, as PaddleX's
+  ``int(label)``/``strip()`` effectively do. Only ``\\n`` splits lines (``str.splitlines`` would also
+  split a path at U+2028 or a form feed).
+* Bytes that are not UTF-8: PaddleX's converters fall back to GBK, its dataset check fails. Files
+  read with ``allow_gbk`` (class lists, annotations) do the same and say so; others are refused with
+  the line, column and byte.
+"""
+from __future__ import annotations
+
+import codecs
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+from imgfeat_cli.common.errors import DatasetError
+
+
+@dataclass
+class Decoded:
+    text: str
+    bom: bool = False
+    encoding: str = "utf-8"
+    crlf: bool = False
+    #: where decoding failed (when it did): 1-based line and column, the offending byte, and every
+    #: 1-based line number holding bytes that are not UTF-8
+    bad_line: Optional[int] = None
+    bad_column: Optional[int] = None
+    bad_byte: Optional[int] = None
+    bad_lines: Optional[List[int]] = None
+
+    def lines(self) -> List[str]:
+        """The lines, split on ``\\n`` only, each without its ``\\r``; no phantom last line."""
+        parts = self.text.split("\n")
+        if parts and parts[-1] == "":
+            parts.pop()
+        return [p[:-1] if p.endswith("\r") else p for p in parts]
+
+    def describe_bad(self) -> str:
+        return (f"not UTF-8 text: byte 0x{self.bad_byte:02x} at line {self.bad_line}, column {self.bad_column}"
+                if self.bad_byte is not None else "")
+
+
+def decode(data: bytes, allow_gbk: bool = False) -> Decoded:
+    """Decode ``data``; on bytes that are not UTF-8 (and not GBK when allowed), ``text`` holds the
+    decodable lines only (bad ones blanked) and ``bad_*`` say where the first problem is."""
+    bom = data.startswith(codecs.BOM_UTF8)
+    if bom:
+        data = data[len(codecs.BOM_UTF8):]
+    crlf = b"\r\n" in data
+    try:
+        return Decoded(data.decode("utf-8"), bom, "utf-8", crlf)
+    except UnicodeDecodeError as exc:
+        first = exc.start
+    if allow_gbk:
+        try:
+            return Decoded(data.decode("gbk"), bom, "gbk", crlf)
+        except UnicodeDecodeError:
+            pass
+    line_start = data.rfind(b"\n", 0, first) + 1
+    bad_lines, kept = [], []
+    for no, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            kept.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            bad_lines.append(no)
+            kept.append("")
+    return Decoded("\n".join(kept), bom, "utf-8", crlf, data.count(b"\n", 0, first) + 1,
+                   first - line_start + 1, data[first], bad_lines)
+
+
+def read_decoded(path: Path, allow_gbk: bool = False) -> Decoded:
+    """``decode`` the file at ``path``; an unreadable file is a one-line dataset error."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"cannot read {path}: {exc.strerror or exc}",
+                           hint="check that it is a readable file") from None
+    return decode(data, allow_gbk)
+
+
+def line_list(numbers: List[int], limit: int = 10) -> str:
+    """``line 3`` or ``lines 3, 7, 12 ... (40 lines)`` for messages that name lines."""
+    if len(numbers) == 1:
+        return f"line {numbers[0]}"
+    shown = ", ".join(map(str, numbers[:limit]))
+    return "lines " + shown + (f" ... ({len(numbers)} lines)" if len(numbers) > limit else "")

@@ -1,0 +1,263 @@
+"""Index folders on disk: PaddleX's two files, the legacy PaddleClas id map, imgfeat's side file.
+
+Reading checks what PaddleX only asserts (and more): both files present, ``vector.index`` a faiss
+id-mapped index, its ids exactly the keys of ``id_map``, and a readable side file (an unreadable or
+outdated one costs only the input paths, and is said). Writing goes through a temp folder swapped
+in whole (:func:`imgfeat_cli.common.fsutil.replace_dir`), so the files always change together.
+
+faiss reads and writes through Python file objects (``PyCallbackIOReader/Writer``): faiss' own
+``fopen`` mishandles non-ASCII paths on Windows, one of the crashes PaddleX users report.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+import re
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import yaml
+
+from imgfeat_cli.common import fsutil
+from imgfeat_cli.common.errors import ImgfeatError, IndexFormatError, UsageError
+from imgfeat_cli.pipeline.decode import is_image_path
+
+VECTOR_FILE = "vector.index"
+ID_MAP_FILE = "id_map.yaml"
+LEGACY_ID_MAP_FILE = "id_map.pkl"
+SIDE_FILE = "imgfeat_index.json"
+SIDE_FORMAT = 1
+OWN_FILES = frozenset({VECTOR_FILE, ID_MAP_FILE, LEGACY_ID_MAP_FILE, SIDE_FILE})
+
+
+def faiss_module() -> Any:
+    """``import faiss``, or a one-line error saying how to get it."""
+    try:
+        import faiss
+    except ImportError:
+        raise ImgfeatError("faiss is not installed (needed for gallery indexes)",
+                           hint="pip install 'imgfeat[retrieval]' (faiss-cpu), or install faiss-gpu") from None
+    return faiss
+
+
+def check_folder(folder: Path) -> None:
+    """The folder exists and looks like an index; else a one-line error that says what to do."""
+    if not folder.exists():
+        bak = folder.with_name(folder.name + ".bak")
+        hint = (f"{bak} holds the last complete index (a write was interrupted?): rename it to {folder.name}"
+                if bak.is_dir() else "build one with `imgfeat index build --gallery G --out DIR`")
+        raise UsageError(f"index folder {folder} does not exist", hint=hint)
+    if not folder.is_dir():
+        raise UsageError(f"{folder} is not a folder (an index is a folder with {VECTOR_FILE} and {ID_MAP_FILE})")
+    if not (folder / VECTOR_FILE).is_file():
+        raise IndexFormatError(f"{folder} has no {VECTOR_FILE}: not a gallery index, or an incomplete copy",
+                               hint="rebuild it with `imgfeat index build`")
+    if not (folder / ID_MAP_FILE).is_file() and not (folder / LEGACY_ID_MAP_FILE).is_file():
+        raise IndexFormatError(f"{folder} has no {ID_MAP_FILE} (nor a legacy {LEGACY_ID_MAP_FILE})",
+                               hint="an index needs both files; rebuild it with `imgfeat index build`")
+
+
+class _NumpyScalarsOnly(pickle.Unpickler):
+    """Unpickles ``{np.int64: str}`` and nothing that could run code."""
+
+    ALLOWED = {("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"), ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in an id map")
+        if module == "numpy.core.multiarray":
+            try:
+                import numpy._core.multiarray  # noqa: F401  numpy >= 2: the old path only warns
+                module = "numpy._core.multiarray"
+            except ImportError:
+                pass
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return super().find_class(module, name)
+
+
+def split_legacy_doc(doc: Any) -> Tuple[Optional[str], str]:
+    """PaddleClas stored the whole gallery line (``path<TAB>label``), older PaddleX the label alone."""
+    text = str(doc).strip()
+    head, _, tail = text.partition("\t" if "\t" in text else " ")
+    if tail.strip() and is_image_path(head):
+        return head, tail.strip()
+    return None, text
+
+
+def _read_id_map(folder: Path) -> Tuple[Dict[int, str], Dict[str, Any], Dict[int, str]]:
+    """(id map, the yaml's other keys, paths recovered from legacy docs)."""
+    yml = folder / ID_MAP_FILE
+    if yml.is_file():
+        try:
+            doc = yaml.safe_load(yml.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise IndexFormatError(f"{yml} is not valid YAML ({exc.__class__.__name__})",
+                                   hint="restore it from the .bak folder or rebuild the index") from None
+        if not isinstance(doc, dict) or not {"id_map", "index_type", "metric_type"} <= set(doc):
+            raise IndexFormatError(f"{yml} lacks id_map, index_type or metric_type (PaddleX needs all three)")
+        raw = doc["id_map"] or {}
+        if not isinstance(raw, dict):
+            raise IndexFormatError(f"{yml}: id_map is not a mapping of ids to labels")
+        if not all(isinstance(v, (str, int, float)) for v in raw.values()):  # e.g. an alias bomb
+            raise IndexFormatError(f"{yml}: id_map has a label that is not a plain text or number")
+        try:
+            return {int(k): str(v) for k, v in raw.items()}, doc, {}
+        except (TypeError, ValueError):
+            raise IndexFormatError(f"{yml}: id_map has a key that is not an integer id") from None
+    pkl = folder / LEGACY_ID_MAP_FILE
+    try:
+        with open(pkl, "rb") as fh:
+            raw = _NumpyScalarsOnly(fh).load()
+        if not isinstance(raw, dict):
+            raise pickle.UnpicklingError("not a dict")
+        id_map, paths = {}, {}
+        for k, v in raw.items():
+            path, label = split_legacy_doc(v)
+            id_map[int(k)] = label
+            if path:
+                paths[int(k)] = path
+    except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, ImportError) as exc:
+        raise IndexFormatError(f"{pkl} is not a PaddleClas id map ({exc})",
+                               hint="only a pickled {id: text} dict is read; rebuild the index") from None
+    return id_map, {}, paths
+
+
+def _read_vectors(path: Path) -> Any:
+    faiss = faiss_module()
+    try:
+        with open(path, "rb") as fh:
+            index = faiss.read_index(faiss.PyCallbackIOReader(fh.read))
+    except (RuntimeError, MemoryError, ValueError) as exc:
+        text = str(exc).strip()
+        found = re.search(r" at \S+:\d+: (.+)", text)
+        first = (found.group(1) if found else text.splitlines()[-1] if text else exc.__class__.__name__)[:160]
+        raise IndexFormatError(f"{path} is not a readable faiss index ({first})",
+                               hint="restore the folder's .bak copy or rebuild the index") from None
+    if not hasattr(index, "id_map"):
+        index = faiss.downcast_index(index)
+    if not hasattr(index, "id_map"):
+        raise IndexFormatError(f"{path} holds a {type(index).__name__} without ids (PaddleX writes IndexIDMap2)",
+                               hint="rebuild the index with `imgfeat index build`")
+    return index
+
+
+def _describe(index: Any) -> Tuple[str, str, str]:
+    """(index_type, metric_type, factory) of a faiss id-mapped index."""
+    faiss = faiss_module()
+    inner = faiss.downcast_index(index.index)
+    metric = "IP" if index.metric_type == faiss.METRIC_INNER_PRODUCT else "L2"
+    if isinstance(inner, faiss.IndexIVF):
+        return "IVF", metric, f"IVF{inner.nlist},Flat"
+    if isinstance(inner, faiss.IndexHNSW):
+        return "HNSW32", metric, "HNSW32"
+    return "Flat", metric, "Flat"
+
+
+def _apply_side_file(idx: Any, folder: Path) -> None:
+    path = folder / SIDE_FILE
+    if not path.is_file():
+        return
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        items = doc["items"]
+        model, next_id = doc.get("model"), int(doc.get("next_id") or 0)
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        idx.notes.append(f"{path} is unreadable ({exc.__class__.__name__}): input paths are unknown; "
+                         "it is rewritten on the next change")
+        return
+    stale = 0
+    for item in items if isinstance(items, list) else []:
+        try:
+            i, p, label = int(item[0]), item[1], str(item[2])
+        except (TypeError, ValueError, IndexError):
+            stale += 1
+            continue
+        if idx.id_map.get(i) == label:
+            if isinstance(p, str):
+                idx.paths[i] = p
+        else:
+            stale += 1
+    idx.model = model if isinstance(model, dict) else None
+    idx.next_id = max(idx.next_id, next_id)
+    missing = len(idx.id_map) - len(set(idx.id_map) & {int(it[0]) for it in items if isinstance(it, list) and it})
+    if stale or missing:
+        idx.notes.append(f"{path}: {stale + missing} entries were changed by another tool since imgfeat wrote it; "
+                         "their input paths are unknown")
+
+
+def read_folder(cls: Any, folder: Path) -> Any:
+    """Load ``folder`` into ``cls`` (:class:`imgfeat_cli.retrieval.index.Index`)."""
+    check_folder(folder)
+    id_map, doc, legacy_paths = _read_id_map(folder)
+    if doc.get("metric_type") == "hamming":
+        raise UsageError(f"{folder} is a binary (hamming) index, which imgfeat does not support",
+                         hint="imgfeat indexes float features with metric IP or L2")
+    faiss = faiss_module()
+    index = _read_vectors(folder / VECTOR_FILE)
+    if index.ntotal != len(id_map):
+        raise IndexFormatError(f"{folder}: {VECTOR_FILE} holds {index.ntotal} vectors but the id map "
+                               f"{len(id_map)} labels", hint="the files do not belong together: restore the "
+                               ".bak copy or rebuild the index")
+    ids = faiss.vector_to_array(index.id_map)
+    if len(set(ids.tolist()) ^ set(id_map)):
+        raise IndexFormatError(f"{folder}: the ids in {VECTOR_FILE} differ from those in the id map",
+                               hint="restore the .bak copy or rebuild the index")
+    index_type, metric, factory = _describe(index)
+    idx = cls(index, id_map, metric, index_type, paths=dict(legacy_paths), factory=factory,
+              next_id=int(ids.max()) + 1 if len(ids) else 0)
+    declared = (doc.get("index_type"), doc.get("metric_type"))
+    if doc and declared != (index_type, metric):
+        idx.notes.append(f"{ID_MAP_FILE} says {declared[0]}/{declared[1]} but {VECTOR_FILE} is "
+                         f"{index_type}/{metric}; using the latter (rewritten on the next change)")
+    if not doc:
+        idx.notes.append(f"legacy PaddleClas layout ({LEGACY_ID_MAP_FILE}); the next change writes {ID_MAP_FILE}")
+    _apply_side_file(idx, folder)
+    return idx
+
+
+def _carry_over(old: Path, new: Path) -> None:
+    """Keep what else the user put in the index folder."""
+    if not old.is_dir():
+        return
+    for child in old.iterdir():
+        if child.name in OWN_FILES:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.copytree(child, new / child.name, symlinks=True)
+        else:
+            shutil.copy2(child, new / child.name, follow_symlinks=False)
+
+
+def id_map_yaml(index: Any) -> str:
+    """``id_map.yaml`` exactly as PaddleX's ``IndexData.save`` writes it (``yaml.dump`` sorts keys)."""
+    doc = {"index_type": index.index_type, "metric_type": index.metric_type,
+           "id_map": {int(k): str(v) for k, v in index.id_map.items()}}
+    return yaml.safe_dump(doc, default_flow_style=False, allow_unicode=True)
+
+
+def side_json(index: Any) -> str:
+    return json.dumps(index.side_doc(), ensure_ascii=False) + "\n"
+
+
+def write_folder(idx: Any, folder: Path) -> Path:
+    """Write ``idx`` to ``folder`` atomically; the previous folder is kept as ``<folder>.bak``."""
+
+    faiss = faiss_module()
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{folder} exists and is not a folder")
+    try:
+        with fsutil.replace_dir(folder) as tmp:
+            with open(tmp / VECTOR_FILE, "wb") as fh:
+                faiss.write_index(idx.faiss_index, faiss.PyCallbackIOWriter(fh.write))
+            with open(tmp / ID_MAP_FILE, "w", encoding="utf-8") as fh:
+                fh.write(id_map_yaml(idx))
+            with open(tmp / SIDE_FILE, "w", encoding="utf-8") as fh:
+                fh.write(side_json(idx))
+            _carry_over(folder, tmp)
+    except OSError as exc:
+        raise ImgfeatError(f"cannot write the index {folder}: {exc.strerror or exc}",
+                           hint="check free space and permissions; the previous index is unchanged") from None
+    return folder
