@@ -7,7 +7,6 @@ is assembled in a temp directory and renamed into place: a failed export leaves 
 """
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
@@ -58,9 +57,7 @@ def export_layer(model_name: str, layer: Any, out_dir: str, transform_ops: Seque
     layer.eval()
     if hasattr(layer, "reparameterize"):
         layer.reparameterize()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = fsutil.temp_dir(dest)
-    try:
+    with fsutil.replace_dir(dest) as tmp:  # the previous folder becomes .bak
         spec = [paddle.static.InputSpec([None, 3, None if h < 0 else h, None if w < 0 else w], "float32", name="x")]
         static = paddle.jit.to_static(layer, input_spec=spec, full_graph=True)
         paddle.jit.save(static, str(tmp / "inference"))
@@ -69,15 +66,6 @@ def export_layer(model_name: str, layer: Any, out_dir: str, transform_ops: Seque
         if not (tmp / "inference.pdiparams").is_file():
             raise ModelError("paddle.jit.save wrote no inference.pdiparams", hint="check the paddlepaddle install")
         check()
-        if dest.exists():
-            bak = dest.with_name(dest.name + ".bak")
-            if bak.exists():
-                shutil.rmtree(bak)
-            dest.rename(bak)
-        tmp.rename(dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     files = {p.name: p.stat().st_size for p in sorted(dest.iterdir()) if p.is_file()}
     return ExportResult(model_name, str(dest), files, (h, w))
 

@@ -15,8 +15,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from imgfeat_cli.common import fsutil
-from imgfeat_cli.datasets.dataset import Entry, read_list, resolve_inside
+from imgfeat_cli.datasets.dataset import Entry, image_problem, read_list, resolve_inside
 from imgfeat_cli.common.errors import DatasetError, ImageDecodeError
 from imgfeat_cli.pipeline.decode import decode_image
 from imgfeat_cli.training.augment import Augment
@@ -48,7 +47,7 @@ def load_split(root: Path, split: str, required: bool = True) -> List[Entry]:
 
 def unusable_file(path: Path) -> Optional[str]:
     """Why ``path`` cannot be read as a training image, or None (checked before training starts)."""
-    why = fsutil.not_a_file(path)
+    why = image_problem(path)
     if why is None and not os.access(path, os.R_OK):
         why = "cannot be read (permission denied)"
     return why
