@@ -108,19 +108,19 @@ def _jsonl_lines(path: Path, lines) -> Path:
 
 
 @pytest.mark.parametrize("lines, what", [
-    ([{"feature": [1, 0], "label": 1}, '{"feature": [NaN, 0], "label": 1}'], ": row 2 holds NaN or infinity"),
-    (['{"feature": [1, Infinity], "label": 1}'], ": row 1 holds NaN or infinity"),
-    ([{"feature": [1e39, 0], "label": 1}], ": row 1 holds NaN or infinity"),  # beyond float32
-    ([{"feature": [1, 0], "label": 1}, "", {"feature": [0, 0], "label": 1}], ": row 2 is all zeros"),
+    ([{"feature": [1, 0], "label": 1}, '{"feature": [NaN, 0], "label": 1}'], ": line 2 holds NaN or infinity"),
+    (['{"feature": [1, Infinity], "label": 1}'], ": line 1 holds NaN or infinity"),
+    ([{"feature": [1e39, 0], "label": 1}], ": line 1 holds NaN or infinity"),  # beyond float32
+    ([{"feature": [1, 0], "label": 1}, "", {"feature": [0, 0], "label": 1}], ": line 3 is all zeros"),
     ([{"feature": [1, 0], "label": 1}, {"feature": [1, 0, 3], "label": 1}], ":2: 3 values, but line 1 has 2"),
     ([{"feature": ["1", "0"], "label": 1}], ':1: "feature" must be a list of numbers'),
     ([{"feature": [True, 0], "label": 1}], ':1: "feature" must be a list of numbers'),
     ([{"feature": {"a": 1}, "label": 1}], ':1: "feature" must be a list of numbers'),
     ([{"feature": [[1, 0]], "label": 1}], ':1: "feature" must be a list of numbers'),
-    ([{"feature": [1, 0], "label": None}], ": row 1 has no label"),
-    ([{"feature": [1, 0], "label": 1}, {"feature": [1, 0]}], ": row 2 has no label"),
-    ([{"feature": [1, 0], "label": [1]}], ": row 1: label [1] is neither a number nor text"),
-    ([{"feature": [1, 0], "label": "  "}], ": row 1: label is empty"),
+    ([{"feature": [1, 0], "label": None}], ": line 1 has no label"),
+    ([{"feature": [1, 0], "label": 1}, {"feature": [1, 0]}], ": line 2 has no label"),
+    ([{"feature": [1, 0], "label": [1]}], ": line 1: label [1] is neither a number nor text"),
+    ([{"feature": [1, 0], "label": "  "}], ": line 1: label is empty"),
 ])
 def test_bad_jsonl_rows_are_refused_with_file_and_row(invoke, tmp_path, lines, what):
     _write_jsonl(tmp_path / "g.jsonl", G, [1, 2, 1])

@@ -21,11 +21,17 @@ from imgfeat_cli.pipeline.formats import paths_sidecar
 @dataclass
 class FeatureTable:
     """Rows of a feature file: ``features`` (N, D) float32, ``paths`` (or ``None`` when the file
-    has none), and ``columns``: any other per-row values (e.g. ``label``), by name."""
+    has none), ``columns``: any other per-row values (e.g. ``label``), by name, and ``lines``:
+    the file line of each row where that differs from the row number (JSONL with blank lines)."""
 
     features: np.ndarray
     paths: Optional[List[str]]
     columns: Dict[str, List[Any]] = field(default_factory=dict)
+    lines: Optional[List[int]] = None
+
+    def where(self, row: int) -> str:
+        """How an error names row ``row`` (0-based): ``line N`` for JSONL, else ``row N``."""
+        return f"line {self.lines[row]}" if self.lines is not None else f"row {row + 1}"
 
 
 def read_features(path: str) -> FeatureTable:
@@ -44,14 +50,15 @@ def read_features(path: str) -> FeatureTable:
         table = _read_parquet(p)
     else:
         raise UsageError(f"cannot read features from {path}", hint="use .jsonl, .npy or .parquet")
-    _check_values(table.features, path)
+    _check_values(table, path)
     return table
 
 
 def _read_jsonl(p: Path) -> FeatureTable:
     feats: List[Any] = []
     paths: List[Optional[str]] = []
-    columns: Dict[str, List[Any]] = {}
+    extras: List[Dict[str, Any]] = []
+    lines: List[int] = []
     with open(p, "rb") as fh:
         for no, raw in enumerate(fh, start=1):
             if not raw.strip():
@@ -68,18 +75,17 @@ def _read_jsonl(p: Path) -> FeatureTable:
             if not isinstance(vec, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vec):
                 raise UsageError(f"{p}:{no}: \"feature\" must be a list of numbers")
             if feats and len(vec) != len(feats[0]):
-                raise UsageError(f"{p}:{no}: {len(vec)} values, but line 1 has {len(feats[0])}")
+                raise UsageError(f"{p}:{no}: {len(vec)} values, but line {lines[0]} has {len(feats[0])}")
             feats.append(vec)
             paths.append(rec.pop("input_path", None))
-            for key, value in rec.items():
-                columns.setdefault(key, [None] * (len(feats) - 1)).append(value)
-            for key, values in columns.items():
-                if len(values) < len(feats):
-                    values.append(None)
+            extras.append(rec)
+            lines.append(no)
     if not feats:
         raise UsageError(f"{p} holds no features")
-    arr = np.asarray(feats, dtype=np.float32)
-    return FeatureTable(arr, paths if all(x is not None for x in paths) else None, columns)  # type: ignore[arg-type]
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, refused with their line below
+        arr = np.asarray(feats, dtype=np.float32)
+    columns = {key: [e.get(key) for e in extras] for key in dict.fromkeys(k for e in extras for k in e)}
+    return FeatureTable(arr, paths if all(x is not None for x in paths) else None, columns, lines)  # type: ignore[arg-type]
 
 
 def _read_npy(p: Path) -> FeatureTable:
@@ -125,15 +131,17 @@ def _read_parquet(p: Path) -> FeatureTable:
     return FeatureTable(feats, paths, others)
 
 
-def _check_values(feats: np.ndarray, path: str) -> None:
+def _check_values(table: FeatureTable, path: str) -> None:
+    """Refuse rows no similarity can be computed from."""
+    feats = table.features
     if feats.shape[0] == 0:
         raise UsageError(f"{path} holds no features")
-    bad = np.flatnonzero(~np.isfinite(feats).all(axis=1))
-    if bad.size:
-        raise UsageError(f"{path}: row {bad[0] + 1} holds NaN or infinity ({bad.size} rows in all)")
-    zero = np.flatnonzero(~feats.any(axis=1))
-    if zero.size:
-        raise UsageError(f"{path}: row {zero[0] + 1} is all zeros ({zero.size} rows in all)")
+    for mask, what in ((~np.isfinite(feats).all(axis=1), "holds NaN or infinity"), (~feats.any(axis=1), "is all zeros")):
+        bad = np.flatnonzero(mask)
+        if bad.size:
+            name = table.where(int(bad[0]))
+            more = f" ({bad.size} rows in all)" if bad.size > 1 else ""
+            raise UsageError(f"{path}: {name} {what}{more}", hint="re-embed those inputs, or drop them")
 
 
 def unpack_to_part(out: Path, fmt: str, dtype: np.dtype, fh: IO[bytes], part: Any, dim: Optional[int]) -> None:

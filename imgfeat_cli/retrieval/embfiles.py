@@ -67,9 +67,9 @@ def load_embeddings(path: str, labels_path: Optional[str] = None) -> Loaded:
                          hint="pass the label file (one label per line), or add a \"label\" field to each row")
     missing = next((i for i, v in enumerate(values) if v is None), None)
     if missing is not None:
-        raise UsageError(f"{path}: row {missing + 1} has no label",
+        raise UsageError(f"{path}: {table.where(missing)} has no label",
                          hint="every row needs a \"label\" (or pass a label file)")
-    return table.features, [_key(v, f"{path}: row {i + 1}") for i, v in enumerate(values)], table.paths
+    return table.features, [_key(v, f"{path}: {table.where(i)}") for i, v in enumerate(values)], table.paths
 
 
 def load_query_gallery(query: str, gallery: str, query_labels: Optional[str] = None,
