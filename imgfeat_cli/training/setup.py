@@ -9,18 +9,13 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from imgfeat_cli.common.errors import DatasetError, UsageError
 from imgfeat_cli.common.system import cpu_count, parse_device
+from imgfeat_cli.datasets.dataset import MAX_CLASSES, class_count_problems
 from imgfeat_cli.models.registry import build_model, inference_ops
 from imgfeat_cli.training import checkpoint as ckpt
 from imgfeat_cli.training.data import TrainData, load_split
 from imgfeat_cli.training.options import TrainOptions
 from imgfeat_cli.training.recipe import Recipe, recipe_for
 from imgfeat_cli.training.sampler import PKSampler
-
-#: Largest classifier a run may build (a 512-d head of 1M classes is 2 GB, 6 GB with its gradient
-#: and momentum): larger label ids are almost always ids that were never renumbered.
-MAX_CLASSES = 1_000_000
-#: Above this many classes, label ids must be reasonably dense (at least 1 in 10 used).
-SPARSE_CLASSES = 100_000
 
 Log = Callable[[str], None]
 
@@ -64,8 +59,9 @@ def default_workers(opts: TrainOptions) -> int:
 
 def check_labels(entries: List[Any], num_classes: Optional[int], root: Path) -> int:
     """The class count: ``num_classes`` when given (checked against the labels), else max + 1.
-    Refused before the model is built: a negative label, and a class count whose classifier would
-    be absurd (label ids like 2000000000, which would allocate terabytes)."""
+    Refused before the model is built: a negative label, and a classifier above the dataset
+    format's :data:`~imgfeat_cli.datasets.dataset.MAX_CLASSES` (label ids like 2000000000 would
+    allocate terabytes; ``read_list`` already refuses such labels in train.txt)."""
     labels = [e.label for e in entries]
     low, high = min(labels), max(labels)
     if low < 0:
@@ -77,13 +73,11 @@ def check_labels(entries: List[Any], num_classes: Optional[int], root: Path) -> 
         raise UsageError(f"Train.num_classes is {num_classes} but {root / 'train.txt'}:{bad.line} has label {bad.label}",
                          hint=f"set -o Train.num_classes={high + 1} or leave it unset (read from the dataset)")
     count = num_classes or high + 1
-    distinct = len(set(labels))
-    if count > MAX_CLASSES or (count > SPARSE_CLASSES and count > 10 * distinct):
+    if count > MAX_CLASSES:
         where = "Train.num_classes" if num_classes else f"the largest label in {root / 'train.txt'} ({high})"
-        raise UsageError(f"{where} asks for a classifier of {count} classes but train.txt uses {distinct} "
-                         f"distinct labels (at most {MAX_CLASSES}, and at least 1 in 10 ids used above {SPARSE_CLASSES})",
-                         hint=f"renumber the labels of train.txt to 0..{distinct - 1} (gallery/query labels only need "
-                              "to match each other), or leave Train.num_classes unset")
+        raise UsageError(f"{where} asks for a classifier of {count} classes, above the limit of {MAX_CLASSES}",
+                         hint=f"renumber the labels of train.txt to 0..{len(set(labels)) - 1} (gallery/query labels "
+                              "only need to match each other), or leave Train.num_classes unset")
     return count
 
 
@@ -170,7 +164,7 @@ class RunParts:
     saved_states: Optional[Dict[str, Any]] = None  # the .pdstates of the checkpoint resumed from
 
 
-def _dataset(opts: TrainOptions, spec: Any, world: int) -> Tuple[List[Any], bool, int, int, float, PKSampler, int]:
+def _dataset(opts: TrainOptions, spec: Any, world: int, log: Log) -> Tuple[List[Any], bool, int, int, float, PKSampler, int]:
     root = Path(opts.dataset_dir)
     if not root.is_dir():
         what = "is not a folder" if root.exists() else "does not exist"
@@ -178,6 +172,8 @@ def _dataset(opts: TrainOptions, spec: Any, world: int) -> Tuple[List[Any], bool
     entries = load_split(root, "train")
     if not entries:
         raise DatasetError(f"{root / 'train.txt'} lists no images")
+    for problem in class_count_problems(entries, "train.txt"):  # errors were raised by load_split
+        log(f"warning: {root / 'train.txt'}: {problem.message}")
     can_eval = bool(load_split(root, "gallery", required=False)) and bool(load_split(root, "query", required=False))
     num_classes = check_labels(entries, opts.num_classes, root)
     bs = opts.batch_size or int(spec.train_defaults["batch_size"])
@@ -195,7 +191,7 @@ def prepare(opts: TrainOptions, spec: Any, prefix: Optional[Path], world: int, l
     and the data. Reads only: a failure here leaves the output folder as it was."""
     import paddle
 
-    entries, can_eval, num_classes, bs, lr, sampler, steps = _dataset(opts, spec, world)
+    entries, can_eval, num_classes, bs, lr, sampler, steps = _dataset(opts, spec, world, log)
     if world > 1:
         device = paddle.device.get_device()  # the launcher has bound this rank to its GPU
     else:
