@@ -1,5 +1,5 @@
 """``python -m imgfeat_cli``: the same as the ``imgfeat`` command."""
-from imgfeat_cli.cli.app import main
+from imgfeat_cli.cli.entry import main
 
 if __name__ == "__main__":  # spawned worker processes (inference streams) import this module
     main()

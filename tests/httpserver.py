@@ -2,9 +2,10 @@
 
 Routes are registered per test: ``server.add(path, data, mode=...)`` where mode is ``ok`` (honours
 Range), ``norange`` (ignores Range), ``drop`` (first response sends half the bytes then closes),
-``flaky`` (first ``fails`` responses are 500), ``slow`` (paced chunks), or ``status`` (answers
-``status``). Every request is logged as (path, Range header, bytes the response carries), before
-the response is sent: a client that has its answer must find its request in the log already.
+``flaky`` (first ``fails`` responses are 500), ``slow`` (paced chunks), ``status`` (answers
+``status``) or ``redirect`` (302 to itself). Every request is logged as (path, Range header,
+bytes the response carries), before the response is sent: a client that has its answer must
+find its request in the log already.
 """
 from __future__ import annotations
 
@@ -39,6 +40,13 @@ class Server:
                     self.end_headers()
                     return
                 route.hits += 1
+                if route.mode == "redirect":  # to itself, for ever
+                    server.log.append((self.path, rng, 0))
+                    self.send_response(302)
+                    self.send_header("Location", self.path)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if route.mode == "status" or (route.mode == "flaky" and route.hits <= route.fails):
                     server.log.append((self.path, rng, 0))
                     self.send_response(route.status if route.mode == "status" else 500)

@@ -6,6 +6,8 @@ import hashlib
 import io
 import json
 import os
+import shutil
+import socket
 import tarfile
 import threading
 from pathlib import Path
@@ -15,7 +17,8 @@ import pytest
 
 from conftest import shared_path
 from httpserver import Server
-from imgfeat_cli.common.download import download_file, extract_archive
+from imgfeat_cli.common.cache import fetch, url_file
+from imgfeat_cli.common.download import download_file, extract_archive, part_path
 from imgfeat_cli.common.errors import DownloadError
 
 DATA = os.urandom(200_000)
@@ -45,10 +48,11 @@ def test_fresh_download_via_cli(invoke, server, cache):
     res = invoke("download", "url", url, "--sha256", SHA)
     assert res.exit_code == 0, res.output
     path = Path(res.stdout.strip())
-    assert path == cache / "files" / "f.bin" and path.read_bytes() == DATA
+    assert path == url_file(url) and path.parent.parent == cache / "files" and path.read_bytes() == DATA
     manifest = json.loads((cache / "manifest.json").read_text())
     assert manifest[url]["sha256"] == SHA and manifest[url]["size"] == len(DATA)
-    assert not path.with_name("f.bin.part").exists()
+    assert manifest[url]["verified"] == "sha256 given"
+    assert not part_path(path, url).exists()
 
 
 def test_resume_transfers_only_the_remainder(server, tmp_path):
@@ -65,7 +69,7 @@ def test_resume_transfers_only_the_remainder(server, tmp_path):
 
 def test_server_ignoring_range_restarts_cleanly(server, tmp_path):
     url = server.add("/nr.bin", DATA, mode="norange")
-    part = tmp_path / "d.bin.part"
+    part = part_path(tmp_path / "d.bin", url)
     part.write_bytes(DATA[:1000])  # left by an earlier interrupted run
     assert download_file(url, tmp_path / "d.bin").read_bytes() == DATA
 
@@ -88,7 +92,7 @@ def test_checksum_mismatch_leaves_nothing(invoke, server, cache):
     res = invoke("download", "url", url, "--sha256", "0" * 64)
     assert res.exit_code == 1
     assert f"expected sha256 {'0' * 64}, got {SHA}" in res.stderr
-    assert not any(p.is_file() and not p.name.endswith(".lock") for p in (cache / "files").iterdir())
+    assert not [p for p in (cache / "files").rglob("*") if p.is_file()]
 
 
 def _tar(members) -> bytes:
@@ -140,7 +144,7 @@ def test_concurrent_downloads_end_with_one_good_copy(server, tmp_path):
 
     def worker():
         try:
-            download_file(url, tmp_path / "s.bin", sleep=nosleep)
+            fetch(url, tmp_path / "s.bin")
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -151,7 +155,7 @@ def test_concurrent_downloads_end_with_one_good_copy(server, tmp_path):
         t.join(60)
     assert not errors and (tmp_path / "s.bin").read_bytes() == DATA
     assert sum(1 for p, *_ in server.log if p == "/slow.bin") == 1  # the others found it done
-    assert not (tmp_path / "s.bin.part").exists()
+    assert not part_path(tmp_path / "s.bin", url).exists()
 
 
 def _tar_folder(folder: Path, root: str) -> bytes:
@@ -195,3 +199,191 @@ def test_download_usage_errors(invoke):
     assert res.exit_code == 2 and "did you mean Inshop_examples?" in res.stderr
     res = invoke("download", "url", "ftp://x/y")
     assert res.exit_code == 2 and "not an http(s) URL" in res.stderr
+
+
+# ---- nothing lost, nothing mistaken (issue 12) -------------------------------------------------
+
+@pytest.mark.parametrize("route,extra,why", [
+    ("/missing.bin", [], "HTTP 404"),
+    ("/f.bin", ["--sha256", "0" * 64], "checksum mismatch"),
+    ("/always503.bin", [], "failed after"),
+])
+def test_failed_download_leaves_the_existing_out_file(invoke, server, tmp_path, monkeypatch, route, extra, why):
+    import imgfeat_cli.common.download as dl
+
+    monkeypatch.setattr(dl, "_sleep", nosleep)
+    server.add("/f.bin", DATA)
+    server.add("/always503.bin", DATA, mode="status", status=503)
+    out = tmp_path / "existing.bin"
+    out.write_bytes(b"the user's own file")
+    res = invoke("download", "url", server.url + route, "--out", out, *extra)
+    assert res.exit_code == 1 and why in res.stderr
+    assert out.read_bytes() == b"the user's own file"
+    assert [p.name for p in tmp_path.iterdir() if p.is_file()] == ["existing.bin"]
+
+
+def test_out_file_is_replaced_only_by_that_urls_content(invoke, server, tmp_path):
+    url = server.add("/f.bin", DATA)
+    out = tmp_path / "existing.bin"
+    out.write_bytes(b"something else")
+    res = invoke("download", "url", url, "--out", out)
+    assert res.exit_code == 0 and out.read_bytes() == DATA and len(server.log) == 1
+    assert invoke("download", "url", url, "--out", out).exit_code == 0
+    assert len(server.log) == 1  # recorded as this URL's content: reused
+    out.write_bytes(b"edited since")
+    assert invoke("download", "url", url, "--out", out).exit_code == 0
+    assert out.read_bytes() == DATA and len(server.log) == 2
+    other = server.add("/other.bin", b"other content")
+    assert invoke("download", "url", other, "--out", out).exit_code == 0  # another URL: downloaded
+    assert out.read_bytes() == b"other content" and len(server.log) == 3
+
+
+def test_cache_is_keyed_by_url_not_file_name(invoke, server):
+    a = server.add("/a/model.bin", b"A" * 100)
+    b = server.add("/b/model.bin", b"B" * 100)
+    c = server.add("/b/model.bin?v=2", b"C" * 100)
+    paths = [Path(invoke("download", "url", u).stdout.strip()) for u in (a, b, c)]
+    assert [p.read_bytes()[:1] for p in paths] == [b"A", b"B", b"C"]
+    assert len({p.parent for p in paths}) == 3 and {p.name for p in paths} == {"model.bin"}
+
+
+def test_no_lock_files_beside_out_or_in_the_cache(invoke, server, cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("IMGFEAT_BASE_URL", server.url)
+    server.add("/data/Inshop_examples.tar", _tar([("Inshop_examples/train.txt", "file", b"images/a.jpg 0\n")]))
+    url = server.add("/f.bin", DATA)
+    assert invoke("download", "url", url, "--out", tmp_path / "out" / "f.bin").exit_code == 0
+    assert invoke("download", "url", url).exit_code == 0
+    assert invoke("download", "dataset", "Inshop_examples").exit_code == 0
+    stray = [p for p in tmp_path.rglob("*") if p.name.endswith(".lock") and ".locks" not in p.parts]
+    assert stray == [] and list((cache / ".locks").iterdir())
+
+
+def test_corrupt_archive_is_not_recorded_and_a_fixed_mirror_works(invoke, server, cache, monkeypatch):
+    monkeypatch.setenv("IMGFEAT_BASE_URL", server.url)
+    url = server.add("/data/Inshop_examples.tar", b"this is not a tar archive" * 100)
+    res = invoke("download", "dataset", "Inshop_examples")
+    assert res.exit_code == 1 and "is not a usable archive" in res.stderr and "rerun" in res.stderr
+    from imgfeat_cli.common.cache import read_manifest
+    assert url not in read_manifest()
+    assert not list((cache / "datasets").glob("*.tar"))
+    server.add("/data/Inshop_examples.tar", _tar([("Inshop_examples/train.txt", "file", b"images/a.jpg 0\n")]))
+    res = invoke("download", "dataset", "Inshop_examples")
+    assert res.exit_code == 0 and (Path(res.stdout.strip()) / "train.txt").is_file()
+    assert json.loads((cache / "manifest.json").read_text())[url]["verified"] == "unpacked"
+
+
+def test_record_of_an_older_version_that_recorded_a_broken_archive_is_not_trusted(invoke, server, cache, monkeypatch):
+    """Before this fix the manifest recorded an archive before unpacking it, and kept it when it
+    did not unpack: such a record (no "verified") must not make the download fail forever."""
+    monkeypatch.setenv("IMGFEAT_BASE_URL", server.url)
+    url = server.add("/data/Inshop_examples.tar", _tar([("Inshop_examples/train.txt", "file", b"images/a.jpg 0\n")]))
+    (cache / "datasets").mkdir(parents=True)
+    (cache / "datasets" / "Inshop_examples.tar").write_bytes(b"broken")
+    (cache / "manifest.json").write_text(json.dumps({url: {"sha256": hashlib.sha256(b"broken").hexdigest(), "size": 6,
+                                                           "path": str(cache / "datasets" / "Inshop_examples.tar")}}))
+    res = invoke("download", "dataset", "Inshop_examples")
+    assert res.exit_code == 0, res.stderr
+
+
+@pytest.mark.parametrize("kind", ["file", "archive"])
+def test_recorded_checksum_mismatch_says_how_to_refresh(invoke, server, cache, tmp_path, monkeypatch, kind):
+    monkeypatch.setenv("IMGFEAT_BASE_URL", server.url)
+    if kind == "file":
+        url = server.add("/f.bin", DATA)
+        assert invoke("download", "url", url).exit_code == 0
+        server.add("/f.bin", b"replaced on the server")
+        args, refresh = ["download", "url", url, "--out", tmp_path / "again.bin"], f"imgfeat download url {url} --refresh"
+    else:
+        url = server.add("/data/Inshop_examples.tar", _tar([("Inshop_examples/a.txt", "file", b"1")]))
+        assert invoke("download", "dataset", "Inshop_examples").exit_code == 0
+        shutil.rmtree(cache / "datasets" / "Inshop_examples")
+        server.add("/data/Inshop_examples.tar", _tar([("Inshop_examples/a.txt", "file", b"2")]))
+        args, refresh = ["download", "dataset", "Inshop_examples"], "imgfeat download dataset Inshop_examples --refresh"
+    res = invoke(*args)
+    assert res.exit_code == 1 and "is not the file recorded when it was first downloaded" in res.stderr
+    assert f"forget the record: {refresh}" in res.stderr
+    res = invoke(*args, "--refresh")
+    assert res.exit_code == 0, res.stderr
+    assert invoke(*args).exit_code == 0  # the new record holds
+
+
+# ---- offline and unreachable servers fail at once; retries are reported (issue 16) ----------
+
+def closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.fixture(params=["dns", "refused"])
+def unreachable_base(request):
+    return "http://nonexistent.invalid" if request.param == "dns" else f"http://127.0.0.1:{closed_port()}"
+
+
+def test_unreachable_server_fails_at_once_without_retries(unreachable_base, tmp_path):
+    delays, notes = [], []
+    with pytest.raises(DownloadError, match="cannot reach") as info:
+        download_file(unreachable_base + "/f.bin", tmp_path / "f.bin", sleep=delays.append, on_retry=notes.append)
+    assert delays == [] and notes == []
+    assert ("cannot be resolved" if "invalid" in unreachable_base else "connection refused") in info.value.message
+
+
+def test_offline_embed_with_the_default_model_fails_at_once_with_the_hint(invoke, unreachable_base, tmp_path,
+                                                                          monkeypatch):
+    import imgfeat_cli.common.download as dl
+
+    slept = []
+    monkeypatch.setattr(dl, "_sleep", slept.append)
+    monkeypatch.setenv("IMGFEAT_BASE_URL", unreachable_base)
+    from PIL import Image
+    (tmp_path / "photos").mkdir()
+    Image.new("RGB", (20, 20)).save(tmp_path / "photos" / "a.jpg")
+    res = invoke("embed", tmp_path / "photos", "--out", tmp_path / "f.jsonl")
+    assert res.exit_code == 1 and slept == [] and "retrying" not in res.stderr
+    error, hint = [line for line in res.stderr.splitlines() if line.startswith(("Error:", "Hint:"))]
+    assert "cannot get model PP-ShiTuV2_rec" in error and "cannot reach" in error
+    assert "--model-dir" in hint
+
+
+def test_download_model_hint_does_not_offer_options_it_lacks(invoke, unreachable_base, monkeypatch):
+    monkeypatch.setenv("IMGFEAT_BASE_URL", unreachable_base)
+    res = invoke("download", "model", "PP-ShiTuV2_rec")
+    assert res.exit_code == 1 and "cannot reach" in res.stderr
+    assert "--model-dir" not in res.stderr and "--weights" not in res.stderr and "IMGFEAT_BASE_URL" in res.stderr
+    monkeypatch.setenv("IMGFEAT_OFFLINE", "1")
+    res = invoke("download", "model", "PP-ShiTuV2_rec")
+    assert res.exit_code == 1 and "--model-dir" not in res.stderr and "unset IMGFEAT_OFFLINE" in res.stderr
+
+
+@pytest.mark.parametrize("name", ["NOPE", "PP-ShiTuV2", "clip"])
+def test_download_model_of_an_unknown_name_is_a_usage_error(invoke, name):
+    res = invoke("download", "model", name)
+    assert res.exit_code == 2 and f"unknown model {name!r}" in res.stderr
+
+
+def test_retries_are_reported_as_they_happen(invoke, server, tmp_path, monkeypatch):
+    import imgfeat_cli.common.download as dl
+
+    monkeypatch.setattr(dl, "_sleep", nosleep)
+    url = server.add("/flaky.bin", DATA, mode="flaky", fails=2)
+    notes = []
+    download_file(url, tmp_path / "a.bin", on_retry=notes.append)
+    assert len(notes) == 2 and "HTTP 500" in notes[0] and "attempt 2 of 5" in notes[0] and "attempt 3 of 5" in notes[1]
+    url = server.add("/flaky2.bin", DATA, mode="flaky", fails=1)
+    res = invoke("download", "url", url, "--out", tmp_path / "b.bin")
+    assert res.exit_code == 0
+    assert "HTTP 500 from 127.0.0.1" in res.stderr and "retrying in 1 s (attempt 2 of 5)" in res.stderr
+
+
+@pytest.mark.parametrize("url,code,words", [
+    ("http://", 2, "is not a valid URL"),
+    ("http://[::1/x", 2, "is not a valid URL"),
+    ("REDIRECT", 1, "TooManyRedirects"),
+])
+def test_urls_requests_cannot_use_are_one_line(invoke, server, url, code, words):
+    if url == "REDIRECT":
+        url = server.add("/loop", b"", mode="redirect")
+    res = invoke("download", "url", url)
+    assert res.exit_code == code and words in res.stderr and "unexpected" not in res.stderr

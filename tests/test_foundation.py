@@ -150,3 +150,21 @@ def test_all_schemas_are_valid_json_schema():
     from jsonschema import Draft202012Validator
     for path in config.schema_dir().glob("*.json"):
         Draft202012Validator.check_schema(json.loads(path.read_text()))
+
+
+def test_thread_count_ignores_what_paddle_writes_into_omp_num_threads():
+    """``import paddle`` sets OMP_NUM_THREADS=1 when unset; imgfeat must not take that for the
+    user's setting (every runner would run one thread), but must honour a value the user set."""
+    import os
+    code = """
+        import os, imgfeat_cli, paddle
+        from imgfeat_cli.common.system import cpu_count
+        print(os.environ.get("OMP_NUM_THREADS"), cpu_count(), len(os.sched_getaffinity(0)))
+    """
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    res = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env,
+                         timeout=120)
+    omp, count, cores = res.stdout.split()
+    assert omp == "1" and count == cores  # paddle wrote 1; imgfeat still uses every core it may
+    res = _py(code, OMP_NUM_THREADS="3")
+    assert res.stdout.split()[:2] == ["3", "3"]

@@ -129,35 +129,20 @@ def _info(global_step: int, steps: int = 4, epochs: int = 3):
     return StepInfo(epoch, epochs, step, steps, global_step, steps * epochs, 2.5, {"ce": 1.5}, 0.01, 12.0, 8)
 
 
-def test_periodic_progress_prints_first_step_then_every_interval_and_the_last_with_eta():
-    from imgfeat_cli.training.reporting import PeriodicProgress
+def test_train_progress_lines_without_a_terminal_every_interval_with_eta():
+    from imgfeat_cli.cli.progress import PeriodicLines
+    from imgfeat_cli.cli.train import _monitor
 
-    now = [100.0]
-    lines = []
-    prog = PeriodicProgress(lines.append, interval=30, clock=lambda: now[0])
+    now, lines = [100.0], []
+    monitor = _monitor(None, None, PeriodicLines(lines.append, "steps", interval=30, clock=lambda: now[0]))
     for g in range(1, 13):  # 12 steps, 10 s each
-        prog.step(_info(g))
+        monitor.step(_info(g))
         now[0] += 10.0
-    # printed at t=100 (first), 130, 160, 190 (every 30 s) and the last step (t=210)
-    assert [ln.split(" loss")[0] for ln in lines] == [
-        "epoch 1/3 step 1/4 (1/12)", "epoch 1/3 step 4/4 (4/12)", "epoch 2/3 step 3/4 (7/12)",
-        "epoch 3/3 step 2/4 (10/12)", "epoch 3/3 step 4/4 (12/12)"]
-    assert lines[0].endswith("loss 2.5000 lr 1.00e-02 12.0 img/s ETA ?")
-    assert lines[1].endswith("ETA 1:20")  # 3 intervals of 10 s so far, 8 steps left
-    assert lines[-1].endswith("ETA 0:00")
-
-
-def test_periodic_progress_eta_counts_only_this_processes_steps_and_interval_zero_prints_all():
-    from imgfeat_cli.training.reporting import PeriodicProgress
-
-    now = [0.0]
-    lines = []
-    prog = PeriodicProgress(lines.append, interval=0, clock=lambda: now[0])
-    for g in range(7, 10):  # a resumed run: steps 7.. of 12, 60 s each (3 hours would be wrong)
-        prog.step(_info(g))
-        now[0] += 60.0
-    assert len(lines) == 3
-    assert lines[-1].endswith("ETA 3:00")  # 60 s per step, 3 steps left
+    assert lines == [
+        "training: 4/12 steps (33%), 0.1 steps/s, ETA 1m20s, epoch 1/3, loss 2.500, lr 1.00e-02, 12.0 images/s",
+        "training: 7/12 steps (58%), 0.1 steps/s, ETA 50s, epoch 2/3, loss 2.500, lr 1.00e-02, 12.0 images/s",
+        "training: 10/12 steps (83%), 0.1 steps/s, ETA 20s, epoch 3/3, loss 2.500, lr 1.00e-02, 12.0 images/s",
+        "training: 12/12 steps (100%), 0.1 steps/s, done in 1m50s, epoch 3/3, loss 2.500, lr 1.00e-02, 12.0 images/s"]
 
 
 # --- label ranges ----------------------------------------------------------------------------------

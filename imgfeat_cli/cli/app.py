@@ -1,16 +1,79 @@
 """The ``imgfeat`` entry point. Command modules are imported here, but each imports its engine
-lazily inside the command so ``imgfeat --help`` and ``--version`` never load paddle."""
+lazily inside the command so ``imgfeat --help`` and ``--version`` never load paddle.
+
+Every error leaves in the same shape: ``Error: ...`` and ``Hint: ...`` on stderr, one line each,
+and the documented exit code. Commands map their own errors (``cli.common.handle_errors``); the
+root group below maps what Typer raises while parsing the command line (a bad value, an unknown
+option, a missing argument) to the same lines with exit 2 instead of Typer's boxed message.
+"""
 from __future__ import annotations
 
-from typing import Optional
+import sys
+from typing import Any, Optional, Sequence
 
 import typer
+from typer.core import TyperGroup
 from typing_extensions import Annotated
 
 from imgfeat_cli import __version__
+from imgfeat_cli.cli.common import print_error, report_error
+from imgfeat_cli.common.errors import EXIT_USAGE
+
+
+def usage_error_line(exc: Any) -> int:
+    """Print a command-line parsing error of Typer's (duck-typed: ``format_message``,
+    ``exit_code``, ``ctx``) as ``Error:``/``Hint:`` lines; return the exit code (2)."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # `imgfeat` alone: Typer has printed the help
+        return EXIT_USAGE
+    message = exc.format_message()
+    ctx = getattr(exc, "ctx", None)
+    hint = f"see '{ctx.command_path} --help'" if ctx is not None else "see 'imgfeat --help'"
+    print_error(message[0].lower() + message[1:] if message[:1].isupper() and message[1:2].islower() else message,
+                hint)
+    return int(getattr(exc, "exit_code", EXIT_USAGE) or EXIT_USAGE)
+
+
+class ImgfeatGroup(TyperGroup):
+    """The root command: runs non-standalone and maps what escapes into one-line errors.
+
+    Ctrl-C while Typer parses or dispatches would otherwise end silently with 130 (Typer turns
+    it into ``Exit(130)``), so ``make_context`` and ``invoke`` report it like any other place."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt as exc:
+            raise typer.Exit(report_error(exc)) from None
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            raise typer.Exit(report_error(exc)) from None
+
+    def main(self, args: Optional[Sequence[str]] = None, prog_name: Optional[str] = None,
+             complete_var: Optional[str] = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                              standalone_mode=False, **extra)
+            code = rv if isinstance(rv, int) else 0
+        except KeyboardInterrupt as exc:
+            code = report_error(exc)
+        except Exception as exc:  # noqa: BLE001 - parse errors and Abort, duck-typed
+            if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+                code = usage_error_line(exc)
+            elif type(exc).__name__ == "Abort":  # Ctrl-C or EOF while Typer was prompting/parsing
+                code = report_error(KeyboardInterrupt())
+            else:
+                code = report_error(exc)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
 
 app = typer.Typer(
     name="imgfeat",
+    cls=ImgfeatGroup,
     help="Image feature extraction: PaddleX-compatible PP-ShiTuV2 / CLIP embeddings, dataset tools, evaluation.",
     no_args_is_help=True,
     add_completion=False,
@@ -43,4 +106,7 @@ _register()
 
 
 def main() -> None:
-    app()
+    """Kept for callers of the old entry point; the console script is ``cli.entry.main``."""
+    from imgfeat_cli.cli.entry import main as entry_main
+
+    entry_main()

@@ -83,7 +83,8 @@ def register(app: typer.Typer) -> None:
 
         out = Output(json_, quiet)
         cfg = cfgmod.resolve("check", config, override or [],
-                             {"Global.dataset_dir": dataset, "Global.output": output})
+                             {"Global.dataset_dir": dataset, "Global.output": output}, note=out.note,
+                             output_option="--output")
         if not cfg["Global"]["dataset_dir"]:
             raise UsageError("no dataset given", hint="use --dataset DIR (or Global.dataset_dir in -c/-o)")
         cd = cfg["CheckDataset"]
@@ -92,7 +93,7 @@ def register(app: typer.Typer) -> None:
             result = run_check(cfg["Global"]["dataset_dir"], cfg["Global"]["output"], cd["num_workers"],
                                cd["demo_samples"], cd["imbalance_ratio"], progress=progress)
         fsutil.write_text(Path(cfg["Global"]["output"]) / "config.check.yaml", cfgmod.dump_yaml(cfg))
-        out.emit(result.to_dict(), render(result))
+        out.emit(result.to_dict(), render(result), essential=str(Path(result.output_dir) / "check_dataset_result.json"))
         if not result.check_pass:
             n = result.counts("error")
             raise CheckFailed(f"dataset {result.dataset_path} failed the check with {n} error{'s' * (n != 1)}",

@@ -10,17 +10,19 @@ import functools
 import json
 import os
 import sys
+import time
 import traceback
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, List, Optional, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TaskID, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn, TransferSpeedColumn)
 from typing_extensions import Annotated
 
-from imgfeat_cli.common.errors import EXIT_ERROR, EXIT_INTERRUPTED, ImgfeatError
+from imgfeat_cli.cli import progress as cli_progress
+from imgfeat_cli.cli.progress import PeriodicLines, rich_bar
+from imgfeat_cli.common.errors import (EXIT_ERROR, EXIT_INTERRUPTED, INTERRUPTED_MESSAGE, as_imgfeat_error,
+                                      clip)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,10 +51,15 @@ def debug_enabled() -> bool:
 
 
 class Output:
-    """The single place that writes to the terminal for one command invocation."""
+    """The single place that writes to the terminal for one command invocation.
+
+    stdout: the result (a rich rendering; with ``--json`` one JSON document; with ``--quiet`` only
+    the essential line, such as the output path). stderr: progress, logs, notes and warnings,
+    silent with ``--quiet``/``--json``; a bar on a terminal, periodic lines otherwise."""
 
     def __init__(self, json_mode: bool = False, quiet: bool = False) -> None:
         self.json_mode = json_mode
+        self.brief = quiet and not json_mode
         self.quiet = quiet or json_mode
         self.out = Console(soft_wrap=True, highlight=False)
         self.err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -60,8 +67,8 @@ class Output:
 
     # stdout -------------------------------------------------------------------------------------
     def result(self, renderable: Any) -> None:
-        """A human-readable result on stdout (suppressed in --json mode)."""
-        if not self.json_mode:
+        """A human-readable result on stdout (suppressed in --json and --quiet mode)."""
+        if not self.json_mode and not self.brief:
             self.out.print(renderable)
 
     def json(self, doc: Any) -> None:
@@ -69,60 +76,77 @@ class Output:
         sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
         sys.stdout.flush()
 
-    def emit(self, doc: Any, renderable: Any) -> None:
-        """JSON in --json mode, else the rich rendering."""
+    def emit(self, doc: Any, renderable: Any, essential: Optional[str] = None) -> None:
+        """The command's result: JSON in --json mode; in --quiet mode only ``essential`` (the
+        output path, as plain text; nothing when None); else the rich rendering."""
         if self.json_mode:
             self.json(doc)
+        elif self.brief:
+            if essential is not None:
+                sys.stdout.write(f"{essential}\n")
+                sys.stdout.flush()
         else:
-            self.result(renderable)
+            self.out.print(renderable)
 
     # stderr -------------------------------------------------------------------------------------
     def log(self, message: str) -> None:
         if not self.quiet:
             self.err.print(message)
 
+    def note(self, message: str) -> None:
+        """Something worth knowing that needs no action (e.g. ignored PaddleX keys)."""
+        if not self.quiet:
+            self.err.print(f"Note: {message}", markup=False)
+
     def warn(self, message: str) -> None:
         if not self.quiet:
             self.err.print(f"[yellow]Warning:[/yellow] {message}" if self.err.is_terminal else f"Warning: {message}")
 
     @contextmanager
-    def progress(self, unit: str = "items") -> Iterator[Callable[[str, int, Optional[int]], None]]:
-        """Yield an engine progress callback backed by a rich progress bar on stderr (or a no-op)."""
-        if not self.interactive:
-            yield lambda task, done, total: None
-            return
-        if unit == "bytes":
-            columns = [TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                       TextColumn("ETA"), TimeRemainingColumn()]
+    def progress(self, unit: str = "items", interval: Optional[float] = None,
+                 clock: Callable[[], float] = time.monotonic) -> Iterator[Callable[..., None]]:
+        """Yield an engine progress callback: a rich bar on a terminal, a line every ``interval``
+        seconds (default ``cli.progress.LINE_INTERVAL``) when stderr is a file or pipe, nothing
+        with --quiet/--json."""
+        if self.interactive:
+            with rich_bar(self.err, unit) as update:
+                yield update
+        elif not self.quiet:
+            every = cli_progress.LINE_INTERVAL if interval is None else interval
+            yield PeriodicLines(lambda line: self.err.print(line, markup=False), unit, every, clock)
         else:
-            columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn(f"{unit}"), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
-                       TextColumn("ETA"), TimeRemainingColumn()]
-        tasks: dict = {}
-        with Progress(*columns, console=self.err, transient=False) as bar:
-            def update(task: str, done: int, total: Optional[int]) -> None:
-                tid: Optional[TaskID] = tasks.get(task)
-                if tid is None:
-                    tid = tasks[task] = bar.add_task(task, total=total, rate="")
-                t = bar.tasks[tid]
-                rate = f"{done / t.elapsed:.1f}/s" if t.elapsed and done else ""
-                bar.update(tid, completed=done, total=total, rate=rate)
-            yield update
+            yield lambda task, done, total, extra="": None
+
+
+def _one_line(text: str) -> str:
+    """Error output is one line per field, whatever the message holds."""
+    return " ".join(str(text).split()) if "\n" in str(text) or "\r" in str(text) else str(text)
+
+
+def print_error(message: str, hint: Optional[str] = None) -> None:
+    """``Error: ...`` and optionally ``Hint: ...`` on stderr, one line each."""
+    lines = f"Error: {_one_line(message)}\n" + (f"Hint: {_one_line(hint)}\n" if hint else "")
+    try:
+        sys.stderr.write(lines)
+        sys.stderr.flush()
+    except (OSError, ValueError):  # stderr closed or a broken pipe: nothing more to say
+        pass
 
 
 def report_error(exc: BaseException) -> int:
-    """Print the one-line error (and hint) for ``exc`` to stderr; return its exit code."""
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
-    if isinstance(exc, ImgfeatError):
-        err.print(f"Error: {exc.message}", markup=False)
-        if exc.hint:
-            err.print(f"Hint: {exc.hint}", markup=False)
-        return exc.exit_code
+    """Print the one-line error (and hint) for ``exc`` to stderr; return its exit code.
+
+    Domain errors carry their own message and exit code; ordinary OS and decoding failures are
+    mapped by ``errors.as_imgfeat_error``; anything else is a bug and says so."""
     if isinstance(exc, KeyboardInterrupt):
-        err.print("Interrupted.", markup=False)
+        print_error(INTERRUPTED_MESSAGE)
         return EXIT_INTERRUPTED
-    err.print(f"Error: unexpected {exc.__class__.__name__}: {exc}", markup=False)
-    err.print("Hint: rerun with IMGFEAT_DEBUG=1 for a traceback, and report it if it is a bug.", markup=False)
+    known = as_imgfeat_error(exc)
+    if known is not None:
+        print_error(known.message, known.hint)
+        return known.exit_code
+    print_error(f"unexpected {exc.__class__.__name__}: {clip(exc, 300)}",
+                "rerun with IMGFEAT_DEBUG=1 for a traceback, and report it if it is a bug.")
     return EXIT_ERROR
 
 
@@ -135,7 +159,7 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except typer.Exit:
             raise
-        except (ImgfeatError, KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - this is the boundary
+        except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - this is the boundary
             if debug_enabled():
                 traceback.print_exc()
             raise typer.Exit(report_error(exc)) from None

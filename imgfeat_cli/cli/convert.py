@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"--from {from_!r} is not supported", hint="the supported source format is labelme")
         cfg = cfgmod.resolve("convert", config, override or [], {
             "Global.dataset_dir": dataset, "CheckDataset.convert.enable": True,
-            "CheckDataset.convert.src_dataset_type": "LabelMe"})
+            "CheckDataset.convert.src_dataset_type": "LabelMe"}, note=out.note, output_option="--out")
         if not cfg["Global"]["dataset_dir"]:
             raise UsageError("no dataset given", hint="use --dataset DIR")
         sp = cfg["CheckDataset"]["split"]
@@ -40,4 +40,5 @@ def register(app: typer.Typer) -> None:
             say = out.warn if p.severity == "warning" else out.log
             say(f"{p.file}: {p.message}" if p.file else p.message)
         out.log(f"{len(res.classes)} classes ({res.layout} layout); {len(res.skipped)} annotations skipped")
-        out.emit(res.to_dict(), counts_table(f"Converted into {res.dataset_path}", res.counts))
+        out.emit(res.to_dict(), counts_table(f"Converted into {res.dataset_path}", res.counts),
+                 essential=str(res.dataset_path))

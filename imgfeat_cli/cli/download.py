@@ -11,10 +11,14 @@ from typing_extensions import Annotated
 from imgfeat_cli.cli.common import JsonOpt, Output, QuietOpt, handle_errors
 
 TagOpt = Annotated[str, typer.Option("--tag", help="Official weight tag (paddle3.0.0, paddle3.0rc0, ...).")]
+RefreshOpt = Annotated[bool, typer.Option("--refresh", help="Download again, replacing the cached copy and its "
+                                                         "recorded checksum (after the server's file changed).")]
+#: What to do when `download model` cannot fetch (it has no --model-dir to fall back on).
+NETWORK_HINT = "check the network connection, or point IMGFEAT_BASE_URL at a mirror; rerun to resume"
 
 
 def _show(out: Output, path: Path, **details: Any) -> None:
-    out.emit({"path": str(path), **details}, str(path))
+    out.emit({"path": str(path), **details}, str(path), essential=str(path))
 
 
 def register(app: typer.Typer) -> None:
@@ -26,7 +30,8 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def model(name: Annotated[str, typer.Argument(help="Model name (see `imgfeat download list`).")],
               kind: Annotated[str, typer.Option("--kind", help="inference, pretrained or backbone.")] = "inference",
-              tag: TagOpt = "paddle3.0.0", json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+              tag: TagOpt = "paddle3.0.0", refresh: RefreshOpt = False, json_: JsonOpt = False,
+              quiet: QuietOpt = False) -> None:
         """Fetch an official model: the unpacked inference folder or a .pdparams file."""
         from imgfeat_cli.models.hub import KINDS, ensure_model_file
         from imgfeat_cli.common.errors import UsageError
@@ -35,20 +40,21 @@ def register(app: typer.Typer) -> None:
         out = Output(json_, quiet)
         if kind not in KINDS:
             raise UsageError(f"unknown --kind {kind!r}", hint=f"use one of {', '.join(KINDS)}")
+        spec = get_spec(name)
         with out.progress("bytes") as progress:
-            path = ensure_model_file(get_spec(name), kind, tag, progress)
+            path = ensure_model_file(spec, kind, tag, progress, out.warn, refresh, hint=NETWORK_HINT)
         _show(out, path, model=name, kind=kind, tag=tag)
 
     @dl.command("dataset")
     @handle_errors
     def dataset(name: Annotated[str, typer.Argument(help="Inshop_examples or image_classification_labelme_examples.")],
-                json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+                refresh: RefreshOpt = False, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
         """Fetch and unpack a PaddleX demo dataset."""
         from imgfeat_cli.common.cache import ensure_dataset
 
         out = Output(json_, quiet)
         with out.progress("bytes") as progress:
-            path = ensure_dataset(name, progress)
+            path = ensure_dataset(name, progress, out.warn, refresh)
         _show(out, path, dataset=name)
 
     @dl.command("url")
@@ -58,22 +64,24 @@ def register(app: typer.Typer) -> None:
                                                           show_default=False)] = None,
             dest: Annotated[Optional[str], typer.Option("--out", help="Target file [default: cache/files/NAME].",
                                                         show_default=False)] = None,
-            json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
-        """Fetch any file: resumable, retried, verified."""
+            refresh: RefreshOpt = False, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+        """Fetch any file: resumable, retried, verified; an existing --out is replaced only by a
+        complete, verified download."""
         import re
 
-        from imgfeat_cli.common.cache import cache_root, fetch
-        from imgfeat_cli.common.errors import UsageError
+        from imgfeat_cli.common.cache import fetch, url_file
+        from imgfeat_cli.common.errors import UsageError, clip
 
         out = Output(json_, quiet)
         if not address.startswith(("http://", "https://")):
-            raise UsageError(f"{address!r} is not an http(s) URL")
+            raise UsageError(f"{clip(repr(address))} is not an http(s) URL")
         if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
-            raise UsageError(f"--sha256 {sha256!r} is not 64 hex digits")
-        name = address.split("?")[0].rstrip("/").rsplit("/", 1)[-1] or "download"
-        target = Path(dest) if dest else cache_root() / "files" / name
+            raise UsageError(f"--sha256 {clip(repr(sha256))} is not 64 hex digits")
+        target = Path(dest) if dest else url_file(address)
+        if target.is_dir():
+            raise UsageError(f"--out {clip(target)} is a folder", hint=f"give a file path, e.g. {target / url_file(address).name}")
         with out.progress("bytes") as progress:
-            path = fetch(address, target, sha256, progress)
+            path = fetch(address, target, sha256, progress, log=out.warn, refresh=refresh)
         _show(out, path, url=address)
 
     @dl.command("list")

@@ -86,7 +86,7 @@ def embed(
         "Predict.fp16": fp16 or None, "Predict.num_workers": workers, "Predict.cpu_threads": threads,
         "Predict.streams": streams, "Predict.backend": backend or ("auto" if hpi else None),
         "Predict.precision": precision or ("auto" if hpi else None),
-        "Predict.input": list(inputs) if inputs else None})
+        "Predict.input": list(inputs) if inputs else None}, note=out.note, output_option="--out/-O")
     pred = cfg["Predict"]
     sources = pred["input"] if isinstance(pred["input"], list) else ([pred["input"]] if pred["input"] else [])
     if not sources:
@@ -110,7 +110,7 @@ def embed(
                             progress, shard=f"{shard_t[0]}/{shard_t[1]}" if shard_t else None,
                             config=produced_by(cfg))
     doc = res.to_dict()
-    out.emit(doc, summary_table(doc))
+    out.emit(doc, summary_table(doc), essential=str(doc["output"]))
     if res.failed:
         raise PartialFailure(f"{res.failed} of {res.total} inputs were skipped", res,
                              hint=f"reasons in {res.errors_file}")

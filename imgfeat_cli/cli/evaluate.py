@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
         cfg = cfgmod.resolve("eval", config, override or [], {
             "Global.dataset_dir": dataset, "Global.model": model, "Global.device": device, "Global.output": output,
             "Predict.model_dir": model_dir, "Predict.weights": weights, "Evaluate.recall_k": k or None,
-            "Evaluate.exclude_same_path": exclude_same_path})
+            "Evaluate.exclude_same_path": exclude_same_path}, note=out.note, output_option="--output")
         ev = cfg["Evaluate"]
         if (query or gallery) and cfg["Global"]["dataset_dir"]:
             raise UsageError("give either --dataset or --query/--gallery, not both")
@@ -93,5 +93,5 @@ def register(app: typer.Typer) -> None:
         table.add_column("value", justify="right")
         for name, value in metrics.metrics().items():
             table.add_row(name, f"{value:.4f}")
-        out.emit(metrics.to_dict(), table)
+        out.emit(metrics.to_dict(), table, essential=str(path))
         out.log(f"wrote {path}")

@@ -33,7 +33,8 @@ def register(app: typer.Typer) -> None:
         from imgfeat_cli.models.export import export_checkpoint
 
         out = Output(json_, quiet)
-        cfg = cfgmod.resolve("export", config, override or [], {"Export.weight_path": weights, "Global.model": model})
+        cfg = cfgmod.resolve("export", config, override or [], {"Export.weight_path": weights, "Global.model": model},
+                             note=out.note, output_option="--out")
         src = cfg["Export"]["weight_path"]
         if not src:
             raise UsageError("no checkpoint given", hint="use --weights model.pdparams")
@@ -47,4 +48,4 @@ def register(app: typer.Typer) -> None:
         table.add_column("bytes", justify="right")
         for name, size in res.files.items():
             table.add_row(name, f"{size:,}")
-        out.emit(res.to_dict(), table)
+        out.emit(res.to_dict(), table, essential=str(res.model_dir))

@@ -99,7 +99,7 @@ def render_report(out: Output, index: Any) -> None:
         rows.append(("failed", str(len(rep.errors))))
     for k, v in rows:
         table.add_row(k, escape(v))
-    out.emit(doc, table)
+    out.emit(doc, table, essential=str(rep.folder))
     for path, why in rep.errors[:5]:
         out.warn(why if why.startswith(path) else f"{path}: {why}")
     if rep.errors:
@@ -129,7 +129,7 @@ def build(
     out = Output(json_, quiet)
     cfg = cfgmod.resolve("index", config, override or [], {
         **model_flags(model, model_dir, weights, device, batch, backend, precision),
-        "Index.index_type": index_type, "Index.metric_type": metric})
+        "Index.index_type": index_type, "Index.metric_type": metric}, note=out.note, output_option="--out/-O")
     ix = cfg["Index"]
     with out.progress("items") as progress:
         index = build_index(gallery, out_dir, root=root, labels_file=labels, model=lazy_model(cfg, out),
@@ -154,7 +154,7 @@ def add(
 
     out = Output(json_, quiet)
     cfg = cfgmod.resolve("index", config, override or [],
-                         model_flags(model, model_dir, weights, device, batch, backend, precision))
+                         model_flags(model, model_dir, weights, device, batch, backend, precision), note=out.note)
     with out.progress("items") as progress:
         index = add_to_index(index_dir, gallery, root=root, labels_file=labels, model=lazy_model(cfg, out),
                              batch_size=batch_size(cfg), progress=progress)

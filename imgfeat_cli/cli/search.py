@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
         out = Output(json_, quiet)
         cfg = cfgmod.resolve("search", config, override or [], {
             **model_flags(model, model_dir, weights, device, batch, backend, precision),
-            "Search.top_k": top_k, "Search.threshold": threshold})
+            "Search.top_k": top_k, "Search.threshold": threshold}, note=out.note, output_option="--out/-O")
         k, thr = cfg["Search"]["top_k"], None if no_threshold else cfg["Search"]["threshold"]
         if not index_dir:
             raise UsageError("no index given", hint="pass --index DIR (built with `imgfeat index build`)")

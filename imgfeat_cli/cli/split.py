@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
         cfg = cfgmod.resolve("split", config, override or [], {
             "Global.dataset_dir": dataset, "CheckDataset.split.train_percent": train,
             "CheckDataset.split.gallery_percent": gallery, "CheckDataset.split.query_percent": query,
-            "CheckDataset.split.seed": seed, "CheckDataset.split.stratify": stratify})
+            "CheckDataset.split.seed": seed, "CheckDataset.split.stratify": stratify}, note=out.note)
         if not cfg["Global"]["dataset_dir"]:
             raise UsageError("no dataset given", hint="use --dataset DIR")
         sp = cfg["CheckDataset"]["split"]

@@ -12,23 +12,20 @@ from imgfeat_cli.cli.common import (ConfigOpt, DatasetOpt, DeviceOpt, JsonOpt, M
                                      QuietOpt, handle_errors)
 
 
-def _monitor(out: Output, bar: Any, progress_interval: float) -> Any:
-    """A TrainMonitor that drives one rich bar (steps of the whole run) and prints epoch lines; without
-    a terminal (nohup, CI) it prints a progress line every ``progress_interval`` seconds instead."""
+def _monitor(out: Output, bar: Any, lines: Any = None) -> Any:
+    """A TrainMonitor that drives one rich bar (steps of the whole run) and prints epoch lines;
+    without a terminal, ``lines`` (``Output.progress``) gets the steps for periodic lines."""
     from imgfeat_cli.training.options import StepInfo, TrainMonitor
-    from imgfeat_cli.training.reporting import PeriodicProgress
-
-    periodic = None
-    if bar is None and not out.quiet:
-        periodic = PeriodicProgress(lambda line: out.log(escape(line)), progress_interval)
 
     class CliMonitor(TrainMonitor):
         task = None
 
         def step(self, info: StepInfo) -> None:
-            if periodic is not None:
-                periodic.step(info)
             if bar is None:
+                if lines is not None:
+                    lines("training", info.global_step, info.total_steps,
+                          f"epoch {info.epoch}/{info.epochs}, loss {info.loss:.3f}, lr {info.lr:.2e}, "
+                          f"{info.images_per_s:.1f} images/s")
                 return
             parts = " ".join(f"{k} {v:.3f}" for k, v in info.parts.items())
             desc = f"epoch {info.epoch}/{info.epochs} step {info.step}/{info.steps}"
@@ -103,9 +100,10 @@ def register(app: typer.Typer) -> None:
 
         if resume and overwrite:
             raise UsageError("--resume and --overwrite contradict each other")
+        out = Output(json_, quiet)
         cfg = cfgmod.resolve("train", config, override or [], {
             "Global.dataset_dir": dataset, "Global.model": model, "Global.device": device,
-            "Global.output": output, "Train.epochs_iters": epochs})
+            "Global.output": output, "Train.epochs_iters": epochs}, note=out.note, output_option="--output")
         cfg["Global"]["mode"] = "train"
         glob, tr = cfg["Global"], cfg["Train"]
         if not glob["dataset_dir"]:
@@ -118,13 +116,13 @@ def register(app: typer.Typer) -> None:
             log_interval=tr["log_interval"], eval_interval=tr["eval_interval"], save_interval=tr["save_interval"],
             input_size=tr["input_size"], seed=tr["seed"], num_workers=tr["num_workers"],
             eval_batch_size=tr["eval_batch_size"], config=cfg)
-        out = Output(json_, quiet)
         if out.interactive:
             with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[stats]}"),
                           TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                           console=out.err) as bar:
-                res = run_train(opts, _monitor(out, bar, tr["progress_interval"]))
+                res = run_train(opts, _monitor(out, bar))
         else:
-            res = run_train(opts, _monitor(out, None, tr["progress_interval"]))
+            with out.progress("steps", interval=tr["progress_interval"]) as lines:
+                res = run_train(opts, _monitor(out, None, lines))
         doc = res.to_dict()
-        out.emit(doc, summary_table(doc))
+        out.emit(doc, summary_table(doc), essential=str(doc["output"]))

@@ -7,109 +7,30 @@ merged document is validated once against ``schemas/<command>.schema.json``; err
 path, the bad value, what is allowed, and the closest valid key for a typo.
 
 Defaults live in the schemas (``default`` keywords) so there is exactly one place that states them.
+
+PaddleX module configs carry keys imgfeat has no use for (``Predict.kernel_option``...). Each is
+declared once, in ``schemas/sections.schema.json``, with the annotation ``"x-paddlex-unused": "<why>"``:
+such keys validate whatever they hold, are reported in one note, and take no part in defaults or
+"did you mean" suggestions. As in PaddleX, ``null`` means "not set": a key that cannot be null
+falls back to its default.
 """
 from __future__ import annotations
 
 import copy
 import difflib
 import json
-from functools import lru_cache
-from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+import math
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-from imgfeat_cli.common.errors import ConfigError
+from imgfeat_cli.common.errors import ConfigError, clip
+from imgfeat_cli.common.schemas import (UNUSED, Config, all_key_paths, build_default, defaults, deref, load_schema,
+                                        schema_dir, sub_schema, validator)
+from imgfeat_cli.common.yamlio import load_yaml_file
 
-Config = Dict[str, Any]
-
-
-def schema_dir() -> Path:
-    """Locate ``schemas/``: packaged in the wheel as ``imgfeat_cli/schemas``, or at the repo root
-    for editable installs and source checkouts."""
-    here = Path(__file__).resolve().parent.parent
-    for cand in (here / "schemas", here.parent / "schemas"):
-        if (cand / "sections.schema.json").is_file():
-            return cand
-    raise ConfigError("the JSON schemas shipped with imgfeat were not found",
-                      hint="reinstall the package (pip install --force-reinstall imgfeat)")
-
-
-@lru_cache(maxsize=None)
-def load_schema(name: str) -> Dict[str, Any]:
-    """Load ``schemas/<name>.schema.json`` (cached)."""
-    path = schema_dir() / f"{name}.schema.json"
-    if not path.is_file():
-        raise ConfigError(f"no schema named {name!r} in {schema_dir()}")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-@lru_cache(maxsize=None)
-def _registry() -> Any:
-    from referencing import Registry, Resource
-
-    resources = []
-    for p in sorted(schema_dir().glob("*.schema.json")):
-        doc = json.loads(p.read_text(encoding="utf-8"))
-        resources.append((doc["$id"], Resource.from_contents(doc)))
-    return Registry().with_resources(resources)
-
-
-def validator(name: str) -> Any:
-    """A Draft 2020-12 validator for schema ``name`` with cross-file ``$ref`` resolution."""
-    from jsonschema import Draft202012Validator
-
-    return Draft202012Validator(load_schema(name), registry=_registry())
-
-
-def _deref(node: Mapping[str, Any]) -> Mapping[str, Any]:
-    ref = node.get("$ref")
-    if not ref:
-        return node
-    file_part, _, pointer = ref.partition("#")
-    doc = load_schema(file_part.replace(".schema.json", "")) if file_part else {}
-    for part in pointer.strip("/").split("/"):
-        doc = doc[part]
-    return _deref(doc)
-
-
-def _sub_schema(name: str, path: Sequence[str]) -> Optional[Mapping[str, Any]]:
-    node: Mapping[str, Any] = _deref(load_schema(name))
-    for key in path:
-        props = node.get("properties", {})
-        if key not in props:
-            return None
-        node = _deref(props[key])
-    return node
-
-
-def defaults(name: str) -> Config:
-    """The built-in defaults of command ``name``, read from the schema's ``default`` keywords."""
-
-    def build(node: Mapping[str, Any]) -> Any:
-        node = _deref(node)
-        if node.get("type") == "object" and "properties" in node:
-            return {k: build(v) for k, v in node["properties"].items()}
-        return copy.deepcopy(node.get("default"))
-
-    return build(load_schema(name))
-
-
-def all_key_paths(name: str) -> List[str]:
-    """Every leaf key path (``Train.batch_size``) of a command's schema, for typo suggestions."""
-    out: List[str] = []
-
-    def walk(node: Mapping[str, Any], prefix: str) -> None:
-        node = _deref(node)
-        props = node.get("properties")
-        if props and node.get("type", "object") == "object":
-            for k, v in props.items():
-                walk(v, f"{prefix}.{k}" if prefix else k)
-        elif prefix:
-            out.append(prefix)
-
-    walk(load_schema(name), "")
-    return out
+__all__ = ["Config", "all_key_paths", "defaults", "dump_yaml", "load_schema", "parse_override",
+           "resolve", "schema_dir", "show_value", "suggest", "validator"]
 
 
 def suggest(bad: str, candidates: Iterable[str]) -> Optional[str]:
@@ -128,26 +49,35 @@ def suggest(bad: str, candidates: Iterable[str]) -> Optional[str]:
     return match[0] if match else None
 
 
-def parse_override(text: str) -> Tuple[List[str], Any]:
+def _override_hint(key: str, output_option: Optional[str]) -> str:
+    """What to suggest for ``-o`` text without ``=``: a key missing its value, or an output name."""
+    if key.split(".")[0] in load_schema("sections")["$defs"]:
+        return f"give a value: -o {clip(key, 60)}=VALUE"
+    if output_option:
+        return f"did you mean {output_option}? (-o sets a config key: -o Section.key=value)"
+    return "-o sets a config key: -o Section.key=value, e.g. -o Global.device=cpu"
+
+
+def parse_override(text: str, output_option: Optional[str] = None) -> Tuple[List[str], Any]:
     """Split ``Section.key=value`` into a key path and a YAML-parsed value."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"bad override {text!r}: expected Section.key=value",
-                          hint="for example -o Train.epochs_iters=10")
+        raise ConfigError(f"bad override {clip(repr(text))}: expected Section.key=value",
+                          hint=_override_hint(key, output_option) if not sep else "for example -o Train.epochs_iters=10")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"bad value in override {text!r}: not a YAML scalar ({exc.__class__.__name__})",
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: an integer of thousands of digits
+        raise ConfigError(f"bad value in override {clip(repr(text))}: not a YAML scalar ({exc.__class__.__name__})",
                           hint="quote strings containing ':' or '#', e.g. -o 'Global.output=\"a:b\"'") from None
     if isinstance(value, (dict,)) or (isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value)):
-        raise ConfigError(f"bad value in override {text!r}: only scalars and flat lists are allowed")
+        raise ConfigError(f"bad value in override {clip(repr(text))}: only scalars and flat lists are allowed")
     return key.split("."), (value, raw)
 
 
 def _coerce_for_schema(name: str, path: Sequence[str], value: Any, raw: str) -> Any:
     """YAML turns ``on``/``123`` into bool/int; where the key accepts only strings keep the text."""
-    node = _sub_schema(name, path)
+    node = sub_schema(name, path)
     if node is not None and value is not None and not isinstance(value, str):
         types = node.get("type")
         types = [types] if isinstance(types, str) else (types or [])
@@ -176,21 +106,6 @@ def _merge(base: Config, over: Mapping[str, Any]) -> Config:
         else:
             base[k] = copy.deepcopy(v)
     return base
-
-
-def load_yaml_file(path: str) -> Config:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {path} does not exist", hint="check the path given to -c")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        raise ConfigError(f"config file {path}{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
-    return data
 
 
 def _describe_allowed(schema: Mapping[str, Any]) -> str:
@@ -222,51 +137,112 @@ def _origin(source: Mapping[str, str], dotted: str) -> str:
     return next((v for k, v in source.items() if k.startswith(dotted + ".")), "")
 
 
+def _brief(value: Any, depth: int = 0) -> Any:
+    """``value`` with long strings and containers cut, for quoting in an error message."""
+    if isinstance(value, str):
+        return clip(value, 80)
+    if isinstance(value, dict):
+        items = list(value.items())
+        out = {str(k)[:40]: (_brief(v, depth + 1) if depth < 2 else "...") for k, v in items[:5]}
+        return {**out, "...": f"{len(items) - 5} more"} if len(items) > 5 else out
+    if isinstance(value, list):
+        out_l = [_brief(v, depth + 1) if depth < 2 else "..." for v in value[:5]]
+        return out_l + [f"... {len(value) - 5} more"] if len(value) > 5 else out_l
+    return value
+
+
+def show_value(value: Any) -> str:
+    """How an error message quotes a config value: JSON-like, never longer than a line."""
+    return clip(json.dumps(_brief(value), ensure_ascii=False), 160)
+
+
 def _format_error(name: str, err: Any, source: Mapping[str, str]) -> ConfigError:
     path = [str(p) for p in err.absolute_path]
-    where = ".".join(path) or "(top level)"
+    where = clip(".".join(path) or "(top level)")
     if err.validator == "additionalProperties":
         allowed = set(err.schema.get("properties", {}))
-        unknown = sorted(k for k in err.instance if k not in allowed)
+        unknown = sorted(str(k) for k in err.instance if k not in allowed)
         bad = ".".join(path + [unknown[0]]) if unknown else where
         hint_key = suggest(bad, all_key_paths(name) + sorted({p.split(".")[0] for p in all_key_paths(name)}))
         origin = _origin(source, bad)
-        msg = f"unknown config key {bad}{origin}"
+        msg = f"unknown config key {clip(bad)}{origin}"
         hint = f"did you mean {hint_key}?" if hint_key else f"valid keys here: {', '.join(sorted(allowed))}"
         return ConfigError(msg, hint=hint)
     origin = _origin(source, where)
     allowed = _describe_allowed(err.schema)
-    return ConfigError(f"config key {where}{origin}: got {json.dumps(err.instance, ensure_ascii=False)}, "
-                       f"expected {allowed}", hint=None if err.validator in _SELF_EXPLAINED else err.message)
+    return ConfigError(f"config key {where}{origin}: got {show_value(err.instance)}, "
+                       f"expected {allowed}", hint=None if err.validator in _SELF_EXPLAINED else clip(err.message))
 
 
 _SELF_EXPLAINED = {"type", "enum", "pattern", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
 
 
+def _accepts_null(node: Mapping[str, Any]) -> bool:
+    if "enum" in node:
+        return None in node["enum"]
+    types = node.get("type")
+    return types is None or types == "null" or (isinstance(types, list) and "null" in types)
+
+
+def _scan(node: Optional[Mapping[str, Any]], value: Any, path: List[str], source: Mapping[str, str],
+          unused: List[Tuple[str, str]]) -> None:
+    """One walk over the merged config: refuse NaN/inf, turn ``null`` into the default where the
+    key cannot be null (PaddleX's "not set"), and collect PaddleX keys imgfeat ignores."""
+    if isinstance(value, float) and not math.isfinite(value):
+        where = ".".join(path)
+        types = (node or {}).get("type") or "number"
+        numeric = any(t in ("number", "integer") for t in ([types] if isinstance(types, str) else types))
+        expected = "a finite number" if numeric or node is None else _describe_allowed(node)
+        raise ConfigError(f"config key {clip(where)}{_origin(source, where)}: got {value}, expected {expected}")
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            _scan(None, item, path + [str(i)], source, unused)
+        return
+    if not isinstance(value, dict):
+        return
+    props = node.get("properties", {}) if node else {}
+    for key, child in list(value.items()):
+        sub = deref(props[key]) if key in props else None
+        if sub is not None and UNUSED in sub:
+            unused.append((".".join(path + [str(key)]), sub[UNUSED]))
+        elif child is None and sub is not None and not _accepts_null(sub):
+            value[key] = build_default(sub)
+        else:
+            _scan(sub, child, path + [str(key)], source, unused)
+
+
 def resolve(name: str, config_file: Optional[str] = None, overrides: Sequence[str] = (),
-            flags: Optional[Mapping[str, Any]] = None) -> Config:
+            flags: Optional[Mapping[str, Any]] = None, note: Optional[Callable[[str], None]] = None,
+            output_option: Optional[str] = None) -> Config:
     """Resolve and validate the configuration of command ``name``.
 
     ``flags`` maps dotted key paths (``Global.dataset_dir``) to values given by dedicated CLI
-    options; ``None`` values are ignored so unset options do not clobber the file.
+    options; ``None`` values are ignored so unset options do not clobber the file. ``note``
+    receives one line naming the PaddleX keys that were accepted but are not used;
+    ``output_option`` (``--out``) is suggested when an ``-o`` value looks like a file name.
     """
     cfg = defaults(name)
     source: Dict[str, str] = {}
     if config_file:
         data = load_yaml_file(config_file)
         for key in data:
-            source.setdefault(str(key), f" (from {config_file})")
+            source.setdefault(str(key), f" (from {clip(config_file)})")
         _merge(cfg, data)
     for text in overrides:
-        path, (value, raw) = parse_override(text)
+        path, (value, raw) = parse_override(text, output_option)
         _set(cfg, path, _coerce_for_schema(name, path, value, raw))
-        source[".".join(path)] = f" (from -o {text})"
+        source[".".join(path)] = f" (from -o {clip(text)})"
     for dotted, value in (flags or {}).items():
         if value is not None:
             _set(cfg, dotted.split("."), value)
+    unused: List[Tuple[str, str]] = []
+    _scan(deref(load_schema(name)), cfg, [], source, unused)
     errors = sorted(validator(name).iter_errors(cfg), key=lambda e: (len(list(e.absolute_path)), str(e.message)))
     if errors:
         raise _format_error(name, errors[0], source)
+    if unused and note is not None:
+        note("accepted but not used by imgfeat (PaddleX keys): "
+             + "; ".join(f"{clip(key)} ({why})" for key, why in unused))
     return cfg
 
 

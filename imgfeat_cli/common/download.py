@@ -1,13 +1,17 @@
 """Robust HTTP downloads and safe archive extraction.
 
-* Bytes go to ``<target>.part``; an interruption resumes with an HTTP ``Range`` request (and
-  restarts cleanly when the server ignores it).
-* Connection errors, timeouts, 429 and 5xx are retried with exponential backoff, a bounded number
-  of times; 404/403 and other 4xx fail at once with the status and URL.
-* The size is checked against ``Content-Length``; the sha256 is verified when known (given, or
-  recorded in the cache manifest after the first download) and a mismatching file is removed.
-* The finished file is renamed into place atomically, under a file lock, so two processes fetching
-  the same file end with one good copy.
+* Bytes go to a part file beside the target, named after the URL (``NAME.<url-hash>.part``), so an
+  interruption resumes with an HTTP ``Range`` request (restarting cleanly when the server ignores
+  it) and a part file is never continued with another URL's bytes.
+* The target is replaced only once the new file is complete and verified: a failed download
+  (HTTP error, checksum, disk full) leaves whatever was there untouched.
+* Retried, with exponential backoff, only what can succeed on a second try: timeouts, connections
+  dropped mid-transfer, 429 and 5xx. A host that cannot be resolved, a refused connection or an
+  unreachable network fail at once (offline machines learn it in milliseconds, not minutes), as
+  do 404/403 and other 4xx. Each retry is reported through ``on_retry`` as it happens.
+* The size is checked against ``Content-Length`` and the sha256 when known; a mismatching part is
+  removed. The work happens under a lock kept in the cache (``common.locks``), so two processes
+  fetching the same file end with one good copy and no lock file lands beside the user's.
 * Archive members that are absolute, contain ``..``, are links pointing outside the target, or are
   device files/FIFOs are refused; extraction happens in a temp folder that is renamed into place.
 """
@@ -17,18 +21,23 @@ import errno
 import hashlib
 import os
 import shutil
+import socket
 import tarfile
 import time
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Callable, Optional
+from urllib.parse import urlsplit
 
 from imgfeat_cli.common import fsutil
-from imgfeat_cli.common.errors import DownloadError
+from imgfeat_cli.common.errors import DownloadError, IOFailure, UsageError, clip
 from imgfeat_cli.common.progress import ProgressFn, null_progress
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
+_sleep = time.sleep  # between retries, unless download_file is given its own (tests pass a fake)
 CHUNK = 1 << 16
+#: errno values meaning "no route to the server right now": retrying at once will not help.
+_UNREACHABLE = {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN}
 
 
 def sha256_file(path: Path) -> str:
@@ -39,47 +48,47 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _attempt(session: "object", url: str, part: Path, timeout: float, progress: ProgressFn, label: str) -> None:
-    """One GET, resuming from ``part``'s size. Raises ``_Retry`` for retryable failures."""
-    import requests
+def url_key(url: str) -> str:
+    """A short, stable name for ``url`` (part files, cache folders)."""
+    return hashlib.sha256(url.encode("utf-8")).hexdigest()[:12]
 
-    offset = part.stat().st_size if part.exists() else 0
-    headers = {"Range": f"bytes={offset}-"} if offset else {}
-    try:
-        resp = session.get(url, stream=True, timeout=timeout, headers=headers)  # type: ignore[attr-defined]
-    except (requests.ConnectionError, requests.Timeout) as exc:
-        raise _Retry(f"{exc.__class__.__name__}") from None
-    with resp:
-        if resp.status_code == 416 and offset:  # nothing left to send, or a stale part: restart
-            part.unlink()
-            raise _Retry("HTTP 416 for the remaining range; restarting")
-        if resp.status_code in RETRY_STATUS:
-            raise _Retry(f"HTTP {resp.status_code}", retry_after=resp.headers.get("Retry-After"))
-        if resp.status_code not in (200, 206):
-            raise DownloadError(f"HTTP {resp.status_code} for {url}",
-                                hint="check the URL (or IMGFEAT_BASE_URL for a mirror)")
-        if resp.status_code == 200 and offset:
-            offset = 0  # the server ignored Range: start over
-        length = resp.headers.get("Content-Length")
-        expected = offset + int(length) if length is not None and length.isdigit() else None
-        mode = "ab" if offset else "wb"
-        done = offset
-        try:
-            with open(part, mode) as fh:
-                progress(label, done, expected)
-                for chunk in resp.iter_content(CHUNK):
-                    fh.write(chunk)
-                    done += len(chunk)
-                    progress(label, done, expected)
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-            raise _Retry(f"connection dropped after {done} bytes ({exc.__class__.__name__})") from None
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise DownloadError(f"disk full while writing {part}", hint="free space or set IMGFEAT_HOME "
-                                    "to a larger disk") from None
-            raise
-        if expected is not None and done != expected:
-            raise _Retry(f"got {done} of {expected} bytes")
+
+def part_path(dest: Path, url: str) -> Path:
+    """Where the bytes of ``url`` collect before they become ``dest``."""
+    return dest.with_name(f"{dest.name}.{url_key(url)}.part")
+
+
+def _causes(exc: BaseException) -> list:
+    """``exc`` and what it wraps (requests -> urllib3 -> socket), depth-first."""
+    out, todo, seen = [], [exc], set()
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        out.append(e)
+        todo.extend(a for a in getattr(e, "args", ()) if isinstance(a, BaseException))
+        reason = getattr(e, "reason", None)
+        todo.extend(x for x in (reason, e.__cause__, e.__context__) if isinstance(x, BaseException))
+    return out
+
+
+def unreachable(exc: BaseException) -> Optional[str]:
+    """Why the server cannot be reached at all (DNS, refused, no route), or None if a retry may help."""
+    for e in _causes(exc):
+        if isinstance(e, socket.gaierror):
+            return "the host name cannot be resolved (offline, or a typo in the host?)"
+        if isinstance(e, OSError) and e.errno in _UNREACHABLE:
+            return "connection refused" if e.errno == errno.ECONNREFUSED else "the network is unreachable"
+    return None
+
+
+class ChecksumMismatch(DownloadError):
+    """The downloaded bytes are not the expected ones (``expected``/``got`` hold the sha256s)."""
+
+    def __init__(self, message: str, expected: str, got: str, hint: Optional[str] = None) -> None:
+        super().__init__(message, hint)
+        self.expected, self.got = expected, got
 
 
 class _Retry(Exception):
@@ -89,21 +98,90 @@ class _Retry(Exception):
         self.retry_after = retry_after
 
 
+def _connect(session: "object", url: str, offset: int, timeout: float) -> "object":
+    import requests
+
+    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    try:
+        return session.get(url, stream=True, timeout=timeout, headers=headers)  # type: ignore[attr-defined]
+    except requests.exceptions.SSLError as exc:
+        raise DownloadError(f"TLS error talking to {urlsplit(url).netloc}: {clip(exc, 200)}",
+                            hint="check the system clock and certificates, or use a mirror (IMGFEAT_BASE_URL)") from None
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        why = unreachable(exc)
+        if why:
+            raise DownloadError(f"cannot reach {urlsplit(url).netloc} for {clip(url)}: {why}",
+                                hint="check the network connection (or IMGFEAT_BASE_URL for a mirror)") from None
+        raise _Retry("timed out" if isinstance(exc, requests.Timeout) else f"connection failed ({exc.__class__.__name__})") from None
+    except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema) as exc:
+        raise UsageError(f"{clip(url)} is not a valid URL ({clip(exc, 150)})", hint="check the URL") from None
+    except requests.RequestException as exc:  # too many redirects, a malformed answer...
+        raise DownloadError(f"cannot download {clip(url)}: {exc.__class__.__name__}: {clip(exc, 200)}",
+                            hint="check the URL (or IMGFEAT_BASE_URL for a mirror)") from None
+
+
+def _attempt(session: "object", url: str, part: Path, timeout: float, progress: ProgressFn, label: str) -> None:
+    """One GET, resuming from ``part``'s size. Raises ``_Retry`` for retryable failures."""
+    import requests
+
+    offset = part.stat().st_size if part.exists() else 0
+    resp = _connect(session, url, offset, timeout)
+    with resp:  # type: ignore[attr-defined]
+        status = resp.status_code  # type: ignore[attr-defined]
+        if status == 416 and offset:  # nothing left to send, or a stale part: restart
+            part.unlink()
+            raise _Retry("HTTP 416 for the remaining range; restarting")
+        if status in RETRY_STATUS:
+            raise _Retry(f"HTTP {status}", retry_after=resp.headers.get("Retry-After"))  # type: ignore[attr-defined]
+        if status not in (200, 206):
+            raise DownloadError(f"HTTP {status} for {clip(url)}",
+                                hint="check the URL (or IMGFEAT_BASE_URL for a mirror)")
+        if status == 200 and offset:
+            offset = 0  # the server ignored Range: start over
+        length = resp.headers.get("Content-Length")  # type: ignore[attr-defined]
+        expected = offset + int(length) if length is not None and length.isdigit() else None
+        done = offset
+        try:
+            with open(part, "ab" if offset else "wb") as fh:
+                progress(label, done, expected)
+                for chunk in resp.iter_content(CHUNK):  # type: ignore[attr-defined]
+                    fh.write(chunk)
+                    done += len(chunk)
+                    progress(label, done, expected)
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+            raise _Retry(f"connection dropped after {done} bytes ({exc.__class__.__name__})") from None
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise IOFailure(f"disk full while writing {part}", hint="free space (or set IMGFEAT_HOME to a larger "
+                                "disk) and rerun: the download resumes") from None
+            raise
+        if expected is not None and done != expected:
+            raise _Retry(f"got {done} of {expected} bytes")
+
+
 def download_file(url: str, dest: Path, sha256: Optional[str] = None, retries: int = 4, timeout: float = 30.0,
                   backoff: float = 1.0, progress: ProgressFn = null_progress,
-                  sleep: Callable[[float], None] = time.sleep) -> Path:
-    """Download ``url`` to ``dest`` (see module docstring). Returns ``dest``."""
-    import requests
-    from filelock import FileLock
+                  sleep: Optional[Callable[[float], None]] = None,
+                  on_retry: Optional[Callable[[str], None]] = None,
+                  reuse: Optional[Callable[[Path], bool]] = None,
+                  on_replaced: Optional[Callable[[Path], None]] = None) -> Path:
+    """Download ``url`` to ``dest`` (see module docstring) and return ``dest``.
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
+    Under the lock, ``reuse(dest)`` decides whether an existing ``dest`` already is the content
+    (default: only when ``sha256`` is given and matches); otherwise the file is downloaded again
+    and replaces ``dest`` only when complete and verified, and ``on_replaced(dest)`` runs, still
+    under the lock (the cache records it there, so a process that waited sees the record)."""
+    import requests
+
+    from imgfeat_cli.common.locks import path_lock
+
+    part = part_path(dest, url)
     label = f"Downloading {dest.name}"
-    with FileLock(str(dest) + ".lock"):
-        if dest.exists():
-            if sha256 is None or sha256_file(dest) == sha256.lower():
-                return dest
-            dest.unlink()
+    want = sha256.lower() if sha256 else None
+    with path_lock(dest):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.is_file() and (reuse(dest) if reuse else (want is not None and sha256_file(dest) == want)):
+            return dest
         with requests.Session() as session:
             session.headers["User-Agent"] = "imgfeat"
             for attempt in range(retries + 1):
@@ -112,19 +190,25 @@ def download_file(url: str, dest: Path, sha256: Optional[str] = None, retries: i
                     break
                 except _Retry as exc:
                     if attempt == retries:
-                        raise DownloadError(f"download of {url} failed after {retries + 1} attempts: {exc.reason}",
+                        raise DownloadError(f"download of {clip(url)} failed after {retries + 1} attempts: {exc.reason}",
                                             hint="check the network and rerun: the download resumes") from None
                     delay = backoff * (2 ** attempt)
                     if exc.retry_after and exc.retry_after.isdigit():
                         delay = max(delay, min(float(exc.retry_after), 60.0))
-                    sleep(delay)
-        if sha256 is not None:
+                    if on_retry is not None:
+                        on_retry(f"{exc.reason} from {urlsplit(url).netloc}; retrying in {delay:.0f} s "
+                                 f"(attempt {attempt + 2} of {retries + 1})")
+                    (sleep or _sleep)(delay)
+        if want is not None:
             got = sha256_file(part)
-            if got != sha256.lower():
+            if got != want:
                 part.unlink()
-                raise DownloadError(f"checksum mismatch for {url}: expected sha256 {sha256.lower()}, got {got}; "
-                                    "the file was removed", hint="retry; if it persists the mirror may be corrupt")
+                raise ChecksumMismatch(f"checksum mismatch for {clip(url)}: expected sha256 {want}, got {got}; "
+                                       "the download was removed" + (f", {dest} is unchanged" if dest.exists() else ""),
+                                       want, got, hint="retry; if it persists the server or mirror holds another file")
         os.replace(part, dest)
+        if on_replaced is not None:
+            on_replaced(dest)
     return dest
 
 

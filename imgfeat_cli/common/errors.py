@@ -6,7 +6,10 @@ the code and people can act on the hint. Keep this table in sync with README's "
 """
 from __future__ import annotations
 
-from typing import Optional
+import errno
+import os
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # runtime failure: I/O, model, network, nothing could be done
@@ -14,6 +17,9 @@ EXIT_USAGE = 2  # bad command line or configuration; nothing was touched
 EXIT_CHECK_FAILED = 3  # `check` ran and the dataset failed validation
 EXIT_PARTIAL = 4  # `embed` finished but some inputs were skipped (see FILE.errors.jsonl)
 EXIT_INTERRUPTED = 130  # Ctrl-C; long work saved what it could for --resume
+
+#: What Ctrl-C prints, wherever it lands (start-up, parsing, a command).
+INTERRUPTED_MESSAGE = "interrupted (Ctrl-C)"
 
 
 class ImgfeatError(Exception):
@@ -62,6 +68,12 @@ class ModelError(ImgfeatError):
     """A model, its weights or its inference folder are missing, malformed or incompatible."""
 
 
+class UnknownModel(ModelError):
+    """A model name the registry does not know: the command line is wrong (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
 class IndexFormatError(ImgfeatError):
     """A gallery index folder is incomplete, corrupt or inconsistent (``vector.index`` vs ``id_map``)."""
 
@@ -84,3 +96,100 @@ class Interrupted(ImgfeatError):
     """Ctrl-C during long work; what was done is kept for ``--resume``."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+class IOFailure(ImgfeatError):
+    """An ordinary operating-system failure (permissions, disk full, read-only file system...)."""
+
+
+#: How long a user-supplied value may be when an error message quotes it.
+ECHO_LIMIT = 120
+
+
+def clip(text: object, limit: int = ECHO_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was left out: error messages quote
+    what the user gave, and a 100 KB value must not flood the terminal."""
+    s = str(text)
+    if len(s) <= limit:
+        return s
+    return f"{s[:limit]}... ({len(s)} characters)"
+
+
+# errno -> (what happened, what to do, usage?). "Usage" means the path itself is wrong (missing,
+# the wrong kind, too long): the user fixes the command line. The rest are I/O conditions.
+_OS_ERRORS = {
+    errno.ENOENT: ("{path} does not exist", "check the path (and that its folder exists)", True),
+    errno.ENOTDIR: ("{path}: a part of this path is a file, not a folder", "check the path", True),
+    errno.EISDIR: ("{path} is a folder, but a file is expected", "give a file path", True),
+    errno.ENAMETOOLONG: ("file name too long: {path}",
+                         "use a shorter name (most file systems allow 255 bytes per name)", True),
+    errno.ELOOP: ("too many levels of symbolic links: {path}", "check the path for a symlink loop", True),
+    errno.EEXIST: ("{path} already exists", "choose another path or remove it", True),
+    errno.EACCES: ("permission denied: {path}",
+                   "choose a location you may use, or fix its permissions", False),
+    errno.EPERM: ("operation not permitted: {path}",
+                  "choose a location you may use, or fix its permissions", False),
+    errno.EROFS: ("{path} is on a read-only file system", "write somewhere else", False),
+    errno.ENOSPC: ("no space left on the device holding {path}",
+                   "free some space or write somewhere else, then rerun", False),
+    errno.EDQUOT: ("disk quota exceeded writing {path}",
+                   "free some space or write somewhere else, then rerun", False),
+    errno.EMFILE: ("too many open files ({path})", "raise the limit (ulimit -n) or use fewer workers", False),
+}
+
+
+def _path_attr(exc: BaseException, attr: str) -> Optional[str]:
+    name = getattr(exc, attr, None)
+    if name is None:
+        return None
+    return os.fsdecode(name) if isinstance(name, (bytes, os.PathLike)) else str(name)
+
+
+def from_os_error(exc: OSError) -> ImgfeatError:
+    """The one-line error for an ordinary ``OSError``: what, where (``exc.filename``), what to do.
+
+    Paths that are plainly wrong (missing, the wrong kind, too long) are usage errors (exit 2);
+    permissions, read-only and full disks are I/O errors (exit 1)."""
+    what, hint, usage = _OS_ERRORS.get(exc.errno, ("{path}: {reason}", "check the path and the disk", False))
+    reason = (exc.strerror or exc.__class__.__name__).lower()
+    path = _path_attr(exc, "filename")
+    if path is None:
+        message = f"{reason} (the system named no file)"
+    else:
+        if exc.errno == errno.EEXIST and os.path.lexists(path) and not os.path.isdir(path):
+            what, hint = "{path} is a file, but a folder is needed there", "check the path, or move the file away"
+        message = what.format(path=clip(path), reason=reason)
+        other = _path_attr(exc, "filename2")
+        if other is not None:
+            message += f" (moving it to {clip(other)})"
+    return (UsageError if usage else IOFailure)(message, hint=hint)
+
+
+def from_decode_error(exc: UnicodeDecodeError) -> ImgfeatError:
+    """A text file that is not UTF-8: name the file (set by ``reading``) and the first bad byte."""
+    path = _path_attr(exc, "filename")
+    where = f"{clip(path)} is" if path else "a file is"
+    bad = exc.object[exc.start:exc.start + 1].hex() if isinstance(exc.object, (bytes, bytearray)) else "?"
+    return UsageError(f"{where} not UTF-8 text (byte 0x{bad} at offset {exc.start})",
+                      hint="save it as UTF-8 (or check that it is the text file you meant)")
+
+
+@contextmanager
+def reading(path: object) -> Iterator[None]:
+    """Attach ``path`` to a ``UnicodeDecodeError`` raised inside, so the error names the file."""
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        exc.filename = str(path)  # type: ignore[attr-defined]
+        raise
+
+
+def as_imgfeat_error(exc: BaseException) -> Optional[ImgfeatError]:
+    """The domain error for ``exc`` when it is an ordinary failure, else ``None`` (a bug)."""
+    if isinstance(exc, ImgfeatError):
+        return exc
+    if isinstance(exc, UnicodeDecodeError):
+        return from_decode_error(exc)
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return from_os_error(exc)
+    return None

@@ -17,11 +17,14 @@ from imgfeat_cli.common.errors import UsageError
 def cpu_count() -> int:
     """Cores this process may use.
 
-    ``OMP_NUM_THREADS`` wins when set (it is how schedulers, containers and Ray actors say how many
-    cores a process was given), then the CPU affinity/cgroup mask, then ``os.cpu_count``. Threads
+    ``OMP_NUM_THREADS`` wins when it was set before imgfeat was imported (it is how schedulers,
+    containers and Ray actors say how many cores a process was given; the value paddle writes at its
+    own import does not count), then the CPU affinity/cgroup mask, then ``os.cpu_count``. Threads
     beyond the allocation only fight each other: 4 threads in a 2-core actor ran 1.45x slower.
     """
-    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    import imgfeat_cli
+
+    env = (imgfeat_cli.OMP_NUM_THREADS_AT_START or "").strip()
     if env.isdigit() and int(env) > 0:
         return int(env)
     try:

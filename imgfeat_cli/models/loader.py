@@ -54,7 +54,7 @@ def load_model(name: Optional[str] = None, model_dir: Optional[str] = None, weig
             raise ModelError("no model given", hint=f"pass a name ({', '.join(list_models())}), model_dir or weights")
         from imgfeat_cli.models.hub import ensure_inference_model
 
-        model_dir = str(ensure_inference_model(get_spec(name), tag or DEFAULT_TAG))
+        model_dir = str(ensure_inference_model(get_spec(name), tag or DEFAULT_TAG, log=log))
     return cls.from_inference_dir(model_dir, name=name, device=device, cpu_threads=threads,
                                   backend=hpi["backend"], precision=hpi["precision"],
                                   batch_size=int(hpi["batch_size"] or batch_size), log=log)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from imgfeat_cli.common.cache import base_url
-from imgfeat_cli.common.errors import ModelError
+from imgfeat_cli.common.errors import ModelError, UnknownModel
 
 DEFAULT_TAG = "paddle3.0.0"
 TAGS = ("paddle3.0.0", "paddle3.0", "paddle3.0rc0", "paddle3.0b2", "paddle3.0b1")
@@ -163,7 +163,7 @@ def get_spec(name: str) -> ModelSpec:
 
         close = difflib.get_close_matches(name, list(_SPECS), n=1, cutoff=0.4)
         hint = f"did you mean {close[0]}?" if close else f"known models: {', '.join(_SPECS)}"
-        raise ModelError(f"unknown model {name!r}", hint=hint) from None
+        raise UnknownModel(f"unknown model {name!r}", hint=hint) from None
 
 
 def build_model(name: str, num_classes: Optional[int] = None, arch: Optional[Mapping[str, Any]] = None) -> Any:

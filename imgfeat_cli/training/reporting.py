@@ -1,11 +1,11 @@
-"""What a run tells the world: ``train.log``, periodic progress lines for runs without a terminal,
-and ``train_result.json`` in PaddleX's shape."""
+"""What a run tells the world: ``train.log`` (with per-step lines), per-epoch figures and
+``train_result.json`` in PaddleX's shape. (Progress lines on stderr are the CLI's: ``cli.progress``.)"""
 from __future__ import annotations
 
 import datetime as _dt
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from imgfeat_cli.common import fsutil
 from imgfeat_cli.training import checkpoint as ckpt
@@ -69,46 +69,6 @@ def step_line(info: StepInfo) -> str:
     return (f"epoch {info.epoch}/{info.epochs} step {info.step}/{info.steps} loss {info.loss:.4f} "
             + " ".join(f"{k} {v:.4f}" for k, v in info.parts.items())
             + f" lr {info.lr:.6f} {info.images_per_s:.1f} img/s")
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
-
-
-class PeriodicProgress:
-    """One progress line every ``interval`` seconds (and at the first and the last step), for runs
-    whose stderr is not a terminal (nohup, CI): a log a person can follow without flooding it.
-
-    The ETA extrapolates the wall time per step seen so far in this process (evaluation and
-    checkpoints included), so it is honest about the whole run rather than the bare steps."""
-
-    def __init__(self, write: Callable[[str], None], interval: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.write, self.interval, self.clock = write, interval, clock
-        self._start: Optional[float] = None
-        self._first_step = 0
-        self._last: Optional[float] = None
-
-    def step(self, info: StepInfo) -> None:
-        now = self.clock()
-        if self._start is None:
-            self._start, self._first_step = now, info.global_step - 1
-        done = info.global_step == info.total_steps
-        if self._last is not None and now - self._last < self.interval and not done:
-            return
-        self._last = now
-        self.write(self.line(info, now))
-
-    def line(self, info: StepInfo, now: float) -> str:
-        assert self._start is not None
-        steps = info.global_step - self._first_step
-        left = info.total_steps - info.global_step
-        eta = _duration((now - self._start) / max(1, steps - 1) * left) if steps > 1 or left == 0 else "?"
-        return (f"epoch {info.epoch}/{info.epochs} step {info.step}/{info.steps} "
-                f"({info.global_step}/{info.total_steps}) loss {info.loss:.4f} lr {info.lr:.2e} "
-                f"{info.images_per_s:.1f} img/s ETA {eta}")
 
 
 def write_result(out: Path, model_name: str, state: Dict[str, Any], done: bool, run: Dict[str, Any]) -> None:

@@ -1,0 +1,20 @@
+"""The console script. It imports the CLI inside the Ctrl-C guard, so an interrupt during start-up
+(importing typer, rich and the commands takes a moment) is one line and exit 130 like any other.
+Nothing is imported at module level: the unguarded window is the interpreter's own start."""
+import sys
+
+
+def main() -> None:
+    try:
+        from imgfeat_cli.cli.app import app
+
+        app()
+    except KeyboardInterrupt:
+        from imgfeat_cli.common.errors import EXIT_INTERRUPTED, INTERRUPTED_MESSAGE
+
+        try:
+            sys.stderr.write(f"Error: {INTERRUPTED_MESSAGE}\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        sys.exit(EXIT_INTERRUPTED)

@@ -1,0 +1,28 @@
+"""Cross-process locks for files imgfeat writes, kept out of the user's sight.
+
+``filelock`` leaves its lock file behind on release (deleting it would race with a process about
+to take it), so a lock beside ``--out model.bin`` or in each cache folder is a stray 0-byte file
+there forever. The lock for a path lives instead in ``$IMGFEAT_HOME/.locks/``, named by a hash of
+the path's absolute form: every process that writes that path agrees on it, and nobody sees it.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+
+def lock_file(target: Path) -> Path:
+    """The lock file guarding ``target``."""
+    from imgfeat_cli.common.cache import cache_dir
+
+    key = hashlib.sha256(os.fsencode(os.path.abspath(target))).hexdigest()[:24]
+    return cache_dir(".locks") / f"{key}.lock"
+
+
+def path_lock(target: Path, timeout: float = -1) -> Any:
+    """A ``filelock.FileLock`` for ``target`` (a context manager; waits by default)."""
+    from filelock import FileLock
+
+    return FileLock(str(lock_file(target)), timeout=timeout)
