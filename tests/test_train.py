@@ -788,3 +788,17 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(invoke, tiny_ds, t
     assert paddle.load(str(out / "latest" / "latest.pdstates"))["epoch"] == 2  # epoch 1's, intact
     assert sorted(p.name for p in out.iterdir()) == ["best_model", "config.yaml", "epoch_1", "latest", "train.log",
                                                       "train_result.json"]
+
+
+@pytest.mark.parametrize("kind, needle", [("fifo", "is not a regular file (a FIFO"), ("folder", "is a folder")])
+def test_train_hostile_list_files(invoke, tiny_ds, tmp_path, kind, needle):
+    for split in ("train", "query"):  # a required list and an optional one
+        ds = tmp_path / f"{split}_{kind}"
+        import shutil
+
+        shutil.copytree(tiny_ds, ds)
+        (ds / f"{split}.txt").unlink()
+        os.mkfifo(ds / f"{split}.txt") if kind == "fifo" else (ds / f"{split}.txt").mkdir()
+        res = invoke("train", "--dataset", ds, "--output", tmp_path / "o", *TINY)
+        assert res.exit_code == 1, res.output
+        assert f"{split}.txt {needle}" in _one_error_line(res.stderr)

@@ -15,6 +15,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from imgfeat_cli.common import fsutil
 from imgfeat_cli.datasets.dataset import Entry, image_problem, read_list, resolve_inside
 from imgfeat_cli.common.errors import DatasetError, ImageDecodeError
 from imgfeat_cli.pipeline.decode import decode_image
@@ -28,8 +29,9 @@ def load_split(root: Path, split: str, required: bool = True) -> List[Entry]:
     error naming file and line (``imgfeat check`` lists them all)."""
     lf = read_list(root, split)
     if not lf.exists:
-        if required:
-            raise DatasetError(f"{root / (split + '.txt')} does not exist",
+        path = root / f"{split}.txt"
+        if required or path.exists() or path.is_symlink():  # a folder or FIFO where the list belongs
+            raise DatasetError(f"{path} {fsutil.not_a_file(path) or 'does not exist'}",
                                hint="a ShiTuRecDataset needs train.txt, gallery.txt and query.txt (see imgfeat check)")
         return []
     bad = [p for p in lf.problems if p.severity == "error"]
