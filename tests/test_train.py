@@ -496,7 +496,7 @@ elif hook == "save":  # announce the export of epoch 2's checkpoint (paddle.jit 
             print("@@HOOK", file=sys.stderr, flush=True)
         return real(*a, **k)
     e.export_layer = marked
-from imgfeat_cli.cli.app import main
+from imgfeat_cli.cli.entry import main
 sys.argv = ["imgfeat"] + sys.argv[1:]
 main()
 '''

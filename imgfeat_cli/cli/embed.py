@@ -1,7 +1,6 @@
 """``imgfeat embed``: images -> feature vectors (JSONL, NPY or Parquet), resumable and shardable."""
 from __future__ import annotations
 
-import sys
 from typing import Any, Dict, List, Optional
 
 import typer
@@ -35,25 +34,6 @@ def summary_table(res: Dict[str, Any]) -> Table:
     for k, v in rows:
         table.add_row(k, escape(v))
     return table
-
-
-def produced_by(cfg: Dict[str, Any]) -> Dict[str, Any]:
-    """The part of the resolved config that produced an embedding file (saved beside it)."""
-    return {"Global": {k: cfg["Global"][k] for k in ("model", "device")}, "Predict": cfg["Predict"]}
-
-
-def with_stdin(sources: List[str]) -> List[str]:
-    """``-`` among the inputs: the paths listed on stdin."""
-    from imgfeat_cli.pipeline.inputs import read_path_list
-
-    return [s for s in sources if s != "-"] + read_path_list(sys.stdin) if "-" in sources else sources
-
-
-def no_images(shard: Optional[str]) -> Exception:
-    from imgfeat_cli.common.errors import UsageError
-
-    return UsageError("no images found in the inputs" + (f" for shard {shard}" if shard else ""),
-                      hint="check the paths; extensions: jpg jpeg png bmp webp tif tiff gif")
 
 
 def embed(
@@ -104,7 +84,7 @@ def embed(
     Examples: imgfeat embed photos/ --out feats.parquet; imgfeat embed s3://bucket/photos/ --engine ray
     --ray-address head:6379 --out s3://bucket/feats/
     """
-    from imgfeat_cli.cli.loading import limits, load_model
+    from imgfeat_cli.cli.loading import limits, load_model, no_images, produced_by, with_stdin
     from imgfeat_cli.common import config as cfgmod
     from imgfeat_cli.common.errors import UsageError
     from imgfeat_cli.pipeline.embedder import collect_inputs, parse_shard, plan_streams

@@ -14,8 +14,7 @@ def embed_on_ray(cfg: Dict[str, Any], out: Output, out_dir: str, sources: List[s
     embed on the cluster into the folder ``out_dir``."""
     import numpy as np
 
-    from imgfeat_cli.cli.embed import no_images, produced_by, with_stdin
-    from imgfeat_cli.cli.loading import limits, load_model
+    from imgfeat_cli.cli.loading import limits, load_model, no_images, produced_by, with_stdin
     from imgfeat_cli.common.system import parse_device
     from imgfeat_cli.distributed.folder import ParquetFolder
     from imgfeat_cli.distributed.ray_embed import expand_locations, require_ray
