@@ -194,3 +194,13 @@ def test_ctrl_c_with_streams_is_one_line(model_dir, tmp_path):
                           "--out", str(out), "--resume", "--json"], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and json.loads(res.stdout)["total"] == 400
     assert len(read_features(str(out)).paths) == 400 == len(set(read_features(str(out)).paths))
+
+
+def test_predict_can_show_a_progress_bar(photos, model_dir, capsys):
+    model = create_model(model_dir=model_dir)
+    quiet = list(model.predict(str(photos), batch_size=3))
+    assert capsys.readouterr().err == ""
+    shown = list(model.predict(str(photos), batch_size=3, progress=True))
+    err = capsys.readouterr().err
+    assert "predict" in err and "7/7" in err
+    assert [r["res"]["input_path"] for r in shown] == [r["res"]["input_path"] for r in quiet]
