@@ -12,10 +12,11 @@ on the same output fails at once.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
-from typing import IO, Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import yaml
@@ -120,9 +121,7 @@ class FileSink:
         if self.part_path.exists() and not (self.resume or self.overwrite):
             raise UsageError(f"an interrupted run left {self.part_path}",
                              hint="pass --resume to continue it or --overwrite to start over")
-        parent = self.out.parent
-        if parent.exists() and not parent.is_dir():
-            raise UsageError(f"cannot write {self.out}: {parent} is a file, not a folder")
+        fsutil.check_output_file(self.out)  # a folder in the way, an unwritable place, a name too long
 
     def open(self, identity: Dict[str, Any]) -> Set[str]:
         """Lock the output, check a resume against what produced it, and read back what is done.
@@ -130,6 +129,10 @@ class FileSink:
         the resume is refused."""
         self.check()
         self.identity = {"format": self.fmt, "dtype": self.dtype.name, "model": identity}
+        with _naming(self.part_path):
+            return self._open()
+
+    def _open(self) -> Set[str]:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         created = not self.part_path.exists()
         fh = open(self.part_path, "a+b")  # creates without truncating: lock first, decide after
@@ -194,6 +197,11 @@ class FileSink:
 
     def write(self, paths: Sequence[str], feats: np.ndarray) -> None:
         assert self.part is not None
+        with _naming(self.part_path):
+            self._write(paths, feats)
+
+    def _write(self, paths: Sequence[str], feats: np.ndarray) -> None:
+        assert self.part is not None
         dim = int(feats.shape[1])
         if self.identity.get("dim") is None:
             self.identity["dim"] = dim
@@ -204,7 +212,11 @@ class FileSink:
         self.part.write(list(paths), feats)
 
     def suspend(self) -> None:
-        """Keep the part files for ``--resume`` (Ctrl-C, errors) and release the lock."""
+        """Keep the part files for ``--resume`` (Ctrl-C, errors) and release the lock; a final
+        file being staged from them is dropped."""
+        staged = getattr(self.part, "staged", None)
+        if staged is not None:
+            Path(staged).unlink(missing_ok=True)
         if self.part is not None and hasattr(self.part, "close"):
             self.part.close()
         if self.fh is not None:
@@ -224,7 +236,12 @@ class FileSink:
             self.fh = None
 
     def finish(self, errors: Sequence[Tuple[str, str]], config: Optional[Dict[str, Any]] = None) -> List[str]:
-        """Publish the complete set; return the files it consists of."""
+        """Publish the complete set; return the files it consists of. On a failure (a full disk)
+        the part files stay for ``--resume`` and the old output, if any, as it was."""
+        with _naming(self.out):
+            return self._publish(errors, config)
+
+    def _publish(self, errors: Sequence[Tuple[str, str]], config: Optional[Dict[str, Any]]) -> List[str]:
         assert self.part is not None and self.fh is not None
         self.fh.flush()
         os.fsync(self.fh.fileno())
@@ -250,6 +267,18 @@ class FileSink:
         self.fh = None
         files = [str(self.out)] + [str(d) for d in moves.values() if d != self.out] + [str(self.config_file)]
         return files + ([str(self.errors_file)] if errors else [])
+
+
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Name ``path`` in an OS error that names no file (a write on a full disk): the error table
+    then says which output could not be written."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
 
 
 def show_value(value: Any) -> str:
