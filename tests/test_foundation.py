@@ -19,7 +19,7 @@ def _py(code: str, **env: str) -> subprocess.CompletedProcess:
 
 
 #: The layers, bottom first: a module may import its own layer and those below, never above.
-LAYERS = [["common"], ["models"], ["pipeline"], ["datasets"], ["retrieval", "training"], ["cli"]]
+LAYERS = [["common"], ["models"], ["pipeline"], ["datasets"], ["retrieval", "training", "distributed"], ["cli"]]
 
 
 def _layer(package: str) -> int:
@@ -32,6 +32,8 @@ def test_layers_import_only_downward_and_engines_never_typer_or_rich(package):
     nothing from a higher layer (or a sibling engine), and no typer/rich/click below the CLI."""
     res = _py(f"""
         import importlib, pkgutil, sys
+        sys.modules["httpx._main"] = None  # paddle imports httpx, whose CLI pulls in click and rich when
+                                           # click is installed (Ray brings it): not imgfeat's doing
         pkg = importlib.import_module("imgfeat_cli.{package}")
         for m in pkgutil.iter_modules(pkg.__path__):
             importlib.import_module(f"imgfeat_cli.{package}.{{m.name}}")

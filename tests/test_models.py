@@ -7,7 +7,7 @@ import pytest
 
 from conftest import shared_path
 from imgfeat_cli import create_model, list_models
-from imgfeat_cli.common.errors import ModelError
+from imgfeat_cli.common.errors import ModelError, UsageError
 
 FIXTURES = [("ppshituv2_rec_seed0", "PP-ShiTuV2_rec", None),
             ("clip_vit_base_tiny_seed0", "PP-ShiTuV2_rec_CLIP_vit_base", {"num_heads": 2}),
@@ -120,7 +120,7 @@ def test_weight_loading_reports_problems(tmp_path):
     (tmp_path / "junk.pdparams").write_text("not a pickle")
     with pytest.raises(ModelError, match="not a readable .pdparams"):
         create_model("PP-ShiTuV2_rec", weights=str(tmp_path / "junk.pdparams"))
-    with pytest.raises(ModelError, match="does not exist"):
+    with pytest.raises(UsageError, match="does not exist"):
         create_model("PP-ShiTuV2_rec", weights=str(tmp_path / "none.pdparams"))
 
 

@@ -158,8 +158,7 @@ def test_split_of_a_dataset_it_cannot_rewrite(invoke, inputs, tmp_path):
 MISSING_CODE = {"embed": 1}
 
 
-@pytest.mark.parametrize("cmd", ["check", "convert", "split", "train", "eval", "embed", pytest.param(
-    "export", marks=pytest.mark.xfail(strict=True, reason="owned by train: a missing --weights file exits 1, not 2"))])
+@pytest.mark.parametrize("cmd", ["check", "convert", "split", "train", "eval", "embed", "export"])
 def test_missing_input(invoke, inputs, tmp_path, cmd):
     line = one_error(invoke(*missing_args(cmd, inputs, tmp_path), "--quiet"), (MISSING_CODE.get(cmd, 2),))
     assert "does-not-exist" in line

@@ -194,3 +194,34 @@ def test_ctrl_c_with_streams_is_one_line(model_dir, tmp_path):
                           "--out", str(out), "--resume", "--json"], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and json.loads(res.stdout)["total"] == 400
     assert len(read_features(str(out)).paths) == 400 == len(set(read_features(str(out)).paths))
+
+
+def test_predict_can_show_a_progress_bar(photos, model_dir, capsys):
+    model = create_model(model_dir=model_dir)
+    quiet = list(model.predict(str(photos), batch_size=3))
+    assert capsys.readouterr().err == ""
+    shown = list(model.predict(str(photos), batch_size=3, progress=True))
+    err = capsys.readouterr().err
+    assert "predict" in err and "7/7" in err
+    assert [r["res"]["input_path"] for r in shown] == [r["res"]["input_path"] for r in quiet]
+
+
+def test_a_full_disk_while_publishing_keeps_the_part_for_resume(invoke, photos, model_dir, tmp_path, monkeypatch):
+    import errno
+    from imgfeat_cli.pipeline import formats
+    out = tmp_path / "f.npy"
+    real = formats.shutil.copyfileobj
+
+    def full(src, dst, *a):  # the disk fills up while the final .npy is staged
+        dst.write(b"x" * 100)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(formats.shutil, "copyfileobj", full)
+    res = _embed(invoke, photos, "--model-dir", model_dir, "--out", out)
+    assert res.exit_code == 1 and f"no space left on the device holding {out}" in res.stderr
+    assert "Traceback" not in res.stderr and not out.exists()
+    assert sorted(p.name for p in tmp_path.glob("f.*")) == ["f.npy.part", "f.npy.part.meta.json", "f.paths.txt.part"]
+    monkeypatch.setattr(formats.shutil, "copyfileobj", real)
+    again = _embed(invoke, photos, "--model-dir", model_dir, "--out", out, "--resume", "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["already_done"] == 7
+    assert np.load(out).shape == (7, 512)

@@ -29,6 +29,52 @@ def _params(path: Path) -> dict:
     return {k: v.numpy() for k, v in paddle.load(str(path)).items()}
 
 
+def _differing(a: Path, b: Path) -> list:
+    """Names of the tensors that are not bit-identical in two .pdparams files."""
+    pa, pb = _params(a), _params(b)
+    assert pa.keys() == pb.keys()
+    return [k for k in pa if not np.array_equal(pa[k], pb[k])]
+
+
+REF_ARGS = ["--epochs", "3", *TINY, "-o", "Train.eval_interval=10", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def ref(tmp_path_factory) -> dict:
+    """One uninterrupted 3-epoch run (epoch_1..3, latest, best_model evaluated at epoch 3) that
+    resume tests compare against and failure tests try to destroy (on copies)."""
+    from typer.testing import CliRunner
+
+    from imgfeat_cli.cli.app import app
+
+    base = tmp_path_factory.mktemp("ref")
+    ds = base / "tiny"
+    make_dataset(ds, num_classes=4, per_class=8, size=32, seed=3, distinct_colours=True)
+    out = base / "run"
+    res = CliRunner().invoke(app, ["train", "--dataset", str(ds), "--output", str(out), *REF_ARGS[:-1], "--json"])
+    assert res.exit_code == 0, res.output
+    return {"ds": ds, "out": out, "doc": json.loads(res.stdout)}
+
+
+def _snapshot(folder: Path) -> dict:
+    """Every file under ``folder`` with its bytes: a run is intact when this does not change."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _copy_run(ref: dict, dest: Path) -> Path:
+    import shutil
+
+    shutil.copytree(ref["out"], dest)
+    return dest
+
+
+def _one_error_line(stderr: str) -> str:
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("Error:")]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr and "unexpected" not in stderr, stderr
+    return lines[0]
+
+
 def _untrained_recall1(dataset: Path, size: int) -> float:
     import paddle
 
@@ -86,19 +132,16 @@ def test_train_from_random_init_learns_and_writes_paddlex_layout(invoke, tmp_pat
                  tmp_path / "ev", "--json")
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["metrics"]["recall1"] == pytest.approx(doc["best_score"], abs=1e-9)
-    # and the checkpoint, run in dygraph, picks its training input size from the .pdstates
+    # and eval of the checkpoint gives that same figure, exactly: it scores the export made from it
     res = invoke("eval", "--dataset", ds, "--weights", out / "best_model" / "best_model.pdparams", "--output",
                  tmp_path / "ev2", "--json")
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout)["metrics"]["recall1"] == pytest.approx(doc["best_score"], abs=1 / 24 + 1e-9)
+    assert json.loads(res.stdout)["metrics"]["recall1"] == doc["best_score"]
 
 
-def test_ctrl_c_saves_latest_and_resume_reproduces_uninterrupted_run(invoke, tiny_ds, tmp_path):
-    from imgfeat_cli.training.trainer import TrainOptions, run_train
-
-    args = ["--epochs", "3", *TINY, "-o", "Train.eval_interval=10", "--quiet"]
-    res = invoke("train", "--dataset", tiny_ds, "--output", tmp_path / "a", *args)
-    assert res.exit_code == 0, res.output
+def test_ctrl_c_saves_latest_and_resume_reproduces_uninterrupted_run(invoke, ref, tmp_path):
+    from imgfeat_cli.training.options import TrainOptions
+    from imgfeat_cli.training.run import run_train
 
     # interrupt run b with a real SIGINT in the middle of epoch 2 (steps per epoch: 16 images / 8 = 2)
     def ctrl_c(global_step: int) -> bool:
@@ -106,7 +149,7 @@ def test_ctrl_c_saves_latest_and_resume_reproduces_uninterrupted_run(invoke, tin
             os.kill(os.getpid(), signal.SIGINT)
         return False
 
-    opts = TrainOptions(str(tiny_ds), output=str(tmp_path / "b"), epochs=3, batch_size=8, learning_rate=0.02,
+    opts = TrainOptions(str(ref["ds"]), output=str(tmp_path / "b"), epochs=3, batch_size=8, learning_rate=0.02,
                         warmup_epochs=1, pretrain_weight_path="none", input_size=32, eval_interval=10)
     with pytest.raises(Interrupted, match="epoch 2, step 1 of 2"):
         run_train(opts, stop=ctrl_c)
@@ -115,15 +158,67 @@ def test_ctrl_c_saves_latest_and_resume_reproduces_uninterrupted_run(invoke, tin
     assert (tmp_path / "b" / "latest" / "latest.pdopt").is_file()
 
     # without --resume the folder is protected
-    res = invoke("train", "--dataset", tiny_ds, "--output", tmp_path / "b", *args)
+    res = invoke("train", "--dataset", ref["ds"], "--output", tmp_path / "b", *REF_ARGS)
     assert res.exit_code == 2 and "already holds a training run" in res.stderr and "--resume" in res.stderr
 
-    res = invoke("train", "--dataset", tiny_ds, "--output", tmp_path / "b", "--resume", *args)
+    res = invoke("train", "--dataset", ref["ds"], "--output", tmp_path / "b", "--resume", *REF_ARGS)
     assert res.exit_code == 0, res.output
-    a, b = _params(tmp_path / "a" / "latest" / "latest.pdparams"), _params(tmp_path / "b" / "latest" / "latest.pdparams")
-    assert a.keys() == b.keys()
-    assert max(float(np.abs(a[k] - b[k]).max()) for k in a) == 0.0
+    assert _differing(ref["out"] / "latest" / "latest.pdparams", tmp_path / "b" / "latest" / "latest.pdparams") == []
     assert "resuming from" in (tmp_path / "b" / "train.log").read_text()
+
+
+def test_resume_after_an_epoch_boundary_is_exact(invoke, ref, tmp_path):
+    """Interrupted right after epoch 1 (a Ctrl-C during its last step): the resumed run draws epoch
+    2's batches, not epoch 1's again."""
+    from imgfeat_cli.training.options import TrainOptions
+    from imgfeat_cli.training.run import run_train
+
+    opts = TrainOptions(str(ref["ds"]), output=str(tmp_path / "e"), epochs=3, batch_size=8, learning_rate=0.02,
+                        warmup_epochs=1, pretrain_weight_path="none", input_size=32, eval_interval=10)
+    with pytest.raises(Interrupted, match="interrupted after epoch 1"):
+        run_train(opts, stop=lambda global_step: global_step == 2)
+    assert _differing(ref["out"] / "epoch_1" / "epoch_1.pdparams", tmp_path / "e" / "latest" / "latest.pdparams") == []
+    res = invoke("train", "--dataset", ref["ds"], "--output", tmp_path / "e", "--resume", *REF_ARGS)
+    assert res.exit_code == 0, res.output
+    assert _differing(ref["out"] / "latest" / "latest.pdparams", tmp_path / "e" / "latest" / "latest.pdparams") == []
+
+
+@pytest.mark.slow
+def test_resume_path_from_any_epoch_checkpoint_is_exact(invoke, ref, tmp_path):
+    """``-o Train.resume_path=OUT/epoch_N`` in the folder, .pdparams and prefix forms; also a
+    checkpoint written before the sampler state was kept at epoch ends (``epoch_sampler: None``)."""
+    import paddle
+
+    want = ref["out"] / "latest" / "latest.pdparams"
+    # the run's own folder: its later checkpoints would be replaced, so --overwrite is required
+    out = _copy_run(ref, tmp_path / "same")
+    res = invoke("train", "--dataset", ref["ds"], "--output", out, "-o", f"Train.resume_path={out / 'epoch_1'}",
+                 *REF_ARGS)
+    assert res.exit_code == 2 and "would replace its checkpoints" in res.stderr and "--overwrite" in res.stderr
+    res = invoke("train", "--dataset", ref["ds"], "--output", out, "-o", f"Train.resume_path={out / 'epoch_1'}",
+                 "--overwrite", *REF_ARGS)
+    assert res.exit_code == 0, res.output
+    assert _differing(want, out / "latest" / "latest.pdparams") == []
+    assert not (out / ".previous-run").exists() and (out / "train.log.bak").is_file()
+
+    # an old-style checkpoint, given as its .pdparams
+    old = tmp_path / "old" / "epoch_2"
+    import shutil
+
+    shutil.copytree(ref["out"] / "epoch_2", old)
+    states = paddle.load(str(old / "epoch_2.pdstates"))
+    states.pop("digests")
+    paddle.save({**states, "epoch_sampler": None}, str(old / "epoch_2.pdstates"))
+    res = invoke("train", "--dataset", ref["ds"], "--output", tmp_path / "o2",
+                 "-o", f"Train.resume_path={old / 'epoch_2.pdparams'}", *REF_ARGS)
+    assert res.exit_code == 0, res.output
+    assert _differing(want, tmp_path / "o2" / "latest" / "latest.pdparams") == []
+
+    # the prefix form
+    res = invoke("train", "--dataset", ref["ds"], "--output", tmp_path / "o3",
+                 "-o", f"Train.resume_path={ref['out'] / 'epoch_2' / 'epoch_2'}", *REF_ARGS)
+    assert res.exit_code == 0, res.output
+    assert _differing(want, tmp_path / "o3" / "latest" / "latest.pdparams") == []
 
 
 def test_resume_refuses_changed_settings(invoke, tiny_ds, tmp_path):
@@ -162,7 +257,8 @@ def test_train_dataset_errors(invoke, tiny_ds, tmp_path):
 
 @pytest.mark.slow
 def test_clip_recipe_trains_and_exports(tiny_ds, tmp_path):
-    from imgfeat_cli.training.trainer import TrainOptions, run_train
+    from imgfeat_cli.training.options import TrainOptions
+    from imgfeat_cli.training.run import run_train
 
     opts = TrainOptions(str(tiny_ds), model_name="PP-ShiTuV2_rec_CLIP_vit_base", output=str(tmp_path / "c"), epochs=1,
                         batch_size=8, learning_rate=0.001, warmup_epochs=0, pretrain_weight_path="none",
@@ -211,3 +307,498 @@ def test_resume_path_accepts_folder_file_or_prefix(tmp_path):
     (ck / "latest.pdopt").unlink()
     with pytest.raises(UsageError, match="latest.pdopt not found"):
         resolve_resume(str(ck))
+
+
+# --- --overwrite: validate everything first, keep the old run until the new one has a checkpoint ---
+
+def _vit_weights(path: Path) -> Path:
+    import paddle
+
+    from imgfeat_cli.models.registry import build_model
+
+    vit = build_model("PP-ShiTuV2_rec_CLIP_vit_base", arch={"embed_dim": 64, "depth": 1, "num_heads": 2})
+    paddle.save(vit.state_dict(), str(path))
+    return path
+
+
+def _break_dataset(ds: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    bad = tmp_path / "bad_ds"
+    shutil.copytree(ds, bad)
+    with open(bad / "train.txt", "a", encoding="utf-8") as fh:
+        fh.write("images/nothere.jpg 1\n")
+    return bad
+
+
+@pytest.mark.parametrize("failure, code, needle", [
+    ("typo_weights", 2, "Train.pretrain_weight_path"),
+    ("foreign_weights", 1, "no parameter name matches the model"),
+    ("bad_dataset", 1, "image images/nothere.jpg does not exist"),
+    ("bad_resume", 2, "cannot resume from"),
+])
+def test_overwrite_failing_before_training_leaves_the_old_run_untouched(invoke, ref, tmp_path, failure, code, needle):
+    out = _copy_run(ref, tmp_path / "run")
+    before = _snapshot(out)
+    ds, extra = ref["ds"], []
+    if failure == "typo_weights":
+        extra = ["-o", f"Train.pretrain_weight_path={tmp_path / 'pretrianed.pdparams'}"]
+    elif failure == "foreign_weights":
+        extra = ["-o", f"Train.pretrain_weight_path={_vit_weights(tmp_path / 'vit.pdparams')}"]
+    elif failure == "bad_dataset":
+        ds = _break_dataset(ref["ds"], tmp_path)
+    else:
+        extra = ["-o", f"Train.resume_path={tmp_path / 'nowhere' / 'epoch_1'}"]
+    res = invoke("train", "--dataset", ds, "--output", out, "--overwrite", *REF_ARGS, *extra)
+    assert res.exit_code == code, res.output
+    assert needle in _one_error_line(res.stderr)
+    assert _snapshot(out) == before
+
+
+def _nan_loss_at(monkeypatch, global_step: int) -> None:
+    """Make the PP-ShiTuV2 loss NaN from the given step on (1-based, counted in this process)."""
+    from imgfeat_cli.training import recipe
+
+    real, calls = recipe._shitu_loss, [0]
+
+    def loss(out, labels):
+        calls[0] += 1
+        total, parts = real(out, labels)
+        return (total * float("nan"), parts) if calls[0] >= global_step else (total, parts)
+
+    monkeypatch.setattr(recipe, "_shitu_loss", loss)
+
+
+@pytest.mark.parametrize("failure", ["nan_loss", "ctrl_c_twice"])
+def test_overwrite_failing_before_the_first_checkpoint_restores_the_old_run(invoke, ref, tmp_path, monkeypatch,
+                                                                            failure):
+    from imgfeat_cli.training.options import TrainingDiverged, TrainOptions
+    from imgfeat_cli.training.run import run_train
+
+    out = _copy_run(ref, tmp_path / "run")
+    before = _snapshot(out)
+    opts = TrainOptions(str(ref["ds"]), output=str(out), epochs=3, batch_size=8, learning_rate=0.02, warmup_epochs=1,
+                        pretrain_weight_path="none", input_size=32, eval_interval=10, overwrite=True)
+    if failure == "nan_loss":
+        _nan_loss_at(monkeypatch, 2)
+        with pytest.raises(TrainingDiverged, match="the loss is nan at epoch 1, step 2 of 2; nothing was saved"):
+            run_train(opts)
+    else:
+        def ctrl_c_twice(global_step: int) -> bool:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+            return False
+
+        with pytest.raises(Interrupted, match="before its first checkpoint; the previous run is back in place"):
+            run_train(opts, stop=ctrl_c_twice)
+    assert _snapshot(out) == before
+
+
+def test_overwrite_replaces_the_old_run_once_the_new_one_has_a_checkpoint(invoke, ref, tmp_path):
+    out = _copy_run(ref, tmp_path / "run")
+    old_log = (out / "train.log").read_text()
+    res = invoke("train", "--dataset", ref["ds"], "--output", out, "--overwrite", *REF_ARGS[2:], "--epochs", "1")
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "best_model", "config.yaml", "config.yaml.bak", "epoch_1", "latest", "train.log", "train.log.bak",
+        "train_result.json", "train_result.json.bak"]
+    assert (out / "train.log.bak").read_text() == old_log
+    assert json.loads((out / "train_result.json").read_text())["done_flag"] is True
+
+
+# --- non-finite losses and weights ------------------------------------------------------------------
+
+def test_nan_loss_stops_training_without_saving_anything_from_it(invoke, tiny_ds, tmp_path, monkeypatch):
+    out = tmp_path / "n"
+    _nan_loss_at(monkeypatch, 3)  # epoch 2, step 1
+    res = invoke("train", "--dataset", tiny_ds, "--output", out, "--epochs", "2", *TINY)
+    assert res.exit_code == 1, res.output
+    line = _one_error_line(res.stderr)
+    assert "training diverged: the loss is nan at epoch 2, step 1 of 2" in line
+    assert f"the last complete checkpoint is {out / 'latest'} (after epoch 1)" in line
+    import paddle
+
+    assert paddle.load(str(out / "latest" / "latest.pdstates"))["epoch"] == 2  # epoch 1's, untouched
+    assert not (out / "epoch_2").exists()
+    for name in ("latest", "best_model", "epoch_1"):
+        params = _params(out / name / f"{name}.pdparams")
+        assert all(np.isfinite(v).all() for v in params.values())
+
+
+def test_weights_that_overflow_are_never_evaluated_saved_or_exported(invoke, tiny_ds, tmp_path):
+    # one step per epoch (16 images, batch 16) at an absurd rate: the loss of step 1 is finite, the
+    # weights after it give infinite features; nothing may be evaluated or saved from them
+    out = tmp_path / "o"
+    res = invoke("train", "--dataset", tiny_ds, "--output", out, "--epochs", "2", *TINY,
+                 "-o", "Train.batch_size=16", "-o", "Train.learning_rate=1.0e+30", "-o", "Train.warmup_steps=0")
+    assert res.exit_code == 1, res.output
+    assert "training diverged:" in _one_error_line(res.stderr) and "after epoch 1" in res.stderr
+    assert not (out / "latest").exists() and not (out / "best_model").exists()
+    assert "eval:" not in (out / "train.log").read_text()
+
+
+def test_export_refuses_weights_holding_nan(invoke, tmp_path):
+    import paddle
+
+    from imgfeat_cli.models.registry import build_model
+
+    state = build_model("PP-ShiTuV2_rec").state_dict()
+    key = next(iter(state))
+    state[key] = paddle.full(state[key].shape, float("nan"))
+    paddle.save(state, str(tmp_path / "nan.pdparams"))
+    res = invoke("export", "--weights", tmp_path / "nan.pdparams", "--out", tmp_path / "inf")
+    assert res.exit_code == 1, res.output
+    assert "holds NaN or infinity in 1 tensors" in _one_error_line(res.stderr)
+    assert not (tmp_path / "inf").exists()
+
+
+# --- absurd label ranges -----------------------------------------------------------------------------
+
+def test_absurd_label_ranges_are_refused_before_the_model_is_built(invoke, tiny_ds, tmp_path, monkeypatch):
+    from imgfeat_cli.training import setup
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was built")
+
+    monkeypatch.setattr(setup, "build_model", no_model)
+    res = invoke("train", "--dataset", tiny_ds, "--output", tmp_path / "o", *TINY, "-o", "Train.num_classes=5000000")
+    assert res.exit_code == 2, res.output
+    assert "Train.num_classes asks for a classifier of 5000000 classes, above the limit" in _one_error_line(res.stderr)
+    lines = (tiny_ds / "train.txt").read_text().splitlines()
+    lines[0] = lines[0].rsplit(" ", 1)[0] + " 2000000000"
+    (tiny_ds / "train.txt").write_text("\n".join(lines) + "\n")
+    res = invoke("train", "--dataset", tiny_ds, "--output", tmp_path / "o", *TINY)
+    assert res.exit_code == 1, res.output  # the dataset's list is wrong (imgfeat check says so too)
+    line = _one_error_line(res.stderr)
+    assert "train.txt:1: label 2000000000 would make a 2000000001-class classifier" in line and "renumber" in line
+    assert not (tmp_path / "o").exists()
+
+
+# --- Ctrl-C in a real process -----------------------------------------------------------------------
+
+HOOKED_CLI = '''
+import os, sys, time
+hook = os.environ["IMGFEAT_TEST_HOOK"]
+if hook == "setup":  # loading the initial weights takes a while
+    import imgfeat_cli.models.weights as w
+    real = w.read_state_dict
+    def slow(*a, **k):
+        print("@@HOOK", file=sys.stderr, flush=True)
+        time.sleep(30)
+        return real(*a, **k)
+    w.read_state_dict = slow
+elif hook == "save":  # announce the export of epoch 2's checkpoint (paddle.jit tracing follows)
+    import imgfeat_cli.models.export as e
+    real, calls = e.export_layer, [0]
+    def marked(*a, **k):
+        calls[0] += 1
+        if calls[0] == 2:
+            print("@@HOOK", file=sys.stderr, flush=True)
+        return real(*a, **k)
+    e.export_layer = marked
+from imgfeat_cli.cli.entry import main
+sys.argv = ["imgfeat"] + sys.argv[1:]
+main()
+'''
+
+
+def _train_process(tmp_path: Path, hook: str, args: list):
+    import subprocess
+    import sys
+
+    script = tmp_path / "hooked_cli.py"
+    script.write_text(HOOKED_CLI)
+    return subprocess.Popen([sys.executable, str(script), "train", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "IMGFEAT_TEST_HOOK": hook})
+
+
+def _wait_for(proc, predicate, what: str, timeout: float = 120) -> None:
+    import time
+
+    end = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None or time.monotonic() > end:
+            proc.kill()
+            out, err = proc.communicate()
+            raise AssertionError(f"never saw {what}: exit {proc.returncode}\n{err[-3000:]}")
+        time.sleep(0.02)
+
+
+def _stderr_marker(proc) -> None:
+    """Read stderr up to the hook's marker line (the rest is read by communicate)."""
+    for line in proc.stderr:
+        if line.startswith("@@HOOK"):
+            return
+    raise AssertionError(f"the hook never ran (exit {proc.wait()})")
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_setup_exits_130_and_leaves_the_replaced_run_intact(invoke, ref, tmp_path):
+    out = _copy_run(ref, tmp_path / "run")
+    before = _snapshot(out)
+    weights = ref["out"] / "latest" / "latest.pdparams"
+    proc = _train_process(tmp_path, "setup", ["--dataset", ref["ds"], "--output", out, "--overwrite", *REF_ARGS,
+                                              "-o", f"Train.pretrain_weight_path={weights}"])
+    _stderr_marker(proc)
+    # meanwhile the folder is taken: a second train on it is refused
+    res = invoke("train", "--dataset", ref["ds"], "--output", out, "--resume", *REF_ARGS)
+    assert res.exit_code == 2 and "another imgfeat process is changing files in" in _one_error_line(res.stderr)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted during setup; nothing was written" in _one_error_line(err)
+    assert _snapshot(out) == before
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_epoch_saves_latest_and_exits_130(ref, tmp_path):
+    out = tmp_path / "run"
+    proc = _train_process(tmp_path, "none", ["--dataset", ref["ds"], "--output", out, *REF_ARGS])
+    log = out / "train.log"
+    _wait_for(proc, lambda: log.is_file() and "epoch 2/3 step 1/2" in log.read_text(), "epoch 2 step 1")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "training interrupted" in _one_error_line(err) and "--resume" in err
+    assert json.loads((out / "train_result.json").read_text())["done_flag"] is False
+    assert (out / "latest" / "latest.pdstates").is_file()
+
+
+@pytest.mark.slow
+def test_second_ctrl_c_while_saving_keeps_the_last_complete_checkpoint(ref, tmp_path):
+    import paddle
+
+    out = tmp_path / "run"
+    proc = _train_process(tmp_path, "save", ["--dataset", ref["ds"], "--output", out, *REF_ARGS])
+    _stderr_marker(proc)  # epoch 2's checkpoint is being exported now
+    proc.send_signal(signal.SIGINT)
+    import time
+
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    line = _one_error_line(err)
+    assert "training aborted after epoch 2" in line and f"{out / 'latest'} (after epoch 1)" in line
+    assert paddle.load(str(out / "latest" / "latest.pdstates"))["epoch"] == 2  # saved after epoch 1
+    assert _differing(out / "epoch_1" / "epoch_1.pdparams", out / "latest" / "latest.pdparams") == []
+    # no epoch_2, no temp folder: the abandoned checkpoint left nothing behind
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "epoch_1", "latest", "train.log",
+                                                      "train_result.json"]
+
+
+# --- PaddleX keys that name an input; progress without a terminal ------------------------------------
+
+def test_paddlex_input_keys_and_progress_lines_without_a_terminal(invoke, ref, tmp_path):
+    """``Global.dataset_dir`` and ``Train.pretrain_weight_path`` (no --dataset), and, as stderr is not
+    a terminal here, progress lines at ``Train.progress_interval`` (0: every step after the first)."""
+    weights = ref["out"] / "epoch_3" / "epoch_3.pdparams"
+    res = invoke("train", "-o", f"Global.dataset_dir={ref['ds']}", "--output", tmp_path / "o", "--epochs", "2",
+                 *TINY[2:], "-o", f"Train.pretrain_weight_path={weights}", "-o", "Train.progress_interval=0",
+                 "-o", "Train.eval_interval=10")
+    assert res.exit_code == 0, res.output
+    assert f"initialisation: 288 tensors from {weights}" in res.stderr
+    steps = [ln for ln in res.stderr.splitlines() if ln.startswith("training: ")]
+    assert [s.split(" steps")[0] for s in steps] == ["training: 2/4", "training: 3/4", "training: 4/4"], res.stderr
+    assert "ETA " in steps[0] and "epoch 1/2, loss " in steps[0] and " lr " in steps[0] and "images/s" in steps[0]
+    assert "done in" in steps[-1]
+    res = invoke("train", "--dataset", ref["ds"], "--output", tmp_path / "q", "--epochs", "2", *TINY, "--quiet",
+                 "-o", "Train.progress_interval=0", "-o", "Train.eval_interval=10")
+    assert res.exit_code == 0 and "training: " not in res.stderr
+
+
+def test_export_takes_export_weight_path(invoke, ref, tmp_path):
+    weights = ref["out"] / "best_model" / "best_model.pdparams"
+    res = invoke("export", "-o", f"Export.weight_path={weights}", "--out", tmp_path / "inf")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "inf" / "inference.pdiparams").is_file()
+    assert "size:\n      - 32" in (tmp_path / "inf" / "inference.yml").read_text()  # the training input size
+
+
+# --- one checkpoint, one figure ------------------------------------------------------------------------
+
+def test_eval_of_a_training_checkpoint_scores_its_export_and_gives_the_training_figure(invoke, ref, tmp_path):
+    import shutil
+
+    best = ref["out"] / "best_model" / "best_model.pdparams"
+    res = invoke("eval", "--dataset", ref["ds"], "--weights", best, "--output", tmp_path / "ev")
+    assert res.exit_code == 0, res.output
+    assert f"scoring its exported model {best.parent / 'inference'}" in res.stderr
+    metrics = json.loads((tmp_path / "ev" / "evaluate_result.json").read_text())["metrics"]
+    assert metrics["recall1"] == ref["doc"]["best_score"]
+    assert metrics == ref["doc"]["history"][-1]["metrics"]
+
+    # weights that are not the ones exported beside them run in dygraph (no claim about the export)
+    other = tmp_path / "other"
+    shutil.copytree(best.parent, other)
+    shutil.copy(ref["out"] / "epoch_1" / "epoch_1.pdparams", other / "best_model.pdparams")
+    res = invoke("eval", "--dataset", ref["ds"], "--weights", other / "best_model.pdparams", "--output", tmp_path / "e2")
+    assert res.exit_code == 0, res.output
+    assert "scoring its exported model" not in res.stderr
+
+
+# --- hostile inputs -------------------------------------------------------------------------------------
+
+def _hostile_path(tmp_path: Path, kind: str) -> Path:
+    p = tmp_path / f"hostile_{kind}.pdparams"
+    if kind == "missing":
+        pass
+    elif kind == "folder":
+        p.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(p)
+    elif kind == "loop":
+        os.symlink(p, p)
+    elif kind == "truncated":
+        import paddle
+
+        from imgfeat_cli.models.registry import build_model
+
+        paddle.save(build_model("PP-ShiTuV2_rec").state_dict(), str(p))
+        p.write_bytes(p.read_bytes()[:5000])
+    elif kind == "empty":
+        p.write_bytes(b"")
+    return p
+
+
+HOSTILE_WEIGHTS = [("missing", 2, "does not exist"), ("folder", 2, "is a folder, not a file"),
+                   ("fifo", 2, "is not a regular file"), ("loop", 2, "is a symlink loop"),
+                   ("truncated", 1, "is not a readable .pdparams file"), ("empty", 1, "is not a readable .pdparams")]
+
+
+@pytest.mark.parametrize("kind, code, needle", HOSTILE_WEIGHTS)
+def test_train_hostile_pretrain_weights(invoke, tiny_ds, tmp_path, kind, code, needle):
+    path = _hostile_path(tmp_path, kind)
+    res = invoke("train", "--dataset", tiny_ds, "--output", tmp_path / "o", *TINY[2:],
+                 "-o", f"Train.pretrain_weight_path={path}")
+    assert res.exit_code == code, res.output
+    line = _one_error_line(res.stderr)
+    assert needle in line and str(path) in line
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("kind, code, needle", HOSTILE_WEIGHTS)
+def test_export_hostile_weights(invoke, tmp_path, kind, code, needle):
+    path = _hostile_path(tmp_path, kind)
+    res = invoke("export", "--weights", path, "--out", tmp_path / "inf")
+    assert res.exit_code == code, res.output
+    line = _one_error_line(res.stderr)
+    assert needle in line and str(path) in line
+    assert not (tmp_path / "inf").exists()
+
+
+@pytest.mark.parametrize("kind, needle", [("fifo", "is not a regular file (a FIFO"), ("loop", "is a symlink loop"),
+                                          ("folder", "is a folder"), ("dangling", "is a broken symlink")])
+def test_train_hostile_dataset_images(invoke, tiny_ds, tmp_path, kind, needle):
+    img = tiny_ds / "images" / "odd.jpg"
+    if kind == "fifo":
+        os.mkfifo(img)
+    elif kind == "loop":
+        os.symlink(img, img)
+    elif kind == "folder":
+        img.mkdir()
+    else:
+        os.symlink(tiny_ds / "gone.jpg", img)
+    with open(tiny_ds / "train.txt", "a", encoding="utf-8") as fh:
+        fh.write("images/odd.jpg 1\n")
+    res = invoke("train", "--dataset", tiny_ds, "--output", tmp_path / "o", *TINY)
+    assert res.exit_code == 1, res.output
+    assert f"image images/odd.jpg {needle}" in _one_error_line(res.stderr)
+
+
+def _read_only(folder: Path, monkeypatch) -> None:
+    """A folder this process may not write: chmod, and (as root, who ignores modes) os.access says so."""
+    import stat
+
+    folder.mkdir(exist_ok=True)
+    folder.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    if os.geteuid() == 0:
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **k: False if Path(p) == folder and mode & os.W_OK
+                            else real(p, mode, **k))
+
+
+@pytest.mark.parametrize("where", ["file", "under_file", "read_only"])
+def test_train_and_export_refuse_unusable_outputs_before_any_work(invoke, ref, tmp_path, monkeypatch, where):
+    if where == "read_only":
+        _read_only(tmp_path / "ro", monkeypatch)
+        out, needle = tmp_path / "ro" / "run", "is not writable"
+    else:
+        (tmp_path / "f").write_text("x")
+        out = tmp_path / "f" if where == "file" else tmp_path / "f" / "run"
+        needle = "is a file"
+    try:
+        res = invoke("train", "--dataset", ref["ds"], "--output", out, *REF_ARGS)
+        assert res.exit_code == 2, res.output
+        assert needle in _one_error_line(res.stderr)
+        res = invoke("export", "--weights", ref["out"] / "latest" / "latest.pdparams", "--out", out)
+        assert res.exit_code == 2, res.output
+        assert needle in _one_error_line(res.stderr)
+    finally:
+        (tmp_path / "ro").exists() and (tmp_path / "ro").chmod(0o755)
+
+
+@pytest.mark.parametrize("kind, code, needle", [
+    ("missing", 2, "it does not exist"), ("file", 2, "is not a folder or a .pdparams file"),
+    ("truncated", 1, "is damaged or not a paddle file"), ("foreign", 1, "is not an imgfeat training state")])
+def test_train_hostile_resume_paths(invoke, ref, tmp_path, kind, code, needle):
+    import shutil
+
+    ck = tmp_path / "ck" / "epoch_1"
+    if kind == "missing":
+        given = tmp_path / "nope"
+    elif kind == "file":
+        given = tmp_path / "notes.txt"
+        given.write_text("x")
+    else:
+        shutil.copytree(ref["out"] / "epoch_1", ck)
+        victim = ck / ("epoch_1.pdopt" if kind == "truncated" else "epoch_1.pdstates")
+        if kind == "truncated":
+            victim.write_bytes(victim.read_bytes()[:100])
+        else:
+            import paddle
+
+            paddle.save({"something": 1}, str(victim))
+        given = ck
+    res = invoke("train", "--dataset", ref["ds"], "--output", tmp_path / "o", *REF_ARGS,
+                 "-o", f"Train.resume_path={given}")
+    assert res.exit_code == code, res.output
+    assert needle in _one_error_line(res.stderr)
+    assert not (tmp_path / "o").exists()
+
+
+def test_disk_full_while_saving_keeps_the_previous_checkpoint(invoke, tiny_ds, tmp_path, monkeypatch):
+    import errno
+
+    import paddle
+
+    real = paddle.save
+
+    def save(obj, path, *a, **k):
+        if "epoch_2" in str(path):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(obj, path, *a, **k)
+
+    monkeypatch.setattr(paddle, "save", save)
+    out = tmp_path / "o"
+    res = invoke("train", "--dataset", tiny_ds, "--output", out, "--epochs", "2", *TINY)
+    assert res.exit_code == 1, res.output
+    assert f"cannot write checkpoint {out / 'epoch_2'}: No space left on device" in _one_error_line(res.stderr)
+    monkeypatch.undo()
+    assert paddle.load(str(out / "latest" / "latest.pdstates"))["epoch"] == 2  # epoch 1's, intact
+    assert sorted(p.name for p in out.iterdir()) == ["best_model", "config.yaml", "epoch_1", "latest", "train.log",
+                                                      "train_result.json"]
+
+
+@pytest.mark.parametrize("kind, needle", [("fifo", "is not a regular file (a FIFO"), ("folder", "is a folder")])
+def test_train_hostile_list_files(invoke, tiny_ds, tmp_path, kind, needle):
+    for split in ("train", "query"):  # a required list and an optional one
+        ds = tmp_path / f"{split}_{kind}"
+        import shutil
+
+        shutil.copytree(tiny_ds, ds)
+        (ds / f"{split}.txt").unlink()
+        os.mkfifo(ds / f"{split}.txt") if kind == "fifo" else (ds / f"{split}.txt").mkdir()
+        res = invoke("train", "--dataset", ds, "--output", tmp_path / "o", *TINY)
+        assert res.exit_code == 1, res.output
+        assert f"{split}.txt {needle}" in _one_error_line(res.stderr)

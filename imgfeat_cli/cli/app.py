@@ -104,10 +104,3 @@ def _register() -> None:
 
 
 _register()
-
-
-def main() -> None:
-    """Kept for callers of the old entry point; the console script is ``cli.entry.main``."""
-    from imgfeat_cli.cli.entry import main as entry_main
-
-    entry_main()

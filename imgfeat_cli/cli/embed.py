@@ -1,7 +1,6 @@
 """``imgfeat embed``: images -> feature vectors (JSONL, NPY or Parquet), resumable and shardable."""
 from __future__ import annotations
 
-import sys
 from typing import Any, Dict, List, Optional
 
 import typer
@@ -22,18 +21,19 @@ def summary_table(res: Dict[str, Any]) -> Table:
             ("images", str(res["total"])), ("embedded now", str(res["embedded"])),
             ("already done", str(res["already_done"])), ("skipped (errors)", str(res["failed"])),
             ("seconds", f"{res['seconds']:.2f}"), ("images/s", f"{res['images_per_s']:.1f}"),
-            ("batch size", str(res["batch_size"])), ("streams", str(res["streams"]))]
+            ("batch size", str(res["batch_size"]))]
+    if res.get("engine") == "ray":
+        rows.append(("ray", f"{res['streams']} actors x {res['threads']} threads on {res['address']}"))
+    else:
+        rows.append(("streams", str(res["streams"])))
     if res.get("shard"):
         rows.append(("shard", res["shard"]))
-    rows.append(("files", "\n".join(res["files"])))
+    many = res.get("engine") == "ray" and len(res["files"]) > 4  # a cluster job may write thousands
+    rows.append(("files", f"{len(res['files']) - 1} new Parquet files and {res['files'][-1]}" if many
+                 else "\n".join(res["files"])))
     for k, v in rows:
         table.add_row(k, escape(v))
     return table
-
-
-def produced_by(cfg: Dict[str, Any]) -> Dict[str, Any]:
-    """The part of the resolved config that produced an embedding file (saved beside it)."""
-    return {"Global": {k: cfg["Global"][k] for k in ("model", "device")}, "Predict": cfg["Predict"]}
 
 
 def embed(
@@ -66,14 +66,26 @@ def embed(
     streams: Annotated[Optional[int], typer.Option("--streams", help="Model replicas in worker processes (CPU) "
                                                    "[default: auto, several for 2048+ images on multi-core "
                                                    "CPUs]; 1 = one process.", show_default=False)] = None,
+    engine: Annotated[Optional[str], typer.Option("--engine", help="local (this machine) or ray (a Ray cluster; "
+                                                  "--out is then a folder of Parquet files, local or s3://, gs://) "
+                                                  "[default: local].", show_default=False)] = None,
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster to join, e.g. "
+                                                       "head:6379 or ray://head:10001 [default: RAY_ADDRESS, else a "
+                                                       "local instance].", show_default=False)] = None,
+    actors: Annotated[Optional[int], typer.Option("--actors", help="Model replicas on the Ray cluster [default: "
+                                                  "its CPUs / threads per actor, or its GPUs].", show_default=False)] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Ray's own logs and progress (on stderr).")] = False,
     config: ConfigOpt = None, override: OverrideOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False,
 ) -> None:
-    """Embed images into L2-normalised feature vectors. Exit 4 when some inputs were skipped."""
-    from imgfeat_cli.cli.loading import limits, load_model
+    """Embed images into L2-normalised feature vectors. Exit 4 when some inputs were skipped.
+
+    Examples: imgfeat embed photos/ --out feats.parquet; imgfeat embed s3://bucket/photos/ --engine ray
+    --ray-address head:6379 --out s3://bucket/feats/
+    """
+    from imgfeat_cli.cli.loading import limits, load_model, no_images, produced_by, with_stdin
     from imgfeat_cli.common import config as cfgmod
-    from imgfeat_cli.common.errors import PartialFailure, UsageError
+    from imgfeat_cli.common.errors import UsageError
     from imgfeat_cli.pipeline.embedder import collect_inputs, parse_shard, plan_streams
-    from imgfeat_cli.pipeline.inputs import read_path_list
     from imgfeat_cli.pipeline.job import embed_to_file
     from imgfeat_cli.pipeline.sinks import FileSink
 
@@ -84,22 +96,27 @@ def embed(
         "Predict.fp16": fp16 or None, "Predict.num_workers": workers, "Predict.cpu_threads": threads,
         "Predict.streams": streams, "Predict.backend": backend or ("auto" if hpi else None),
         "Predict.precision": precision or ("auto" if hpi else None),
-        "Predict.input": list(inputs) if inputs else None}, note=out.note, output_option="--out/-O")
+        "Predict.input": list(inputs) if inputs else None, "Predict.engine": engine,
+        "Predict.ray_address": ray_address, "Predict.actors": actors}, note=out.note, output_option="--out/-O")
     pred = cfg["Predict"]
     sources = pred["input"] if isinstance(pred["input"], list) else ([pred["input"]] if pred["input"] else [])
     if not sources:
         raise UsageError("no inputs given", hint="e.g. imgfeat embed photos/ --out feats.jsonl")
     if not out_file:
         raise UsageError("no output file given", hint="use --out feats.jsonl (or .npy, .parquet)")
+    if pred["engine"] == "ray":
+        from imgfeat_cli.cli.embed_ray import embed_on_ray
+
+        res = embed_on_ray(cfg, out, out_file, sources, shard, resume, overwrite, verbose)
+        return _finish(out, res)
+    if pred["ray_address"] or pred["actors"]:
+        raise UsageError("--ray-address and --actors need --engine ray")
     sink = FileSink(out_file, pred["format"], pred["fp16"], resume, overwrite)
     sink.check()  # a wrong name or an existing output fails before anything is loaded
-    if "-" in sources:
-        sources = [s for s in sources if s != "-"] + read_path_list(sys.stdin)
     shard_t = parse_shard(shard)
-    items = collect_inputs(sources, shard_t)
+    items = collect_inputs(with_stdin(sources), shard_t)
     if not items:
-        raise UsageError("no images found in the inputs" + (f" for shard {shard}" if shard_t else ""),
-                         hint="check the paths; extensions: jpg jpeg png bmp webp tif tiff gif")
+        raise no_images(shard)
     plan = plan_streams(pred["streams"], pred["cpu_threads"], len(items), cfg["Global"]["device"],
                         rebuildable=not pred["weights"], parent_joins=True)
     feature_model = load_model(cfg, out, plan.threads if plan.streams > 1 else None)
@@ -107,6 +124,13 @@ def embed(
         res = embed_to_file(items, sink, feature_model, pred["batch_size"], plan, pred["num_workers"], limits(cfg),
                             progress, shard=f"{shard_t[0]}/{shard_t[1]}" if shard_t else None,
                             config=produced_by(cfg))
+    _finish(out, res)
+
+
+def _finish(out: Output, res: Any) -> None:
+    """Print the summary; exit 4 when some inputs failed."""
+    from imgfeat_cli.common.errors import PartialFailure
+
     doc = res.to_dict()
     out.emit(doc, summary_table(doc), essential=str(doc["output"]))
     if res.failed:

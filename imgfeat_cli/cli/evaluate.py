@@ -12,6 +12,20 @@ from imgfeat_cli.cli.common import (ConfigOpt, DatasetOpt, DeviceOpt, JsonOpt, M
                                      OverrideOpt, QuietOpt, WeightsOpt, handle_errors)
 
 
+def _use_checkpoint_export(cfg: dict, out: Output) -> None:
+    """``--weights`` of an imgfeat training checkpoint scores the inference/ exported beside it (when
+    its digests prove it holds those very weights): the figure training recorded for it, rather
+    than a dygraph pass whose float differences can flip near-tied queries."""
+    from imgfeat_cli.training.checkpoint import exported_inference
+
+    pred = cfg["Predict"]
+    twin = exported_inference(pred["weights"]) if pred["weights"] and not pred["model_dir"] else None
+    if twin is not None:
+        out.log(f"{pred['weights']} is a training checkpoint: scoring its exported model {twin} "
+                "(the figure training recorded)")
+        pred["model_dir"], pred["weights"] = str(twin), None
+
+
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     @handle_errors
@@ -65,6 +79,7 @@ def register(app: typer.Typer) -> None:
                     raise UsageError("--exclude-same-path needs input paths in both embedding files")
                 metrics = evaluate(qf, ql, gf, gl, ev["recall_k"], qp, gp, ev["exclude_same_path"], progress=progress)
             elif cfg["Global"]["dataset_dir"]:
+                _use_checkpoint_export(cfg, out)
                 feature_model = load_model(cfg, out)
                 metrics = eval_dataset(cfg["Global"]["dataset_dir"], feature_model, ev["recall_k"],
                                        ev["exclude_same_path"], cfg["Predict"]["batch_size"], progress)

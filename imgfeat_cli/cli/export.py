@@ -29,6 +29,7 @@ def register(app: typer.Typer) -> None:
         from imgfeat_cli.common import config as cfgmod
         from imgfeat_cli.common import fsutil
         from imgfeat_cli.common.errors import UsageError
+        from imgfeat_cli.common.interrupt import RunSignals
         from imgfeat_cli.models.export import export_checkpoint
 
         out = Output(json_, quiet)
@@ -39,7 +40,8 @@ def register(app: typer.Typer) -> None:
             raise UsageError("no checkpoint given", hint="use --weights model.pdparams")
         dest = out_dir or str(Path(cfg["Global"]["output"]) / "inference")
         out.log(f"exporting {src} ({cfg['Global']['model']}) ...")
-        res = export_checkpoint(cfg["Global"]["model"], src, dest, overwrite=overwrite)
+        with RunSignals().installed() as signals, signals.protected(abort_on_exit=False):
+            res = export_checkpoint(cfg["Global"]["model"], src, dest, overwrite=overwrite, check=signals.check)
         fsutil.write_text(Path(dest) / "config.export.yaml", cfgmod.dump_yaml(cfg))
         table = Table(title=f"exported {res.model_name} to {res.model_dir}")
         table.add_column("file")

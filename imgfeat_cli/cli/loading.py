@@ -1,8 +1,10 @@
-"""The one mapping from a resolved config to a model and pipeline settings, shared by every command
-that embeds images (embed, eval, index, search)."""
+"""What every command that embeds images shares (embed on either engine, eval, index, search): the
+one mapping from a resolved config to a model and pipeline settings, stdin inputs, and the record
+of what produced an output."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+import sys
+from typing import Any, Dict, List, Optional
 
 from imgfeat_cli.cli.common import Output
 from imgfeat_cli.common.errors import UsageError
@@ -33,3 +35,21 @@ def limits(cfg: Dict[str, Any]) -> Any:
 
     pred = cfg["Predict"]
     return Limits(max_pixels=int(pred["max_image_pixels"]), max_bytes=int(pred["max_file_mb"]) << 20)
+
+
+def produced_by(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """The part of the resolved config that produced an embedding file (saved beside it)."""
+    return {"Global": {k: cfg["Global"][k] for k in ("model", "device")}, "Predict": cfg["Predict"]}
+
+
+def with_stdin(sources: List[str]) -> List[str]:
+    """``-`` among the inputs: the paths listed on stdin."""
+    from imgfeat_cli.pipeline.inputs import read_path_list
+
+    return [s for s in sources if s != "-"] + read_path_list(sys.stdin) if "-" in sources else sources
+
+
+def no_images(shard: Optional[str]) -> Exception:
+    """The usage error for inputs that hold no image (or none in this shard)."""
+    return UsageError("no images found in the inputs" + (f" for shard {shard}" if shard else ""),
+                      hint="check the paths; extensions: jpg jpeg png bmp webp tif tiff gif")

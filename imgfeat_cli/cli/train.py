@@ -15,7 +15,7 @@ from imgfeat_cli.cli.common import (ConfigOpt, DatasetOpt, DeviceOpt, JsonOpt, M
 def _monitor(out: Output, bar: Any, lines: Any = None) -> Any:
     """A TrainMonitor that drives one rich bar (steps of the whole run) and prints epoch lines;
     without a terminal, ``lines`` (``Output.progress``) gets the steps for periodic lines."""
-    from imgfeat_cli.training.trainer import StepInfo, TrainMonitor
+    from imgfeat_cli.training.options import StepInfo, TrainMonitor
 
     class CliMonitor(TrainMonitor):
         task = None
@@ -80,20 +80,23 @@ def register(app: typer.Typer) -> None:
                                                       show_default=False)] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --output from latest/ "
                                              "(start fresh if there is none).")] = False,
-        overwrite: Annotated[bool, typer.Option("--overwrite", help="Start again over a previous run in --output.")] = False,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Start again over a previous run in --output "
+                                                "(kept until the new run's first checkpoint).")] = False,
         config: ConfigOpt = None, override: OverrideOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False,
     ) -> None:
         """Train a feature model on a ShiTuRecDataset (PK batches, recipe losses, cosine LR).
 
         Evaluates on query/gallery every Train.eval_interval epochs, keeps best_model/ by recall1,
-        saves epoch_N/ and latest/ with an exported inference/. Ctrl-C saves latest/ and exits 130;
-        --resume continues exactly where it stopped.
+        saves epoch_N/ and latest/ with an exported inference/. Ctrl-C saves latest/ and exits 130
+        (again: abort, the last complete checkpoint intact); --resume continues exactly where it
+        stopped, -o Train.resume_path=OUT/epoch_N from any checkpoint. A NaN loss stops the run (exit 1).
         """
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         from imgfeat_cli.common import config as cfgmod
         from imgfeat_cli.common.errors import UsageError
-        from imgfeat_cli.training.trainer import TrainOptions, run_train
+        from imgfeat_cli.training.options import TrainOptions
+        from imgfeat_cli.training.run import run_train
 
         if resume and overwrite:
             raise UsageError("--resume and --overwrite contradict each other")
@@ -119,7 +122,7 @@ def register(app: typer.Typer) -> None:
                           console=out.err) as bar:
                 res = run_train(opts, _monitor(out, bar))
         else:
-            with out.progress("steps") as lines:
+            with out.progress("steps", interval=tr["progress_interval"]) as lines:
                 res = run_train(opts, _monitor(out, None, lines))
         doc = res.to_dict()
         out.emit(doc, summary_table(doc), essential=str(doc["output"]))

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from imgfeat_cli.common import fsutil
-from imgfeat_cli.common.errors import DownloadError, ImgfeatError, IOFailure, UsageError, clip
+from imgfeat_cli.common.errors import DownloadError, UsageError, clip
+from imgfeat_cli.common.home import cache_dir, cache_root, home_error, offline  # noqa: F401 (the cache's API)
 from imgfeat_cli.common.progress import ProgressFn, null_progress
 
 DATASETS = {
@@ -36,35 +37,6 @@ DATASETS = {
 }
 
 Log = Optional[Callable[[str], None]]
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("IMGFEAT_HOME") or Path.home() / ".cache" / "imgfeat").expanduser()
-
-
-def cache_dir(*parts: str) -> Path:
-    """``cache_root()/parts...``, created; a cache that cannot be written is one clear error."""
-    path = cache_root().joinpath(*parts)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise home_error(exc) from None
-    return path
-
-
-def home_error(exc: OSError) -> ImgfeatError:
-    """The error for a cache folder that cannot be created or written."""
-    reason = (exc.strerror or exc.__class__.__name__).lower()
-    if os.environ.get("IMGFEAT_HOME"):
-        return UsageError(f"IMGFEAT_HOME={clip(cache_root())} is not a writable folder ({reason}: "
-                          f"{clip(exc.filename or cache_root())})",
-                          hint="point IMGFEAT_HOME at a folder you can write, or unset it to use ~/.cache/imgfeat")
-    return IOFailure(f"the download cache {clip(cache_root())} is not a writable folder ({reason})",
-                     hint="set IMGFEAT_HOME to a folder you can write")
-
-
-def offline() -> bool:
-    return os.environ.get("IMGFEAT_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
 #: Where official files live; ``IMGFEAT_BASE_URL`` points at a mirror (or a test server).

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -151,6 +152,27 @@ def write_text(path: PathLike, text: str, keep_backup: bool = False) -> Optional
 def write_json(path: PathLike, data: Any, indent: int = 2) -> None:
     """Atomically write JSON (UTF-8, non-ASCII kept readable)."""
     write_text(path, json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
+
+
+def not_a_file(path: PathLike, what: str = "a file") -> Optional[str]:
+    """Why ``path`` cannot be opened as an input file (``"does not exist"``, ``"is a symlink loop"``,
+    ``"is a folder, not a file"``...), or ``None`` when it is a regular file. A FIFO is refused (its
+    reader would block forever), and a hostile name (NUL byte, over-long) never raises."""
+    try:
+        st = os.stat(path)
+    except ValueError:
+        return "contains a NUL byte"
+    except FileNotFoundError:
+        return "is a broken symlink" if os.path.islink(path) else "does not exist"
+    except OSError as exc:
+        return {errno.ELOOP: "is a symlink loop", errno.ENAMETOOLONG: "has a name too long for the filesystem",
+                errno.ENOTDIR: "does not exist (a file stands where a folder of its path should be)"}.get(
+                    exc.errno or 0, f"cannot be reached: {exc.strerror or exc}")
+    if stat.S_ISDIR(st.st_mode):
+        return f"is a folder, not {what}"
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file (a FIFO, device or socket)"
+    return None
 
 
 # ----------------------------------------------------------------------------------------------

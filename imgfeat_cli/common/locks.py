@@ -12,11 +12,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from imgfeat_cli.common.home import cache_dir
+
 
 def lock_file(target: Path) -> Path:
     """The lock file guarding ``target``."""
-    from imgfeat_cli.common.cache import cache_dir
-
     key = hashlib.sha256(os.fsencode(os.path.abspath(target))).hexdigest()[:24]
     return cache_dir(".locks") / f"{key}.lock"
 

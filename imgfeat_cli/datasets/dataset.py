@@ -9,18 +9,16 @@ check trips over the BOM and the spaces. The three files are written together (:
 """
 from __future__ import annotations
 
-import errno
 import math
 import os
 import random
 import re
-import stat
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Hashable, List, Optional, Sequence, Tuple, TypeVar, Union
 
-from imgfeat_cli.common import filetxn
+from imgfeat_cli.common import filetxn, fsutil
 from imgfeat_cli.datasets import textio
 
 SPLITS: Tuple[str, str, str] = ("train", "gallery", "query")
@@ -202,21 +200,7 @@ def write_lists(root: Path, parts: Dict[str, Sequence[Entry]], extra: Optional[D
 def image_problem(path: Path) -> Optional[str]:
     """Why ``path`` cannot be read as an image file (``"does not exist"``, ``"is a symlink loop"``...),
     or ``None`` when it is a regular file. Never raises for a hostile name."""
-    try:
-        st = os.stat(path)
-    except ValueError:
-        return "contains a NUL byte"
-    except FileNotFoundError:
-        return "is a broken symlink" if os.path.islink(path) else "does not exist"
-    except OSError as exc:
-        return {errno.ELOOP: "is a symlink loop", errno.ENAMETOOLONG: "has a name too long for the filesystem",
-                errno.ENOTDIR: "does not exist (a file stands where a folder of its path should be)"}.get(
-                    exc.errno or 0, f"cannot be reached: {exc.strerror or exc}")
-    if stat.S_ISDIR(st.st_mode):
-        return "is a folder, not an image file"
-    if not stat.S_ISREG(st.st_mode):
-        return "is not a regular file (a FIFO, device or socket)"
-    return None
+    return fsutil.not_a_file(path, "an image file")
 
 
 def resolve_inside(root: Path, rel: str) -> Optional[Path]:

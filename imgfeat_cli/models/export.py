@@ -7,10 +7,9 @@ is assembled in a temp directory and renamed into place: a failed export leaves 
 """
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import yaml
 
@@ -38,23 +37,27 @@ def _input_size(ops: Sequence[Dict[str, Any]]) -> Sequence[int]:
     return (h, w)
 
 
+def check_destination(out_dir: str, overwrite: bool) -> Path:
+    """The export folder, refused before any work when it cannot (or may not) be written."""
+    dest = fsutil.check_output_dir(out_dir)
+    if dest.is_dir() and any(dest.iterdir()) and not overwrite:
+        raise UsageError(f"output folder {dest} exists and is not empty",
+                         hint="choose another --out or pass --overwrite (the old folder is kept as .bak)")
+    return dest
+
+
 def export_layer(model_name: str, layer: Any, out_dir: str, transform_ops: Sequence[Dict[str, Any]],
-                 overwrite: bool = False) -> ExportResult:
-    """Trace ``layer`` (whose ``forward`` returns the raw feature) into ``out_dir``."""
+                 overwrite: bool = False, check: Callable[[], None] = lambda: None) -> ExportResult:
+    """Trace ``layer`` (whose ``forward`` returns the raw feature) into ``out_dir``. ``check()`` runs
+    before the result is moved into place and may raise to abandon it (Ctrl-C)."""
     import paddle
 
-    dest = Path(out_dir)
-    if dest.exists() and any(dest.iterdir()):
-        if not overwrite:
-            raise UsageError(f"output folder {dest} exists and is not empty",
-                             hint="choose another --out or pass --overwrite (the old folder is kept as .bak)")
+    dest = check_destination(out_dir, overwrite)
     h, w = _input_size(transform_ops)
     layer.eval()
     if hasattr(layer, "reparameterize"):
         layer.reparameterize()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = fsutil.temp_dir(dest)
-    try:
+    with fsutil.replace_dir(dest) as tmp:  # the previous folder becomes .bak
         spec = [paddle.static.InputSpec([None, 3, None if h < 0 else h, None if w < 0 else w], "float32", name="x")]
         static = paddle.jit.to_static(layer, input_spec=spec, full_graph=True)
         paddle.jit.save(static, str(tmp / "inference"))
@@ -62,27 +65,27 @@ def export_layer(model_name: str, layer: Any, out_dir: str, transform_ops: Seque
         fsutil.write_text(tmp / "inference.yml", yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
         if not (tmp / "inference.pdiparams").is_file():
             raise ModelError("paddle.jit.save wrote no inference.pdiparams", hint="check the paddlepaddle install")
-        if dest.exists():
-            bak = dest.with_name(dest.name + ".bak")
-            if bak.exists():
-                shutil.rmtree(bak)
-            dest.rename(bak)
-        tmp.rename(dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        check()
     files = {p.name: p.stat().st_size for p in sorted(dest.iterdir()) if p.is_file()}
     return ExportResult(model_name, str(dest), files, (h, w))
 
 
 def export_checkpoint(name: str, weights: str, out_dir: str, tag: Optional[str] = None,
-                      arch: Optional[Dict[str, Any]] = None, overwrite: bool = False) -> ExportResult:
-    """Load ``weights`` for model ``name`` and export it."""
+                      arch: Optional[Dict[str, Any]] = None, overwrite: bool = False,
+                      check: Callable[[], None] = lambda: None) -> ExportResult:
+    """Load ``weights`` for model ``name`` and export it; weights holding NaN or infinity are refused
+    (the exported model would give NaN features for every image)."""
     from imgfeat_cli.models.model import EmbeddingModel
     from imgfeat_cli.models.registry import get_spec
+    from imgfeat_cli.models.weights import nonfinite
 
+    check_destination(out_dir, overwrite)
     model = EmbeddingModel.from_checkpoint(get_spec(name), weights, tag=tag, arch=arch)
-    return export_layer(model.name, model.layer, out_dir, model.transform_ops, overwrite)
+    bad = nonfinite(model.layer.state_dict())
+    if bad:
+        raise ModelError(f"weights file {weights} holds NaN or infinity in {len(bad)} tensors (e.g. {bad[0]})",
+                         hint="the training run diverged; export an earlier checkpoint")
+    return export_layer(model.name, model.layer, out_dir, model.transform_ops, overwrite, check)
 
 
 def export_seeded(name: str, out_dir: str, seed: int = 0, arch: Optional[Dict[str, Any]] = None,

@@ -5,7 +5,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-from imgfeat_cli.common.errors import ModelError
+from imgfeat_cli.common import fsutil
+from imgfeat_cli.common.errors import ModelError, UsageError
 
 
 @dataclass
@@ -16,18 +17,27 @@ class LoadReport:
     mismatched: List[Tuple[str, List[int], List[int]]] = field(default_factory=list)
 
 
-def read_state_dict(path: str) -> Dict[str, Any]:
+def read_state_dict(path: str, what: str = "weights file") -> Dict[str, Any]:
+    """The state dict in a ``.pdparams`` file. A path that names no file is a usage error (exit 2);
+    a file that cannot be read or is damaged (truncated, not a paddle file) is a model error (exit 1)."""
     import paddle
 
     p = Path(path)
-    if not p.is_file():
-        raise ModelError(f"weights file {path} does not exist", hint="pass a .pdparams file (e.g. imgfeat download model NAME --kind pretrained)")
+    why = fsutil.not_a_file(p)
+    if why:
+        hint = "pass a .pdparams file (e.g. imgfeat download model NAME --kind pretrained)"
+        if p.is_dir() and (p / f"{p.name}.pdparams").is_file():
+            hint = f"did you mean {p / (p.name + '.pdparams')}?"
+        raise UsageError(f"{what} {path} {why}", hint=hint)
     try:
         state = paddle.load(str(p))
-    except Exception as exc:  # paddle raises assorted errors for non-pickle files
-        raise ModelError(f"{path} is not a readable .pdparams file ({exc.__class__.__name__})") from None
+    except OSError as exc:
+        raise ModelError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except Exception as exc:  # paddle raises assorted errors for truncated or non-pickle files
+        raise ModelError(f"{what} {path} is not a readable .pdparams file: truncated or another format "
+                         f"({exc.__class__.__name__})", hint="download or copy it again") from None
     if not isinstance(state, dict):
-        raise ModelError(f"{path} does not hold a state dict")
+        raise ModelError(f"{what} {path} does not hold a state dict")
     if "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     return state
@@ -71,3 +81,26 @@ def load_into(model: Any, state: Dict[str, Any], source: str, allow_missing_head
     model.set_state_dict(to_load)
     report.loaded = len(to_load)
     return report
+
+
+def nonfinite(params: Dict[str, Any]) -> List[str]:
+    """Names of the tensors holding NaN or infinity (a diverged run's weights)."""
+    import numpy as np
+
+    return [k for k, v in params.items() if not np.isfinite(v.numpy() if hasattr(v, "numpy") else np.asarray(v)).all()]
+
+
+def nonfinite_features(layer: Any, batch: Any) -> bool:
+    """Whether ``layer`` (in eval mode) gives NaN or infinite features for ``batch``: huge but finite
+    weights can still overflow."""
+    import numpy as np
+    import paddle
+
+    training = layer.training
+    layer.eval()
+    try:
+        with paddle.no_grad():
+            return not bool(np.isfinite(layer(batch).numpy()).all())
+    finally:
+        if training:
+            layer.train()

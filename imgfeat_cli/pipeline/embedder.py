@@ -49,8 +49,8 @@ def plan_streams(requested: Optional[int], threads: Optional[int], n_images: int
     """Decide the streams once. ``requested``: ``None`` = auto, ``1`` = in-process only.
 
     Auto uses streams only on CPU, for inference folders (``rebuildable``: a model another process
-    can load) and jobs of at least :data:`MIN_STREAM_IMAGES` images: 1 thread per stream up to 3
-    cores, 2 up to 8, 4 beyond (small-batch CNN layers stop scaling at a few threads). Measured on
+    can load) and jobs of at least :data:`MIN_STREAM_IMAGES` images, with :func:`replica_threads`
+    threads per stream. Measured on
     2 cores only; ``--streams`` overrides. ``parent_joins``: the caller will load its model with the
     per-stream thread count, so it is one of the streams (the ``embed`` command does this).
     """
@@ -65,11 +65,17 @@ def plan_streams(requested: Optional[int], threads: Optional[int], n_images: int
     if requested is None:
         if n_images < MIN_STREAM_IMAGES or cores < 2:
             return StreamPlan(1, threads or cores)
-        per = threads or (1 if cores <= 3 else 2 if cores <= 8 else 4)
+        per = threads or replica_threads(cores)
         return StreamPlan(max(1, min(MAX_AUTO_STREAMS, cores // per)), per, parent_joins)
     if requested == 1:
         return StreamPlan(1, threads or cores)
     return StreamPlan(requested, threads or max(1, cores // requested), parent_joins)
+
+
+def replica_threads(cores: int) -> int:
+    """Inference threads for each model replica (a stream, a Ray actor) on a machine of ``cores``:
+    1 up to 3 cores, 2 up to 8, 4 beyond (small-batch CNN layers stop scaling at a few threads)."""
+    return 1 if cores <= 3 else 2 if cores <= 8 else 4
 
 
 def parse_shard(text: Optional[str]) -> Optional[Tuple[int, int]]:

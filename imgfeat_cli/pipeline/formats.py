@@ -208,9 +208,7 @@ class ParquetPart(PartFile):
         self.metadata = metadata or {}
 
     def cannot_store(self, path: str) -> Optional[str]:
-        if not _is_utf8(path):
-            return "the file name is not valid UTF-8, which Parquet strings cannot store: use .jsonl output"
-        return None
+        return parquet_cannot_store(path)
 
     def schema(self, dim: int) -> Any:
         return parquet_schema(dim, self.dtype, self.metadata)
@@ -272,13 +270,25 @@ class ParquetPart(PartFile):
             os.fsync(fh.fileno())
 
 
-def parquet_schema(dim: int, dtype: Any, metadata: Optional[Dict[str, Any]] = None) -> Any:
-    """imgfeat's Parquet schema: ``input_path`` string, ``feature`` fixed-size list of ``dim``."""
+def parquet_cannot_store(path: str) -> Optional[str]:
+    """Why Parquet cannot store ``path`` as an input name (``None`` when it can)."""
+    if not _is_utf8(path):
+        return "the file name is not valid UTF-8, which Parquet strings cannot store: use .jsonl output"
+    return None
+
+
+def parquet_schema(dim: int, dtype: Any, metadata: Optional[Dict[str, Any]] = None, with_error: bool = False) -> Any:
+    """imgfeat's Parquet schema: ``input_path`` string, ``feature`` fixed-size list of ``dim``.
+
+    ``with_error`` adds an ``error`` string column (null when the row is fine; a failed row has a
+    null ``feature``): the Ray engine keeps every input's outcome in its rows, since its workers
+    cannot report failures any other way."""
     import pyarrow as pa
 
     value = pa.float16() if np.dtype(dtype) == np.float16 else pa.float32()
     meta = {"imgfeat": json.dumps({**(metadata or {}), "dim": dim, "dtype": np.dtype(dtype).name})}
-    return pa.schema([("input_path", pa.string()), ("feature", pa.list_(value, dim))], metadata=meta)
+    fields = [("input_path", pa.string()), ("feature", pa.list_(value, dim))]
+    return pa.schema(fields + ([("error", pa.string())] if with_error else []), metadata=meta)
 
 
 def open_part(out: Path, fmt: str, dtype: Any, metadata: Optional[Dict[str, Any]] = None) -> PartFile:

@@ -33,6 +33,7 @@ class EmbedResult:
     shard: Optional[str]
     streams: int
     files: List[str] = field(default_factory=list)
+    engine: str = "local"
 
     @property
     def images_per_s(self) -> float:
@@ -91,7 +92,11 @@ def embed_to_file(items: Sequence[InputItem], sink: FileSink, model: Any, batch_
         path, reason = recorder.errors[0]
         raise ImgfeatError(f"no image could be embedded ({len(recorder.errors)} failed; first: {reason})",
                            hint="nothing was written; check the inputs")
-    files = sink.finish(recorder.errors, config)
+    try:
+        files = sink.finish(recorder.errors, config)
+    except BaseException:  # a full disk while publishing: the part files stay for --resume
+        sink.suspend()
+        raise
     return EmbedResult(str(sink.out), sink.fmt, model.name, model.backend, model.precision, model.device,
                        embedder.batch_size, len(items), stats.embedded, already, stats.failed,
                        time.perf_counter() - t0, str(sink.errors_file) if recorder.errors else None, shard,

@@ -14,6 +14,7 @@ import numpy as np
 
 from imgfeat_cli.common import fsutil
 from imgfeat_cli.common.errors import ImageDecodeError
+from imgfeat_cli.common.progress import tqdm_progress
 from imgfeat_cli.common.system import cpu_count
 from imgfeat_cli.models.loader import load_model
 from imgfeat_cli.models.model import EmbeddingModel
@@ -75,20 +76,25 @@ class FeatureModel(EmbeddingModel):
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def predict(self, input: Any, batch_size: int = 1) -> Iterator[FeatureResult]:
+    def predict(self, input: Any, batch_size: int = 1, progress: bool = False) -> Iterator[FeatureResult]:
         """Yield one :class:`FeatureResult` per image in ``input`` (see
         :mod:`imgfeat_cli.pipeline.inputs`), in order. As in PaddleX, an input that cannot be read
-        raises (:class:`~imgfeat_cli.common.errors.ImageDecodeError`) when its turn comes."""
+        raises (:class:`~imgfeat_cli.common.errors.ImageDecodeError`) when its turn comes.
+        ``progress=True`` shows a ``tqdm`` bar (a widget in notebooks) over the images."""
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         items = list(expand(input))
-        for batch, res in Embedder(self, batch_size).results(items):
-            feats = dict(zip(res.rows, res.feats))
-            failed = dict(res.errors)
-            for row, item in enumerate(batch):
-                if row in failed:
-                    raise ImageDecodeError(failed[row])
-                yield FeatureResult(item.input_path, feats[row])
+        with tqdm_progress(progress) as report:
+            done = 0
+            for batch, res in Embedder(self, batch_size).results(items):
+                feats = dict(zip(res.rows, res.feats))
+                failed = dict(res.errors)
+                for row, item in enumerate(batch):
+                    if row in failed:
+                        raise ImageDecodeError(failed[row])
+                    yield FeatureResult(item.input_path, feats[row])
+                done += len(batch)
+                report("predict", done, len(items))
 
 
 def create_model(name: Optional[str] = None, model_dir: Optional[str] = None, weights: Optional[str] = None,

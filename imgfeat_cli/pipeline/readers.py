@@ -35,14 +35,17 @@ class FeatureTable:
 
 
 def read_features(path: str) -> FeatureTable:
-    """Read ``.jsonl``, ``.npy`` (+ ``.paths.txt`` when present) or ``.parquet`` features."""
+    """Read ``.jsonl``, ``.npy`` (+ ``.paths.txt`` when present) or ``.parquet`` features, or a
+    folder of ``.parquet`` files (``imgfeat embed --engine ray``, Ray's or Spark's ``write_parquet``)."""
     p = Path(path)
     if not p.exists():
         raise UsageError(f"feature file {path} does not exist")
-    if not p.is_file():
-        raise UsageError(f"feature file {path} is not a regular file")
     suffix = p.suffix.lower()
-    if suffix == ".jsonl":
+    if p.is_dir():
+        table = _read_parquet_folder(p)
+    elif not p.is_file():
+        raise UsageError(f"feature file {path} is not a regular file")
+    elif suffix == ".jsonl":
         table = _read_jsonl(p)
     elif suffix == ".npy":
         table = _read_npy(p)
@@ -107,14 +110,40 @@ def _read_npy(p: Path) -> FeatureTable:
     return FeatureTable(np.asarray(arr, dtype=np.float32), paths)
 
 
+def parquet_files(folder: Path) -> List[Path]:
+    """The data files of a Parquet folder, sorted: ``*.parquet``, skipping names that start with
+    ``.`` or ``_`` (files being written, metadata), as Ray, Spark and pyarrow do."""
+    return sorted(f for f in folder.iterdir() if f.suffix.lower() == ".parquet" and f.is_file()
+                  and not f.name.startswith((".", "_")))
+
+
+def _read_parquet_folder(p: Path) -> FeatureTable:
+    files = parquet_files(p)
+    if not files:
+        raise UsageError(f"{p} is a folder without .parquet files",
+                         hint="pass a feature file (.jsonl, .npy, .parquet) or a folder of .parquet files")
+    parts = [_read_parquet(f) for f in files]
+    parts = [t for t in parts if t.features.shape[0]] or parts[:1]
+    dims = {t.features.shape[1] for t in parts}
+    if len(dims) > 1:
+        raise UsageError(f"{p}: its files hold features of different lengths ({', '.join(map(str, sorted(dims)))})")
+    paths = None if any(t.paths is None for t in parts) else [x for t in parts for x in t.paths or []]
+    names = {name for t in parts for name in t.columns}
+    columns = {name: [v for t in parts for v in t.columns.get(name, [None] * t.features.shape[0])] for name in names}
+    return FeatureTable(np.concatenate([t.features for t in parts]), paths, columns)
+
+
 def _read_parquet(p: Path) -> FeatureTable:
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     try:
         table = pq.read_table(str(p))
     except (pa.ArrowInvalid, OSError) as exc:
         raise UsageError(f"{p} is not a readable Parquet file ({str(exc)[:80]})") from None
+    if "error" in table.column_names:  # the Ray engine's rows of inputs that failed: not features
+        table = table.filter(pc.is_null(table.column("error"))).drop_columns(["error"])
     if "feature" not in table.column_names:
         raise UsageError(f"{p} has no \"feature\" column", hint=f"columns: {', '.join(table.column_names)}")
     col = table.column("feature").combine_chunks()

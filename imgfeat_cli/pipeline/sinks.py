@@ -12,10 +12,11 @@ on the same output fails at once.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
-from typing import IO, Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import yaml
@@ -54,7 +55,7 @@ class MemorySink:
         return self._chunks[0]
 
 
-def _lock(fh: IO[bytes], what: Path) -> None:
+def lock_open_file(fh: IO[bytes], what: Path) -> None:
     """Hold an exclusive lock on an open file for as long as it is open (POSIX flock, Windows
     msvcrt): a second writer of the same output fails at once."""
     try:
@@ -121,9 +122,7 @@ class FileSink:
         if self.part_path.exists() and not (self.resume or self.overwrite):
             raise UsageError(f"an interrupted run left {self.part_path}",
                              hint="pass --resume to continue it or --overwrite to start over")
-        parent = self.out.parent
-        if parent.exists() and not parent.is_dir():
-            raise UsageError(f"cannot write {self.out}: {parent} is a file, not a folder")
+        fsutil.check_output_file(self.out)  # a folder in the way, an unwritable place, a name too long
 
     def open(self, identity: Dict[str, Any]) -> Set[str]:
         """Lock the output, check a resume against what produced it, and read back what is done.
@@ -131,11 +130,15 @@ class FileSink:
         the resume is refused."""
         self.check()
         self.identity = {"format": self.fmt, "dtype": self.dtype.name, "model": identity}
+        with _naming(self.part_path):
+            return self._open()
+
+    def _open(self) -> Set[str]:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         created = not self.part_path.exists()
         fh = open(self.part_path, "a+b")  # creates without truncating: lock first, decide after
         try:
-            _lock(fh, self.out)
+            lock_open_file(fh, self.out)
             stored = self._stored_identity(created) if self.resume else None
             dim = self._check_resume(stored)
             self.part = open_part(self.out, self.fmt, self.dtype, self.identity)
@@ -177,8 +180,8 @@ class FileSink:
         for key in ("format", "dtype", "model"):
             same = same_features if key == "model" else (lambda a, b: a == b)
             if not same(stored.get(key), self.identity[key]):
-                raise UsageError(f"cannot resume {what}: it was made with {key} {_show(stored.get(key))}, "
-                                 f"this run uses {_show(self.identity[key])}; nothing was changed",
+                raise UsageError(f"cannot resume {what}: it was made with {key} {show_value(stored.get(key))}, "
+                                 f"this run uses {show_value(self.identity[key])}; nothing was changed",
                                  hint="rerun with the same settings, or pass --overwrite to start over")
         dim = stored.get("dim")
         return int(dim) if isinstance(dim, int) else None
@@ -196,6 +199,11 @@ class FileSink:
 
     def write(self, paths: Sequence[str], feats: np.ndarray) -> None:
         assert self.part is not None
+        with _naming(self.part_path):
+            self._write(paths, feats)
+
+    def _write(self, paths: Sequence[str], feats: np.ndarray) -> None:
+        assert self.part is not None
         dim = int(feats.shape[1])
         if self.identity.get("dim") is None:
             self.identity["dim"] = dim
@@ -206,7 +214,11 @@ class FileSink:
         self.part.write(list(paths), feats)
 
     def suspend(self) -> None:
-        """Keep the part files for ``--resume`` (Ctrl-C, errors) and release the lock."""
+        """Keep the part files for ``--resume`` (Ctrl-C, errors) and release the lock; a final
+        file being staged from them is dropped."""
+        staged = getattr(self.part, "staged", None)
+        if staged is not None:
+            Path(staged).unlink(missing_ok=True)
         if self.part is not None and hasattr(self.part, "close"):
             self.part.close()
         if self.fh is not None:
@@ -226,7 +238,12 @@ class FileSink:
             self.fh = None
 
     def finish(self, errors: Sequence[Tuple[str, str]], config: Optional[Dict[str, Any]] = None) -> List[str]:
-        """Publish the complete set; return the files it consists of."""
+        """Publish the complete set; return the files it consists of. On a failure (a full disk)
+        the part files stay for ``--resume`` and the old output, if any, as it was."""
+        with _naming(self.out):
+            return self._publish(errors, config)
+
+    def _publish(self, errors: Sequence[Tuple[str, str]], config: Optional[Dict[str, Any]]) -> List[str]:
         assert self.part is not None and self.fh is not None
         self.fh.flush()
         os.fsync(self.fh.fileno())
@@ -254,7 +271,19 @@ class FileSink:
         return files + ([str(self.errors_file)] if errors else [])
 
 
-def _show(value: Any) -> str:
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Name ``path`` in an OS error that names no file (a write on a full disk): the error table
+    then says which output could not be written."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
+
+
+def show_value(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False, sort_keys=True) if not isinstance(value, str) else value
     return text if len(text) <= 200 else text[:200] + "..."
 

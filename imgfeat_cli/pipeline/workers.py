@@ -213,15 +213,15 @@ class StreamPool:
         self.terminate()
 
     def terminate(self) -> None:
-        """Stop now (Ctrl-C, errors): queued batches are dropped, nothing of the user's is open."""
+        """Stop now (Ctrl-C, errors): queued batches are dropped. Workers hold nothing of the
+        user's (the parent writes every file), so they are killed outright: a SIGTERM that lands
+        while a worker is still importing paddle meets paddle's own handler, which prints a
+        "FatalError" banner."""
         for proc in self.procs:
             if proc.is_alive():
-                proc.terminate()
+                proc.kill()
         for proc in self.procs:
             proc.join(2.0)
-            if proc.is_alive() and hasattr(os, "kill"):
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.join(1.0)
         for conn in self.conns:
             conn.close()
         self.tasks.cancel_join_thread()  # queued tasks for dead workers must not block our exit

@@ -12,11 +12,12 @@ layers created before; so a checkpoint resumes in any process.
 from __future__ import annotations
 
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 from imgfeat_cli.common import fsutil
-from imgfeat_cli.common.errors import UsageError
+from imgfeat_cli.common.errors import ImgfeatError, ModelError, UsageError
 
 SUFFIXES = (".pdparams", ".pdopt", ".pdstates")
 
@@ -66,18 +67,73 @@ def resolve_resume(path: str) -> Path:
         p = p / p.name
     elif p.suffix in SUFFIXES:
         p = p.with_suffix("")
+    elif not any(p.with_name(p.name + s).exists() for s in SUFFIXES):
+        what = "is not a folder or a .pdparams file" if p.exists() else "does not exist"
+        raise UsageError(f"cannot resume from {path}: it {what}",
+                         hint="point Train.resume_path at a checkpoint folder such as output/latest (or its .pdparams)")
     missing = [s for s in SUFFIXES if not p.with_name(p.name + s).is_file()]
     if missing:
         raise UsageError(f"cannot resume from {path}: {', '.join(p.name + s for s in missing)} not found",
-                         hint="point Train.resume_path at a checkpoint folder such as output/latest")
+                         hint="point Train.resume_path at a checkpoint folder such as output/latest (or its .pdparams)")
     return p
 
 
 def load_checkpoint(prefix: Path) -> Dict[str, Any]:
+    """The three files of a checkpoint; a damaged one is an error naming it."""
+    loaded = {}
+    for key, suffix in (("params", ".pdparams"), ("opt", ".pdopt"), ("states", ".pdstates")):
+        loaded[key] = read_paddle_file(Path(str(prefix) + suffix), "checkpoint file")
+    if not isinstance(loaded["states"], dict) or "epoch" not in loaded["states"]:
+        raise ModelError(f"{prefix}.pdstates is not an imgfeat training state",
+                         hint="resume from a checkpoint folder written by imgfeat train")
+    return loaded
+
+
+def read_paddle_file(path: Path, what: str) -> Any:
     import paddle
 
-    return {"params": paddle.load(str(prefix) + ".pdparams"), "opt": paddle.load(str(prefix) + ".pdopt"),
-            "states": paddle.load(str(prefix) + ".pdstates")}
+    try:
+        return paddle.load(str(path))
+    except OSError as exc:
+        raise ModelError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except Exception as exc:  # paddle raises assorted errors for truncated or foreign files
+        raise ModelError(f"{what} {path} is damaged or not a paddle file ({exc.__class__.__name__})",
+                         hint="use another checkpoint (epoch_N/, latest/ or best_model/)") from None
+
+
+def _digests(folder: Path, name: str) -> Dict[str, str]:
+    from imgfeat_cli.common.download import sha256_file
+
+    files = [folder / f"{name}.pdparams"] + sorted((folder / "inference").glob("*"))
+    return {str(f.relative_to(folder)).replace(f"{name}.pdparams", "pdparams"): sha256_file(f)
+            for f in files if f.is_file()}
+
+
+def exported_inference(weights: str) -> Optional[Path]:
+    """The ``inference/`` folder exported from the very weights in ``weights`` when they come from an
+    imgfeat training checkpoint (the ``.pdstates`` beside them records the digests of both); else None."""
+    w = Path(weights)
+    states_path, inf = w.with_suffix(".pdstates"), w.parent / "inference"
+    if not (w.is_file() and states_path.is_file() and inf.is_dir()):
+        return None
+    try:
+        states = read_paddle_file(states_path, "checkpoint state")
+    except ModelError:
+        return None
+    recorded = states.get("digests") if isinstance(states, dict) else None
+    if not isinstance(recorded, dict) or "pdparams" not in recorded:
+        return None
+    return inf if _digests(w.parent, w.stem) == recorded else None
+
+
+def repair_swaps(output: Path) -> None:
+    """Undo a checkpoint swap a killed process left half done (``.NAME.old`` without ``NAME``)."""
+    for old in output.glob(".*.old"):
+        dest = output / old.name[1:-len(".old")]
+        if old.is_dir() and not dest.exists():
+            old.rename(dest)
+        elif old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _swap_in(tmp: Path, dest: Path) -> None:
@@ -92,40 +148,54 @@ def _swap_in(tmp: Path, dest: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def save_checkpoint(output: Path, name: str, params: Dict[str, Any], opt_state: Dict[str, Any],
-                    states: Dict[str, Any], export: Optional[Any] = None) -> Path:
-    """Write ``output/name/`` atomically. ``export(dir)`` writes the inference folder into ``dir``."""
-    import paddle
-
-    output.mkdir(parents=True, exist_ok=True)
-    dest = output / name
+@contextmanager
+def _assembling(output: Path, name: str) -> Iterator[Path]:
+    """A temp folder that becomes ``output/name`` when the block succeeds; removed otherwise.
+    Write errors name the checkpoint (the previous one is intact)."""
     tmp = fsutil.temp_dir(output / name)
     try:
-        paddle.save(params, str(tmp / f"{name}.pdparams"))
-        paddle.save(opt_state, str(tmp / f"{name}.pdopt"))
-        paddle.save(states, str(tmp / f"{name}.pdstates"))
-        if export is not None:
-            export(tmp / "inference")
-        _swap_in(tmp, dest)
+        yield tmp
+        _swap_in(tmp, output / name)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ImgfeatError(f"cannot write checkpoint {output / name}: {exc.strerror or exc}",
+                           hint="free disk space or fix permissions, then continue with --resume "
+                                "(earlier checkpoints are intact)") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return dest
+
+
+def save_checkpoint(output: Path, name: str, params: Dict[str, Any], opt_state: Dict[str, Any],
+                    states: Dict[str, Any], export: Optional[Callable[[Path], Any]] = None,
+                    check: Callable[[], None] = lambda: None) -> Path:
+    """Write ``output/name/`` atomically. ``export(dir)`` writes the inference folder into ``dir``;
+    ``check()`` runs between files and may raise to abandon the checkpoint (a second Ctrl-C).
+    The ``.pdstates`` is written last and records the digests of the weights and the export."""
+    import paddle
+
+    output.mkdir(parents=True, exist_ok=True)
+    with _assembling(output, name) as tmp:
+        paddle.save(params, str(tmp / f"{name}.pdparams"))
+        check()
+        paddle.save(opt_state, str(tmp / f"{name}.pdopt"))
+        check()
+        if export is not None:
+            export(tmp / "inference")
+            check()
+        paddle.save({**states, "digests": _digests(tmp, name)}, str(tmp / f"{name}.pdstates"))
+        check()
+    return output / name
 
 
 def copy_checkpoint(output: Path, src_name: str, name: str) -> Path:
     """Copy ``output/src_name`` to ``output/name`` (files renamed to the new name), atomically."""
     src = output / src_name
-    tmp = fsutil.temp_dir(output / name)
-    try:
+    with _assembling(output, name) as tmp:
         for suffix in SUFFIXES:
             shutil.copy2(src / f"{src_name}{suffix}", tmp / f"{name}{suffix}")
         if (src / "inference").is_dir():
             shutil.copytree(src / "inference", tmp / "inference")
-        _swap_in(tmp, output / name)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return output / name
 
 

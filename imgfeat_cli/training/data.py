@@ -7,6 +7,7 @@ without holding the GIL. The next batch is prepared while the model trains on th
 """
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -14,7 +15,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from imgfeat_cli.datasets.dataset import Entry, read_list, resolve_inside
+from imgfeat_cli.common import fsutil
+from imgfeat_cli.datasets.dataset import Entry, image_problem, read_list, resolve_inside
 from imgfeat_cli.common.errors import DatasetError, ImageDecodeError
 from imgfeat_cli.pipeline.decode import decode_image
 from imgfeat_cli.training.augment import Augment
@@ -27,8 +29,9 @@ def load_split(root: Path, split: str, required: bool = True) -> List[Entry]:
     error naming file and line (``imgfeat check`` lists them all)."""
     lf = read_list(root, split)
     if not lf.exists:
-        if required:
-            raise DatasetError(f"{root / (split + '.txt')} does not exist",
+        path = root / f"{split}.txt"
+        if required or path.exists() or path.is_symlink():  # a folder or FIFO where the list belongs
+            raise DatasetError(f"{path} {fsutil.not_a_file(path) or 'does not exist'}",
                                hint="a ShiTuRecDataset needs train.txt, gallery.txt and query.txt (see imgfeat check)")
         return []
     bad = [p for p in lf.problems if p.severity == "error"]
@@ -37,11 +40,19 @@ def load_split(root: Path, split: str, required: bool = True) -> List[Entry]:
                            hint=f"run `imgfeat check --dataset {root}` for the full list")
     for e in lf.entries:
         path = resolve_inside(root, e.path)
-        if path is None or not path.is_file():
-            what = "points outside the dataset" if path is None else "does not exist"
+        what = "points outside the dataset" if path is None else unusable_file(path)
+        if what:
             raise DatasetError(f"{root / (split + '.txt')}:{e.line}: image {e.path} {what}",
                                hint=f"run `imgfeat check --dataset {root}` for the full list")
     return lf.entries
+
+
+def unusable_file(path: Path) -> Optional[str]:
+    """Why ``path`` cannot be read as a training image, or None (checked before training starts)."""
+    why = image_problem(path)
+    if why is None and not os.access(path, os.R_OK):
+        why = "cannot be read (permission denied)"
+    return why
 
 
 def sample_rng(seed: int, epoch: int, step: int, position: int) -> np.random.Generator:

@@ -1,218 +1,308 @@
 """``train``: metric-learning training of the feature models (PaddleClas GeneralRecognitionV2 recipe).
 
-One loop for CPU, one GPU, and each rank of a data-parallel run. Design choices that matter to users:
+One :class:`Trainer` for CPU, one GPU, and each rank of a data-parallel run (rank 0 alone logs,
+evaluates and writes; every rank draws the same PK batches and trains on its share: rank r takes
+batches r, r + W, ...). Its steps: ``setup`` (every input checked, nothing written), ``begin``
+(the output folder), then per epoch ``run_epoch``, ``evaluate`` and ``checkpoint``.
 
-* Exact resume. Everything random is a pure function of the run's seed and its position: the PK
-  sampler's generator is saved at the start of each epoch, each sample's augmentation generator is
-  derived from ``(seed, epoch, step, position)``, and paddle's generator (dropout) is re-seeded
-  every step. So ``latest/`` holds all it takes for a resumed run to produce the weights an
-  uninterrupted run would have produced, from an epoch end or from the middle of an epoch.
-* Ctrl-C finishes the current step, writes ``latest/`` and exits 130; a second Ctrl-C aborts.
-* Checkpoints are complete folders (weights, optimizer, states, exported ``inference/``), swapped
-  in atomically, and ``train_result.json`` is rewritten after each epoch in the upstream shape.
+* Exact resume. Everything random is a pure function of the run's seed and its position: the
+  checkpoint holds the PK sampler's generator as of the start of its epoch, each sample's
+  augmentation generator is derived from ``(seed, epoch, step, position)``, and paddle's generator
+  (dropout) is re-seeded every step. So any checkpoint (``latest/``, ``epoch_N/``, mid-epoch or at
+  an epoch end) resumes to the weights an uninterrupted run would have produced, bit for bit.
+* Nothing lost: a run being replaced (``--overwrite``) is kept aside until the new run's first
+  checkpoint (see :mod:`.workspace`); a NaN/inf loss stops the run before anything is saved from it.
+* Ctrl-C: see :mod:`imgfeat_cli.common.interrupt`.
 """
 from __future__ import annotations
 
-import signal
-import threading
+import math
 import time
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
+from imgfeat_cli.common import config as cfgmod
 from imgfeat_cli.common import fsutil
-from imgfeat_cli.common.errors import DatasetError, UsageError
-from imgfeat_cli.common.system import cpu_count, parse_device
-from imgfeat_cli.training.checkpoint import resolve_resume
-
-RESULT_FILE = "train_result.json"
-LOG_FILE = "train.log"
-CHECKPOINT_DIRS = ("latest", "best_model")
-
-
-@dataclass
-class TrainOptions:
-    """Everything a run needs; the CLI fills it from the resolved config."""
-
-    dataset_dir: str
-    model_name: str = "PP-ShiTuV2_rec"
-    output: str = "output"
-    device: str = "cpu"
-    num_classes: Optional[int] = None
-    epochs: int = 20
-    batch_size: Optional[int] = None  # None: the model's recipe default
-    learning_rate: Optional[float] = None
-    warmup_epochs: int = 5
-    resume_path: Optional[str] = None
-    resume: bool = False  # continue from <output>/latest when it exists
-    overwrite: bool = False  # start again over a previous run in <output>
-    pretrain_weight_path: Optional[str] = None  # None: official weights; "none": random init
-    log_interval: int = 1
-    eval_interval: int = 1
-    save_interval: int = 1
-    input_size: int = 224
-    seed: int = 0
-    num_workers: Optional[int] = None
-    eval_batch_size: int = 32
-    arch: Optional[Dict[str, Any]] = None
-    config: Dict[str, Any] = field(default_factory=dict)  # resolved config, saved as config.yaml
+from imgfeat_cli.common.errors import Interrupted
+from imgfeat_cli.common.interrupt import RunSignals
+from imgfeat_cli.models.registry import get_spec
+from imgfeat_cli.training import checkpoint as ckpt
+from imgfeat_cli.training import setup
+from imgfeat_cli.training.options import (LOG_FILE, RESULT_FILE, StepInfo, TrainingDiverged, TrainMonitor,
+                                          TrainOptions, TrainResult)
+from imgfeat_cli.training.exports import StagedExport
+from imgfeat_cli.training.reporting import EpochMeter, TrainLog, step_line, write_result
+from imgfeat_cli.training.workspace import Workspace
 
 
-@dataclass
-class StepInfo:
-    epoch: int
-    epochs: int
-    step: int
-    steps: int
-    global_step: int
-    total_steps: int
-    loss: float
-    parts: Dict[str, float]
-    lr: float
-    images_per_s: float
+class Trainer:
+    def __init__(self, opts: TrainOptions, monitor: Optional[TrainMonitor] = None,
+                 stop: Optional[Callable[[int], bool]] = None, rank: int = 0, world: int = 1) -> None:
+        """``stop(global_step)`` returning True acts like Ctrl-C after that step (tests use it)."""
+        self.opts, self.stop_at, self.rank, self.world = opts, stop, rank, world
+        self.lead = rank == 0
+        self.root, self.out = Path(opts.dataset_dir), Path(opts.output)
+        self.log = TrainLog((monitor or TrainMonitor()) if self.lead else TrainMonitor())
+        self.signals = RunSignals(self.log)
+        self.workspace = Workspace(self.out)
+        self.state: Dict[str, Any] = {"epoch": 1, "step": 0, "global_step": 0, "epoch_sampler": None,
+                                      "history": [], "best_score": None, "best_epoch": None}
+        self.resumed_from: Optional[str] = None
+        self.saved_at: Optional[str] = None  # where the last complete checkpoint of this run stands
+        self._probe: Any = None  # the last batch: its features must be finite before a save
+        self.export: Any = None  # StagedExport, once the model is known
+        self.started = time.perf_counter()
 
+    # the run --------------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        with self.signals.installed(), self.workspace:
+            try:
+                self.setup()
+                with self.signals.protected():
+                    self.begin()
+                self.signals.graceful = True
+                stopped = self.train()
+            except BaseException as exc:
+                with self.signals.protected(abort_on_exit=False):
+                    self.workspace.restore()
+                    if self.lead and self.export is not None:
+                        self.export.clear()  # an export staged for a checkpoint that was not written
+                if self._is_abort(exc):
+                    raise self._aborted() from None
+                raise
+        if stopped is not None:
+            raise stopped
+        return self.result()
 
-class TrainMonitor:
-    """Progress sink for the engine; the CLI subclasses it to draw bars. Defaults do nothing."""
+    def _is_abort(self, exc: BaseException) -> bool:
+        """Ctrl-C, also when paddle's C++ code turned it into a SystemError."""
+        if isinstance(exc, (KeyboardInterrupt, Interrupted)):
+            return True
+        cause = exc.__cause__ or exc.__context__
+        return isinstance(exc, SystemError) and (isinstance(cause, KeyboardInterrupt) or self.signals.aborted)
 
-    def step(self, info: StepInfo) -> None:
-        """After every optimisation step."""
+    def _aborted(self) -> Interrupted:
+        if not self.signals.graceful:
+            return Interrupted("training interrupted during setup; nothing was written")
+        latest = self.out / "latest"
+        if self.lead and self.saved_at and self.workspace.committed:
+            return Interrupted(f"training aborted {self._position()}; the last complete checkpoint is {latest} "
+                               f"({self.saved_at})", hint=self._resume_hint())
+        return Interrupted(f"training aborted {self._position()}, before its first checkpoint"
+                           + ("; the previous run is back in place" if self.workspace.restored else ""))
 
-    def log(self, message: str, level: str = "epoch") -> None:
-        """A log line (``level`` is ``step`` for per-step lines, else ``epoch``); already in train.log."""
+    def _position(self) -> str:
+        epoch, step = self.state["epoch"], self.state["step"]
+        return f"after epoch {epoch - 1}" if step == 0 and epoch > 1 else f"at epoch {epoch}, step {step}"
 
-    def progress(self, task: str, done: int, total: Optional[int]) -> None:
-        """Evaluation progress (embedding gallery and query)."""
+    def _resume_hint(self) -> str:
+        return f"continue with: imgfeat train --dataset {self.root} --output {self.out} --resume"
 
+    # setup: everything checked, nothing written ----------------------------------------------------
+    def setup(self) -> None:
+        if self.world == 1:  # data-parallel ranks run on the GPU the launcher bound them to
+            setup.check_device(self.opts)
+        self.spec = get_spec(self.opts.model_name)
+        prefix = self.workspace.plan(self.opts) if self.lead else None
+        if self.world > 1:
+            import paddle.distributed as dist
 
-@dataclass
-class TrainResult:
-    model_name: str
-    output: str
-    epochs_done: int
-    epochs: int
-    steps_per_epoch: int
-    batch_size: int
-    learning_rate: float
-    num_classes: int
-    best_epoch: Optional[int]
-    best_score: Optional[float]
-    history: List[Dict[str, Any]]
-    seconds: float
-    resumed_from: Optional[str]
-    best_model_dir: str
-    train_result: str
+            holder = [str(prefix) if prefix else None]
+            dist.broadcast_object_list(holder, src=0)
+            prefix = Path(holder[0]) if holder[0] else None
+        self.p = setup.prepare(self.opts, self.spec, prefix, self.world, self.log)
+        self.export = StagedExport(self.out, self.spec.name, self.p.arch, self.p.ops)
+        if prefix is not None:
+            saved = self.p.saved_states or {}
+            self.state.update({k: saved[k] for k in self.state if k in saved})
+            self.resumed_from = str(prefix)
+            if not self.workspace.replacing:  # continuing OUT/latest: it stays the last complete checkpoint
+                self.saved_at = self._position()
+            self.log(f"resuming from {prefix}: epoch {self.state['epoch']}, step {self.state['step']} "
+                     f"of {self.p.steps}")
 
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-
-def parse_devices(text: str) -> Tuple[str, List[int]]:
-    """``cpu`` -> ("cpu", []); ``gpu`` -> ("gpu", [0]); ``gpu:0,1`` -> ("gpu", [0, 1])."""
-    dev = parse_device(text)
-    return dev.kind, list(dev.ids)
-
-
-class _StopFlag:
-    """First Ctrl-C asks the loop to stop after the current step; the second one aborts."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    @contextmanager
-    def installed(self, monitor: TrainMonitor) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
+    def begin(self) -> None:
+        """The output folder: a replaced run moved aside, train.log and config.yaml started."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        if not self.lead:
             return
+        self.workspace.begin()
+        self.log.open(self.out / LOG_FILE)
+        cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.opts.config.items()}
+        cfg.setdefault("Train", {}).update(num_classes=self.p.num_classes, batch_size=self.p.batch_size,
+                                           learning_rate=self.p.learning_rate)
+        fsutil.write_text(self.out / "config.yaml", cfgmod.dump_yaml(cfg), keep_backup=not self.workspace.replacing)
+        self.export.clear()
 
-        def handler(signum: int, frame: Any) -> None:
-            if self.requested:
-                raise KeyboardInterrupt
-            self.requested = True
-            monitor.log("interrupt: finishing this step and saving latest/ (Ctrl-C again to abort)")
-
-        previous = signal.signal(signal.SIGINT, handler)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
-
-
-def prepare_output(opts: TrainOptions) -> Optional[Path]:
-    """Decide between a fresh run and a resume; returns the checkpoint prefix to resume from.
-
-    A previous run in the output folder is never overwritten silently: ``--resume`` continues it,
-    ``--overwrite`` starts again (its log and result are kept as ``.bak``).
-    """
-    out = Path(opts.output)
-    if opts.resume_path:
-        return resolve_resume(opts.resume_path)
-    latest = out / "latest"
-    if opts.resume:
-        if latest.is_dir():
-            return resolve_resume(str(latest))
+    # training ---------------------------------------------------------------------------------------
+    def train(self) -> Optional[Interrupted]:
+        """All remaining epochs; returns the Interrupted to raise after a graceful Ctrl-C."""
+        opts = self.opts
+        p, gpus = self.p, f" x {self.world} GPUs" if self.world > 1 else ""
+        self.log(f"training {self.spec.name} on {len(p.entries)} images / {p.num_classes} classes: {opts.epochs} "
+                 f"epochs x {p.steps} steps of {p.batch_size}{gpus}, lr {p.learning_rate}, warm-up "
+                 f"{opts.warmup_epochs} epochs, input {opts.input_size}, device {opts.device}")
+        if not self.p.can_eval:
+            self.log("warning: gallery.txt/query.txt missing or empty: no evaluation; best_model is the last epoch")
+        self.p.model.train()
+        while self.state["epoch"] <= opts.epochs:
+            epoch = self.state["epoch"]
+            if not self.run_epoch():
+                return self._stop_mid_epoch()
+            self.end_epoch()
+            if self.signals.stop_requested and epoch < opts.epochs:
+                return Interrupted(f"training interrupted after epoch {epoch}", hint=self._resume_hint())
         return None
-    if latest.is_dir() and not opts.overwrite:
-        raise UsageError(f"output folder {out} already holds a training run",
-                         hint="pass --resume to continue it, --overwrite to start again, or choose another --output")
-    if opts.overwrite and out.is_dir():
-        import shutil
 
-        for p in list(out.glob("epoch_*")) + [out / d for d in CHECKPOINT_DIRS]:
-            if p.is_dir():
-                shutil.rmtree(p)
-        for name in (LOG_FILE, RESULT_FILE):
-            fsutil.backup(out / name)
-            (out / name).unlink(missing_ok=True)
-    return None
+    def _epoch_batches(self) -> List[List[int]]:
+        """This rank's batches of the current epoch, drawn from the sampler state the epoch starts with."""
+        if self.state["epoch_sampler"] is None:  # a fresh run, or a checkpoint from before imgfeat 0.2
+            for _ in range(self.state["epoch"] - 1):
+                list(self.p.sampler)
+            self.state["epoch_sampler"] = self.p.sampler.state_dict()
+        else:
+            self.p.sampler.set_state_dict(self.state["epoch_sampler"])
+        return list(self.p.sampler)[self.rank::self.world][:self.p.steps]
 
+    def run_epoch(self) -> bool:
+        """The steps left in the current epoch; False when a stop was requested before its end."""
+        epoch, batches = self.state["epoch"], self._epoch_batches()
+        self.meter = EpochMeter(self.world)
+        for step, images, labels in self.p.data.batches(batches, epoch, start=self.state["step"]):
+            self.train_step(epoch, step, images, labels)
+            if self.stop_at is not None and self.stop_at(self.state["global_step"]):
+                self.signals.request_stop()
+            if self.signals.stop_requested:
+                break
+        return self.state["step"] >= self.p.steps
 
-def run_train(opts: TrainOptions, monitor: Optional[TrainMonitor] = None,
-              stop: Optional[Callable[[int], bool]] = None) -> TrainResult:
-    """Train, evaluate and checkpoint as configured. ``stop(global_step)`` returning True acts like
-    Ctrl-C after that step (tests use it to interrupt a run at a chosen point)."""
-    kind, ids = parse_devices(opts.device)
-    if kind == "gpu":
+    def train_step(self, epoch: int, step: int, images: Any, labels: Any) -> None:
         import paddle
 
-        if not paddle.device.is_compiled_with_cuda():
-            raise UsageError(f"device {opts.device} requested but this paddlepaddle build has no CUDA support",
-                             hint="install paddlepaddle-gpu, or use -o Global.device=cpu")
-        found = paddle.device.cuda.device_count()
-        if max(ids) >= found:
-            raise UsageError(f"device {opts.device} requested but {found} GPU(s) are visible")
-    if len(ids) > 1:
-        from imgfeat_cli.training.parallel import launch
+        paddle.seed(self.opts.seed * 1_000_003 + self.state["global_step"])
+        x, y = paddle.to_tensor(images), paddle.to_tensor(labels)
+        self._probe = x if self.lead else None
+        loss, parts = self.p.recipe.loss(self.p.step_model(x, y), y)
+        value = float(loss)
+        if setup.on_any_rank(not math.isfinite(value), self.world):
+            self._diverged(f"the loss is {value} at epoch {epoch}, step {step + 1} of {self.p.steps}")
+        loss.backward()
+        self.p.optimizer.step()
+        self.p.optimizer.clear_grad()
+        lr_now = self.p.optimizer.get_lr()
+        self.p.schedule.step()
+        self.state["step"], self.state["global_step"] = step + 1, self.state["global_step"] + 1
+        values = {k: float(v) for k, v in parts.items()}
+        self.meter.add(len(images), {"loss": value, **values})
+        info = StepInfo(epoch, self.opts.epochs, step + 1, self.p.steps, self.state["global_step"],
+                        self.opts.epochs * self.p.steps, value, values, lr_now, self.meter.images_per_s(),
+                        self.p.batch_size)
+        if self.lead:
+            self.log.monitor.step(info)
+            if (step + 1) % self.opts.log_interval == 0:
+                self.log(step_line(info), level="step")
 
-        return launch(opts, ids, monitor or TrainMonitor())
-    from imgfeat_cli.training.loop import train_process
+    def _diverged(self, what: str) -> None:
+        kept = (f"the last complete checkpoint is {self.out / 'latest'} ({self.saved_at})" if self.saved_at
+                else "nothing was saved from this run")
+        raise TrainingDiverged(f"training diverged: {what}; {kept}",
+                               hint=f"lower -o Train.learning_rate (it is {self.p.learning_rate}) or check the data")
 
-    return train_process(opts, monitor or TrainMonitor(), stop=stop)
+    def _stop_mid_epoch(self) -> Interrupted:
+        epoch, step = self.state["epoch"], self.state["step"]
+        if self.lead:
+            self.checkpoint(["latest"], done=False)
+            self.log(f"interrupted at epoch {epoch} step {step}: saved {self.out / 'latest'}")
+        return Interrupted(f"training interrupted at epoch {epoch}, step {step} of {self.p.steps}",
+                           hint=self._resume_hint())
 
+    def end_epoch(self) -> None:
+        """Close the epoch: record it, evaluate when due, save the due checkpoints."""
+        opts, epoch = self.opts, self.state["epoch"]
+        last = epoch == opts.epochs
+        record = self.meter.record(epoch, self.p.optimizer.get_lr())
+        # the sampler has drawn this epoch's batches: its state now is where the next epoch starts
+        self.state.update(epoch=epoch + 1, step=0, epoch_sampler=self.p.sampler.state_dict())
+        improved = False
+        if self.lead and self.p.can_eval and (epoch % opts.eval_interval == 0 or last):
+            improved = self.evaluate(epoch, record)
+        elif self.lead and not self.p.can_eval:
+            self.state["best_epoch"], improved = epoch, True
+        self.state["history"] = self.state["history"] + [record]
+        if self.lead:
+            names = ([f"epoch_{epoch}"] if epoch % opts.save_interval == 0 or last else []) + ["latest"]
+            names += ["best_model"] if improved else []
+            self.checkpoint(names, done=last)
+            self.log(f"epoch {epoch}/{opts.epochs} done in {record['seconds']:.1f} s ({record['images_per_s']:.1f} "
+                     f"img/s), loss {record.get('loss', float('nan')):.4f}; saved {', '.join(names)}")
+        if self.world > 1:
+            import paddle.distributed as dist
 
-def default_workers(opts: TrainOptions) -> int:
-    return opts.num_workers or max(1, cpu_count())
+            dist.barrier()
 
+    # evaluation and checkpoints --------------------------------------------------------------------
+    def evaluate(self, epoch: int, record: Dict[str, Any]) -> bool:
+        """Score the exported model (paddle.inference): several times faster than a dygraph pass, and
+        the recorded score is exactly what the saved inference/ folder (and ``eval --weights`` of the
+        checkpoint, which uses that folder) gets. Returns whether recall1 improved."""
+        from imgfeat_cli.models.model import EmbeddingModel
+        from imgfeat_cli.retrieval.evaluate import eval_dataset
 
-def check_labels(entries: List[Any], num_classes: Optional[int], root: Path) -> int:
-    """The class count: ``num_classes`` when given (checked against the labels), else max + 1."""
-    labels = [e.label for e in entries]
-    low, high = min(labels), max(labels)
-    if low < 0:
-        bad = next(e for e in entries if e.label < 0)
-        raise DatasetError(f"{root / 'train.txt'}:{bad.line}: label {bad.label} is negative",
-                           hint="labels are class ids 0..N-1")
-    if num_classes is not None and high >= num_classes:
-        bad = next(e for e in entries if e.label >= num_classes)
-        raise UsageError(f"Train.num_classes is {num_classes} but {root / 'train.txt'}:{bad.line} has label {bad.label}",
-                         hint=f"set -o Train.num_classes={high + 1} or leave it unset (read from the dataset)")
-    return num_classes or high + 1
+        self._check_weights(f"epoch {epoch}")
+        with self.signals.protected():
+            staged = self.export.stage(self.p.model)
+        fm = EmbeddingModel.from_inference_dir(str(staged), name=self.spec.name, device=self.p.device)
+        try:
+            metrics = eval_dataset(str(self.root), fm, (1, 5), False, self.opts.eval_batch_size,
+                                   self.log.monitor.progress).metrics()
+        finally:
+            self.p.model.train()
+        record["metrics"] = metrics
+        st = self.state
+        improved = st["best_score"] is None or metrics["recall1"] > st["best_score"]
+        if improved:
+            st["best_score"], st["best_epoch"] = metrics["recall1"], epoch
+        self.log(f"epoch {epoch} eval: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+                 + (" (best)" if improved else f" (best {st['best_score']:.4f} at epoch {st['best_epoch']})"))
+        return improved
 
+    def _check_weights(self, where: str) -> None:
+        """Weights, and the features they give on the last batch, must be finite before anything is
+        evaluated, exported or saved."""
+        from imgfeat_cli.models.weights import nonfinite, nonfinite_features
 
-class Timer:
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
+        bad = nonfinite(self.p.model.state_dict())
+        if bad:
+            self._diverged(f"{len(bad)} weight tensors hold NaN or infinity after {where} (e.g. {bad[0]})")
+        if self._probe is not None and nonfinite_features(self.p.model, self._probe):
+            self._diverged(f"the model gives NaN or infinite features after {where}")
 
-    def seconds(self) -> float:
-        return time.perf_counter() - self.start
+    def checkpoint(self, names: List[str], done: bool) -> None:
+        """Save ``names[0]`` (copies for the rest) and train_result.json; Ctrl-C cannot tear them."""
+        self._check_weights(f"step {self.state['global_step']}")
+        p = self.p
+        states = {**self.state, "model_name": self.spec.name, "num_classes": p.num_classes,
+                  "batch_size": p.batch_size, "input_size": self.opts.input_size, "seed": self.opts.seed,
+                  "epochs": self.opts.epochs}
+        opt_state = ckpt.portable_optimizer_state(p.optimizer, p.model)
+        with self.signals.protected():
+            ckpt.save_checkpoint(self.out, names[0], p.model.state_dict(), opt_state, states,
+                                 lambda dest: self.export.place(p.model, dest), check=self.signals.check)
+            for other in names[1:]:
+                self.signals.check()
+                ckpt.copy_checkpoint(self.out, names[0], other)
+            write_result(self.out, self.spec.name, self.state, done, self._run_info())
+            self.workspace.commit()
+            self.saved_at = self._position()
+
+    def _run_info(self) -> Dict[str, Any]:
+        return {"epochs": self.opts.epochs, "steps_per_epoch": self.p.steps, "batch_size": self.p.batch_size,
+                "learning_rate": self.p.learning_rate, "num_classes": self.p.num_classes, "devices": self.world}
+
+    def result(self) -> TrainResult:
+        st = self.state
+        return TrainResult(self.spec.name, str(self.out), st["epoch"] - 1, self.opts.epochs, self.p.steps,
+                           self.p.batch_size, self.p.learning_rate, self.p.num_classes, st["best_epoch"],
+                           st["best_score"], st["history"],
+                           round(time.perf_counter() - self.started, 3), self.resumed_from,
+                           str(self.out / "best_model"), str(self.out / RESULT_FILE))
