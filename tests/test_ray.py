@@ -228,7 +228,7 @@ def test_cli_ray_usage_errors(invoke, photos, model_dir, tmp_path):
     res = invoke("embed", str(photos), "--model-dir", model_dir, "--out", tmp_path / "o.jsonl", "--actors", "2")
     assert res.exit_code == 2 and "--engine ray" in res.stderr
     res = invoke(*base, "--out", tmp_path / "o", "--hpi")
-    assert res.exit_code == 2 and "--backend" in res.stderr
+    assert res.exit_code == 2 and "--precision" in res.stderr and not (tmp_path / "o").exists()
     res = invoke(*base, "--out", tmp_path / "o", "--streams", "2")
     assert res.exit_code == 2 and "--actors" in res.stderr
     res = invoke("embed", str(photos), "--model-dir", model_dir, "--out", tmp_path / "o", "-o", "Predict.engine=spark")

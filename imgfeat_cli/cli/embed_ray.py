@@ -17,7 +17,7 @@ def embed_on_ray(cfg: Dict[str, Any], out: Output, out_dir: str, sources: List[s
     from imgfeat_cli.cli.loading import limits, load_model, no_images, produced_by, with_stdin
     from imgfeat_cli.common.system import parse_device
     from imgfeat_cli.distributed.folder import ParquetFolder
-    from imgfeat_cli.distributed.ray_embed import expand_locations, require_ray
+    from imgfeat_cli.distributed.ray_embed import cluster_engine, expand_locations, require_ray
     from imgfeat_cli.distributed.ray_job import RaySettings, check_reachable, embed_folder
     from imgfeat_cli.pipeline.embedder import parse_shard
 
@@ -30,9 +30,7 @@ def embed_on_ray(cfg: Dict[str, Any], out: Output, out_dir: str, sources: List[s
     if pred["weights"]:
         raise UsageError("--engine ray runs inference folders, not .pdparams checkpoints",
                          hint="export the checkpoint first (imgfeat export) and pass --model-dir")
-    if "auto" in (pred["backend"], pred["precision"]):
-        raise UsageError("--hpi/auto measures on one machine, not on a cluster",
-                         hint="name --backend and --precision with --engine ray")
+    pred["backend"], pred["precision"] = cluster_engine(pred["backend"], pred["precision"], device)
     require_ray()
     folder = ParquetFolder(out_dir, np.float16 if pred["fp16"] else np.float32, resume, overwrite,
                            pred["rows_per_file"])

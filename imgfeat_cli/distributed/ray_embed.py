@@ -90,16 +90,31 @@ class ModelPackage:
 def package_model(model: Any, device: Optional[str] = None, precision: Optional[str] = None) -> ModelPackage:
     """Pack a loaded inference-folder model for actors, to run on ``device`` at ``precision``
     (default: as loaded; the driver may load on CPU what the actors run on GPUs)."""
-    from imgfeat_cli.models.registry import find_inference_files
+    from imgfeat_cli.models.files import find_inference_files
 
     if getattr(model, "recipe", None) is None:
         raise UsageError("the Ray engine runs inference folders, not .pdparams checkpoints",
                          hint="export the checkpoint first (imgfeat export) and pass --model-dir")
     folder = Path(model.recipe["model_dir"])
-    files = {p.name: p.read_bytes() for p in (*find_inference_files(folder), folder / "inference.yml")}
+    files = {p.name: p.read_bytes() for p in (*find_inference_files(folder).files, folder / "inference.yml")}
     recipe = {**model.recipe, "name": model.name, "device": device or model.recipe["device"],
               "precision": precision or model.recipe["precision"]}
     return ModelPackage(recipe, files, {**model.identity, "precision": recipe["precision"]})
+
+
+def cluster_engine(backend: Optional[str], precision: Optional[str], device: Optional[str]) -> tuple:
+    """The engine a cluster runs, decided on the driver (``None``: the default, as everywhere).
+
+    The default backend (``auto``: the fastest of the exact fp32 engines) is measured once on the
+    driver and shipped: any choice gives the same features, at worst a little slower on nodes
+    unlike the driver. ``precision auto`` is refused: it may pick bf16, which other nodes may lack.
+    GPU actors run paddle by default: the driver cannot measure a GPU it may not have."""
+    if precision == "auto":
+        raise UsageError("--precision auto (--hpi) measures one machine's CPU, and a cluster's nodes may lack "
+                         "what it picks (bf16)", hint="name --precision (fp32, or bf16 where every node has it)")
+    if parse_device(device).is_gpu and backend in (None, "auto"):
+        return "paddle", precision
+    return backend, precision
 
 
 def _is_actor() -> bool:
@@ -131,8 +146,8 @@ class ImageEmbedder:
     """
 
     def __init__(self, model_dir: Optional[str] = None, *, model: Optional[str] = None,
-                 package: Any = None, device: Optional[str] = None, backend: str = "paddle",
-                 precision: str = "fp32", cpu_threads: Optional[int] = None, batch_size: Optional[int] = None,
+                 package: Any = None, device: Optional[str] = None, backend: Optional[str] = None,
+                 precision: Optional[str] = None, cpu_threads: Optional[int] = None, batch_size: Optional[int] = None,
                  fp16: bool = False, limits: Limits = DEFAULT_LIMITS) -> None:
         if _is_actor():  # actor prints would reach the driver's stdout (with ANSI colours)
             os.dup2(2, 1)
@@ -264,7 +279,7 @@ def map_embedder(ds: Any, package: Any, plan: ActorPlan, fp16: bool = False,
 
 
 def embed_dataset(data: Any, model_dir: Optional[str] = None, *, model: Optional[str] = None,
-                  device: Optional[str] = None, backend: str = "paddle", precision: str = "fp32",
+                  device: Optional[str] = None, backend: Optional[str] = None, precision: Optional[str] = None,
                   actors: Optional[int] = None, threads: Optional[int] = None, batch_size: Optional[int] = None,
                   fp16: bool = False, limits: Limits = DEFAULT_LIMITS) -> Any:
     """Embed a Ray Dataset (columns as :class:`ImageEmbedder` takes them), or paths, folders and
@@ -278,9 +293,7 @@ def embed_dataset(data: Any, model_dir: Optional[str] = None, *, model: Optional
     ray = require_ray()
     from imgfeat_cli.models.loader import load_model
 
-    if "auto" in (backend, precision):
-        raise UsageError("backend/precision auto measures on one machine; name them for a cluster",
-                         hint="e.g. backend='paddle', precision='fp32'")
+    backend, precision = cluster_engine(backend, precision, device)
     gpu = parse_device(device).is_gpu
     checked = load_model(model, model_dir, device="cpu", cpu_threads=1, backend=backend,
                          precision="fp32" if gpu else precision)
@@ -296,5 +309,5 @@ def embed_dataset(data: Any, model_dir: Optional[str] = None, *, model: Optional
     return map_embedder(data, package, cluster_plan(device, actors, threads, batch_size), fp16, limits)
 
 
-__all__ = ["ImageEmbedder", "ModelPackage", "embed_dataset", "package_model", "expand_locations", "map_embedder",
+__all__ = ["ImageEmbedder", "ModelPackage", "cluster_engine", "embed_dataset", "package_model", "expand_locations", "map_embedder",
            "require_ray"]

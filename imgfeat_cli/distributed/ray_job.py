@@ -90,7 +90,7 @@ def check_reachable(address: Optional[str], timeout: float = 5.0) -> None:
 
 
 def embed_folder(items: Sequence[InputItem], folder: ParquetFolder, model: Any, settings: RaySettings,
-                 device: Optional[str], precision: str, batch_size: Optional[int] = None, fp16: bool = False,
+                 device: Optional[str], precision: Optional[str], batch_size: Optional[int] = None, fp16: bool = False,
                  limits: Limits = DEFAULT_LIMITS, progress: ProgressFn = null_progress,
                  config: Optional[Dict[str, Any]] = None, shard: Optional[str] = None) -> RayEmbedResult:
     """Embed ``items`` into ``folder`` on the cluster. ``model``: the driver's copy (loaded on
@@ -131,7 +131,8 @@ def embed_folder(items: Sequence[InputItem], folder: ParquetFolder, model: Any, 
         raise ImgfeatError(f"no image could be embedded ({counts['failed']} failed; first: {first_error[0]})",
                            hint="nothing was kept; check the inputs")
     files, _, errors_file = folder.finish(config or {}, unstorable)
-    return RayEmbedResult(folder.location, "parquet", model.name, model.backend, precision, device or "cpu",
+    return RayEmbedResult(folder.location, "parquet", model.name, package.recipe["backend"], package.recipe["precision"],
+                          device or "cpu",
                           plan.batch_size if plan else batch_size or 0, len(items), counts["embedded"],
                           already, counts["failed"], time.perf_counter() - t0, errors_file, shard,
                           plan.describe()["actors"] if plan else 0, files + [folder.name(CONFIG_FILE)],
