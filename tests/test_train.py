@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 from pathlib import Path
 
@@ -151,8 +152,10 @@ def test_ctrl_c_saves_latest_and_resume_reproduces_uninterrupted_run(invoke, ref
 
     opts = TrainOptions(str(ref["ds"]), output=str(tmp_path / "b"), epochs=3, batch_size=8, learning_rate=0.02,
                         warmup_epochs=1, pretrain_weight_path="none", input_size=32, eval_interval=10)
-    with pytest.raises(Interrupted, match="epoch 2, step 1 of 2"):
+    with pytest.raises(Interrupted, match="epoch 2, step 1 of 2") as interrupted:
         run_train(opts, stop=ctrl_c)
+    hint = interrupted.value.hint or ""
+    assert hint.startswith("continue with: imgfeat train ") and "config.yaml" in hint
     states = json.loads((tmp_path / "b" / "train_result.json").read_text())
     assert states["done_flag"] is False
     assert (tmp_path / "b" / "latest" / "latest.pdopt").is_file()
@@ -161,7 +164,8 @@ def test_ctrl_c_saves_latest_and_resume_reproduces_uninterrupted_run(invoke, ref
     res = invoke("train", "--dataset", ref["ds"], "--output", tmp_path / "b", *REF_ARGS)
     assert res.exit_code == 2 and "already holds a training run" in res.stderr and "--resume" in res.stderr
 
-    res = invoke("train", "--dataset", ref["ds"], "--output", tmp_path / "b", "--resume", *REF_ARGS)
+    # the hint's command, as printed, resumes with the run's own settings (no flag to repeat)
+    res = invoke(*shlex.split(hint.split("imgfeat ", 1)[1]), "--quiet")
     assert res.exit_code == 0, res.output
     assert _differing(ref["out"] / "latest" / "latest.pdparams", tmp_path / "b" / "latest" / "latest.pdparams") == []
     assert "resuming from" in (tmp_path / "b" / "train.log").read_text()
@@ -228,6 +232,7 @@ def test_resume_refuses_changed_settings(invoke, tiny_ds, tmp_path):
                  "-o", "Train.batch_size=4", "--quiet")
     assert res.exit_code == 2
     assert "settings differ from the checkpoint (batch_size 8 -> 4)" in res.stderr
+    assert f"imgfeat train -c {out / 'config.yaml'} --resume" in res.stderr
 
 
 @pytest.mark.parametrize("extra, needle", [

@@ -120,8 +120,11 @@ def check_resumable(prefix: Path, states: Dict[str, Any], want: Dict[str, Any]) 
     """A resume with settings other than the checkpoint's is refused, not guessed."""
     diff = [f"{k} {states.get(k)!r} -> {v!r}" for k, v in want.items() if states.get(k) != v]
     if diff:
+        run_config = prefix.parent.parent / "config.yaml"  # OUT/latest/latest -> OUT/config.yaml
+        same = (f"imgfeat train -c {run_config} --resume uses the run's own settings"
+                if run_config.is_file() else "resume with the checkpoint's settings")
         raise UsageError(f"cannot resume {prefix}: settings differ from the checkpoint ({'; '.join(diff)})",
-                         hint="resume with the checkpoint's settings, or start a new run in another --output")
+                         hint=f"{same}, or start a new run in another --output")
 
 
 def train_step_layer(model: Any) -> Any:

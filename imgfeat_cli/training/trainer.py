@@ -96,7 +96,8 @@ class Trainer:
         return f"after epoch {epoch - 1}" if step == 0 and epoch > 1 else f"at epoch {epoch}, step {step}"
 
     def _resume_hint(self) -> str:
-        return f"continue with: imgfeat train --dataset {self.root} --output {self.out} --resume"
+        # the run's config.yaml holds every setting it was started with: a resume must repeat them
+        return f"continue with: imgfeat train -c {self.out / 'config.yaml'} --resume"
 
     # setup: everything checked, nothing written ----------------------------------------------------
     def setup(self) -> None:
@@ -128,11 +129,23 @@ class Trainer:
             return
         self.workspace.begin()
         self.log.open(self.out / LOG_FILE)
-        cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.opts.config.items()}
-        cfg.setdefault("Train", {}).update(num_classes=self.p.num_classes, batch_size=self.p.batch_size,
-                                           learning_rate=self.p.learning_rate)
-        fsutil.write_text(self.out / "config.yaml", cfgmod.dump_yaml(cfg), keep_backup=not self.workspace.replacing)
+        fsutil.write_text(self.out / "config.yaml", cfgmod.dump_yaml(self._run_config()),
+                          keep_backup=not self.workspace.replacing)
         self.export.clear()
+
+    def _run_config(self) -> Dict[str, Any]:
+        """The resolved config with the run's own settings filled in (also when started from Python
+        with no config), so ``imgfeat train -c OUT/config.yaml --resume`` repeats them exactly."""
+        o = self.opts
+        cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in o.config.items()}
+        cfg.setdefault("Global", {}).update(model=o.model_name, device=o.device,
+                                            dataset_dir=str(Path(o.dataset_dir).resolve()), output=str(self.out.resolve()))
+        cfg.setdefault("Train", {}).update(
+            num_classes=self.p.num_classes, batch_size=self.p.batch_size, learning_rate=self.p.learning_rate,
+            epochs_iters=o.epochs, warmup_steps=o.warmup_epochs, pretrain_weight_path=o.pretrain_weight_path,
+            input_size=o.input_size, seed=o.seed, log_interval=o.log_interval, eval_interval=o.eval_interval,
+            save_interval=o.save_interval, eval_batch_size=o.eval_batch_size, resume_path=None)
+        return cfg
 
     # training ---------------------------------------------------------------------------------------
     def train(self) -> Optional[Interrupted]:
