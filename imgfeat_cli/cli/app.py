@@ -17,7 +17,9 @@ from typing_extensions import Annotated
 
 from imgfeat_cli import __version__
 from imgfeat_cli.cli.common import print_error, report_error
-from imgfeat_cli.common.errors import EXIT_USAGE
+from imgfeat_cli.cli.helpdoc import TidyParams, examples
+from imgfeat_cli.common.errors import (EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL,
+                                       EXIT_USAGE)
 
 
 def usage_error_line(exc: Any) -> int:
@@ -33,7 +35,7 @@ def usage_error_line(exc: Any) -> int:
     return int(getattr(exc, "exit_code", EXIT_USAGE) or EXIT_USAGE)
 
 
-class ImgfeatGroup(TyperGroup):
+class ImgfeatGroup(TidyParams, TyperGroup):
     """The root command: runs non-standalone and maps what escapes into one-line errors.
 
     Ctrl-C while Typer parses or dispatches would otherwise end silently with 130 (Typer turns
@@ -71,10 +73,34 @@ class ImgfeatGroup(TyperGroup):
         return code
 
 
+#: The root page: what imgfeat is, then (each a \b block, so plain output keeps the lines) the exit
+#: codes of common/errors.py and every environment variable imgfeat reads.
+ROOT_HELP = f"""Image feature extraction: PaddleX-compatible PP-ShiTuV2 / CLIP embeddings, dataset tools, evaluation.
+
+\b
+Exit codes:
+  {EXIT_OK}    ok
+  {EXIT_ERROR}    error (I/O, model, network)
+  {EXIT_USAGE}    usage or config error (nothing was touched)
+  {EXIT_CHECK_FAILED}    a check failed (check: the dataset; quantize: the accuracy bar)
+  {EXIT_PARTIAL}    finished, but some inputs were skipped (embed, search, index)
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C); the last complete state is kept for --resume
+
+\b
+Environment:
+  IMGFEAT_HOME=DIR      cache of models, datasets, engine choices (default ~/.cache/imgfeat)
+  IMGFEAT_DEBUG=1       print tracebacks
+  IMGFEAT_OFFLINE=1     never download; use only what is cached
+  IMGFEAT_BASE_URL=URL  mirror of the official model and dataset server
+  RAY_ADDRESS=ADDRESS   Ray cluster for embed --engine ray
+  OMP_NUM_THREADS=N     the cores this process may use (threads and streams follow it)"""
+
 app = typer.Typer(
     name="imgfeat",
     cls=ImgfeatGroup,
-    help="Image feature extraction: PaddleX-compatible PP-ShiTuV2 / CLIP embeddings, dataset tools, evaluation.",
+    help=ROOT_HELP,
+    epilog=examples("imgfeat download model PP-ShiTuV2_rec", "imgfeat embed photos/ --out feats.parquet",
+                    "imgfeat embed --help"),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -91,8 +117,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(version: Annotated[Optional[bool], typer.Option(
         "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = None) -> None:
-    """Exit codes: 0 ok, 1 error, 2 usage/config error, 3 dataset check failed, 4 some inputs skipped,
-    130 interrupted. Set IMGFEAT_DEBUG=1 for tracebacks."""
+    """The root group: only --version; the page is ROOT_HELP."""
 
 
 def _register() -> None:

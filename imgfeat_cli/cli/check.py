@@ -9,10 +9,12 @@ from rich.console import Group
 from rich.table import Table
 from typing_extensions import Annotated
 
-from imgfeat_cli.cli.common import (ConfigOpt, DatasetOpt, JsonOpt, Output, OverrideOpt, QuietOpt,
-                                     handle_errors)
+from imgfeat_cli.cli.common import ConfigOpt, DatasetOpt, JsonOpt, Output, OutputDirOpt, QuietOpt, handle_errors
+from imgfeat_cli.cli.helpdoc import ImgfeatCommand, examples, override_opt
 from imgfeat_cli.common.errors import CheckFailed
 
+EXAMPLES = examples("imgfeat check -d dataset/",
+                    "imgfeat check -d dataset/ --output reports/ --json")
 SEVERITY_STYLE = {"error": "red", "warning": "yellow", "info": "cyan"}
 
 
@@ -66,35 +68,36 @@ def render(result: Any) -> Group:
     return Group(*parts)
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("check")
-    @handle_errors
-    def check(
-        dataset: DatasetOpt = None,
-        output: Annotated[Optional[str], typer.Option("--output", help="Report folder [default: output].",
-                                                      show_default=False)] = None,
-        config: ConfigOpt = None, override: OverrideOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False,
-    ) -> None:
-        """Validate a ShiTuRecDataset: list files, images, leakage, class balance. Exit 3 when it fails."""
-        from imgfeat_cli.common import config as cfgmod
-        from imgfeat_cli.common import fsutil
-        from imgfeat_cli.datasets.check import run_check
-        from imgfeat_cli.common.errors import UsageError
+def check(
+    dataset: DatasetOpt = None,
+    output: OutputDirOpt = None,
+    config: ConfigOpt = None, override: override_opt("CheckDataset.imbalance_ratio=20") = None,
+    json_: JsonOpt = False, quiet: QuietOpt = False,
+) -> None:
+    """Validate a ShiTuRecDataset: list files, images, leakage, class balance. Exit 3 when it fails."""
+    from imgfeat_cli.common import config as cfgmod
+    from imgfeat_cli.common import fsutil
+    from imgfeat_cli.datasets.check import run_check
+    from imgfeat_cli.common.errors import UsageError
 
-        out = Output(json_, quiet)
-        cfg = cfgmod.resolve("check", config, override or [],
-                             {"Global.dataset_dir": dataset, "Global.output": output}, note=out.note,
-                             output_option="--output")
-        if not cfg["Global"]["dataset_dir"]:
-            raise UsageError("no dataset given", hint="use --dataset DIR (or Global.dataset_dir in -c/-o)")
-        cd = cfg["CheckDataset"]
-        fsutil.check_output_dir(cfg["Global"]["output"])  # before decoding every image, not after
-        with out.progress("images") as progress:
-            result = run_check(cfg["Global"]["dataset_dir"], cfg["Global"]["output"], cd["num_workers"],
-                               cd["demo_samples"], cd["imbalance_ratio"], progress=progress)
-        fsutil.write_text(Path(cfg["Global"]["output"]) / "config.check.yaml", cfgmod.dump_yaml(cfg))
-        out.emit(result.to_dict(), render(result), essential=str(Path(result.output_dir) / "check_dataset_result.json"))
-        if not result.check_pass:
-            n = result.counts("error")
-            raise CheckFailed(f"dataset {result.dataset_path} failed the check with {n} error{'s' * (n != 1)}",
-                              result, hint="see the problems above or in check_dataset_result.json")
+    out = Output(json_, quiet)
+    cfg = cfgmod.resolve("check", config, override or [],
+                         {"Global.dataset_dir": dataset, "Global.output": output}, note=out.note,
+                         output_option="--output")
+    if not cfg["Global"]["dataset_dir"]:
+        raise UsageError("no dataset given", hint="use --dataset DIR (or Global.dataset_dir in -c/-o)")
+    cd = cfg["CheckDataset"]
+    fsutil.check_output_dir(cfg["Global"]["output"])  # before decoding every image, not after
+    with out.progress("images") as progress:
+        result = run_check(cfg["Global"]["dataset_dir"], cfg["Global"]["output"], cd["num_workers"],
+                           cd["demo_samples"], cd["imbalance_ratio"], progress=progress)
+    fsutil.write_text(Path(cfg["Global"]["output"]) / "config.check.yaml", cfgmod.dump_yaml(cfg))
+    out.emit(result.to_dict(), render(result), essential=str(Path(result.output_dir) / "check_dataset_result.json"))
+    if not result.check_pass:
+        n = result.counts("error")
+        raise CheckFailed(f"dataset {result.dataset_path} failed the check with {n} error{'s' * (n != 1)}",
+                          result, hint="see the problems above or in check_dataset_result.json")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("check", cls=ImgfeatCommand, epilog=EXAMPLES)(handle_errors(check))

@@ -20,36 +20,48 @@ from rich.console import Console
 from typing_extensions import Annotated
 
 from imgfeat_cli.cli import progress as cli_progress
+from imgfeat_cli.cli.helpdoc import CONFIG, MODEL, OUTPUT, PERFORMANCE, shown_default
 from imgfeat_cli.cli.progress import PeriodicLines, rich_bar
 from imgfeat_cli.common.errors import (EXIT_ERROR, EXIT_INTERRUPTED, INTERRUPTED_MESSAGE, as_imgfeat_error,
                                       clip)
+from imgfeat_cli.common.system import DEFAULT_BATCH
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Shared option types: every command has the same shape (sqlite-utils style).
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or log output on stderr.")]
-ConfigOpt = Annotated[Optional[str], typer.Option("--config", "-c", help="YAML config file (PaddleX sections).",
-                                                  show_default=False)]
-OverrideOpt = Annotated[Optional[List[str]], typer.Option(
-    "--override", "-o", help="Override a config key, e.g. -o Train.epochs_iters=10 (repeatable).",
-    show_default=False)]
+# Shared option types: every command has the same shape (sqlite-utils style). Each command makes
+# its own -o option with helpdoc.override_opt(example), an example from a section it reads.
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else.",
+                                       rich_help_panel=CONFIG)]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or log output on stderr.",
+                                        rich_help_panel=CONFIG)]
+ConfigOpt = Annotated[Optional[str], typer.Option("--config", "-c", metavar="FILE", rich_help_panel=CONFIG,
+                                                  help="YAML config file (PaddleX sections).", show_default=False)]
 
-DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset root (train/gallery/query.txt).",
-                                                   show_default=False)]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model name [default: PP-ShiTuV2_rec].",
-                                                 show_default=False)]
-ModelDirOpt = Annotated[Optional[str], typer.Option("--model-dir", help="Inference folder (exported or official).",
-                                                    show_default=False)]
-WeightsOpt = Annotated[Optional[str], typer.Option("--weights", help=".pdparams checkpoint (run in dygraph).",
-                                                   show_default=False)]
+DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", "-d", metavar="DIR",
+                                                   help="Dataset root (train/gallery/query.txt).", show_default=False)]
+OutputDirOpt = Annotated[Optional[str], typer.Option("--output", metavar="DIR", rich_help_panel=OUTPUT,
+                                                     help="Folder for the results, reports and the resolved config.",
+                                                     show_default=shown_default("Global.output"))]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", metavar="NAME", rich_help_panel=MODEL,
+                                                 help="Model name (see `imgfeat download list`).",
+                                                 show_default=shown_default("Global.model"))]
+ModelDirOpt = Annotated[Optional[str], typer.Option("--model-dir", metavar="DIR", rich_help_panel=MODEL,
+                                                    help="Inference folder (exported or official).", show_default=False)]
+WeightsOpt = Annotated[Optional[str], typer.Option("--weights", metavar="FILE", rich_help_panel=MODEL,
+                                                   help=".pdparams checkpoint (run in dygraph).", show_default=False)]
 BackendOpt = Annotated[Optional[str], typer.Option(
-    "--backend", help="paddle, onnxruntime, openvino or auto \\[default: the fastest exact engine, measured once "
-    "per model and machine; paddle = as PaddleX runs it].", show_default=False)]
+    "--backend", metavar="NAME", rich_help_panel=MODEL,
+    help="paddle, onnxruntime, openvino or auto (paddle = as PaddleX runs it).",
+    show_default=shown_default("Predict.backend", "the fastest exact engine, measured once per model and machine"))]
 PrecisionOpt = Annotated[Optional[str], typer.Option(
-    "--precision", help="fp32, bf16 (CPU with native bf16), fp16 (GPU) or auto \\[default: fp32; a quantized "
-    "folder: int8].", show_default=False)]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu, gpu or gpu:N.", show_default=False)]
+    "--precision", metavar="NAME", rich_help_panel=MODEL,
+    help="fp32, bf16 (CPU with native bf16), fp16 (GPU) or auto.",
+    show_default=shown_default("Predict.precision", "fp32; a quantized folder: int8"))]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", metavar="DEVICE", rich_help_panel=MODEL,
+                                                  help="cpu, gpu or gpu:N.", show_default=shown_default("Global.device"))]
+BatchSizeOpt = Annotated[Optional[int], typer.Option(
+    "--batch-size", "-b", metavar="N", rich_help_panel=PERFORMANCE, help="Images per forward pass.",
+    show_default=shown_default("Predict.batch_size", f"{DEFAULT_BATCH['cpu']} on CPU, {DEFAULT_BATCH['gpu']} on GPU"))]
 
 
 def debug_enabled() -> bool:

@@ -8,8 +8,14 @@ from rich.markup import escape
 from rich.table import Table
 from typing_extensions import Annotated
 
-from imgfeat_cli.cli.common import (BackendOpt, ConfigOpt, DeviceOpt, JsonOpt, ModelDirOpt, ModelOpt, Output,
-                                     OverrideOpt, PrecisionOpt, QuietOpt, WeightsOpt, handle_errors)
+from imgfeat_cli.cli.common import (BackendOpt, BatchSizeOpt, ConfigOpt, DeviceOpt, JsonOpt, ModelDirOpt, ModelOpt,
+                                     Output, PrecisionOpt, QuietOpt, WeightsOpt, handle_errors)
+from imgfeat_cli.cli.helpdoc import (INPUT, MODEL, OUTPUT, PERFORMANCE, RAY, ImgfeatCommand, examples, override_opt,
+                                     shown_default)
+
+EXAMPLES = examples("imgfeat embed photos/ --out feats.parquet",
+                    "find shots -name '*.jpg' | imgfeat embed - --out feats.jsonl --resume",
+                    "imgfeat embed s3://bucket/photos/ --engine ray --ray-address head:6379 --out s3://bucket/feats/")
 
 
 def summary_table(res: Dict[str, Any]) -> Table:
@@ -38,50 +44,58 @@ def summary_table(res: Dict[str, Any]) -> Table:
 
 def embed(
     inputs: Annotated[Optional[List[str]], typer.Argument(
-        help="Image files, folders (recursive), http(s) URLs, or - to read paths from stdin.",
+        metavar="IMAGES", help="Image files, folders (recursive), http(s) URLs, or - to read paths from stdin.",
         show_default=False)] = None,
-    out_file: Annotated[Optional[str], typer.Option("--out", "-O", help="Output file: .jsonl, .npy or .parquet.",
+    out_file: Annotated[Optional[str], typer.Option("--out", "-O", metavar="FILE", rich_help_panel=OUTPUT,
+                                                    help="Output file: .jsonl, .npy or .parquet.",
                                                     show_default=False)] = None,
     model: ModelOpt = None,
     model_dir: ModelDirOpt = None,
     weights: WeightsOpt = None,
     device: DeviceOpt = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Images per forward pass "
-                                                      "[default: 8 on CPU, 32 on GPU].", show_default=False)] = None,
-    fmt: Annotated[Optional[str], typer.Option("--format", help="jsonl, npy or parquet [default: from --out].",
-                                               show_default=False)] = None,
-    fp16: Annotated[bool, typer.Option("--fp16", help="Store features as float16.")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Skip inputs already in the output and continue.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output (once the new one is complete).")] = False,
-    shard: Annotated[Optional[str], typer.Option("--shard", help="I/N: embed only this shard of the inputs.",
+    batch_size: BatchSizeOpt = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", metavar="FORMAT", rich_help_panel=OUTPUT,
+                                               help="jsonl, npy or parquet.",
+                                               show_default=shown_default("Predict.format", "from --out"))] = None,
+    fp16: Annotated[bool, typer.Option("--fp16", rich_help_panel=OUTPUT, help="Store features as float16.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", rich_help_panel=OUTPUT,
+                                         help="Skip inputs already in the output and continue.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", rich_help_panel=OUTPUT,
+                                            help="Replace an existing output (once the new one is complete).")] = False,
+    shard: Annotated[Optional[str], typer.Option("--shard", metavar="I/N", rich_help_panel=INPUT,
+                                                 help="Embed only shard I of N of the inputs (1-based).",
                                                  show_default=False)] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Decoding threads [default: half the cores].",
-                                                   show_default=False)] = None,
+    workers: Annotated[Optional[int], typer.Option(
+        "--workers", metavar="N", rich_help_panel=PERFORMANCE, help="Decoding threads.",
+        show_default=shown_default("Predict.num_workers", "half the cores this process may use"))] = None,
     backend: BackendOpt = None,
     precision: PrecisionOpt = None,
-    hpi: Annotated[bool, typer.Option("--hpi", help="High-performance mode: --backend auto --precision auto.")] = False,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="Inference threads, per stream "
-                                                   "[default: the cores this process may use, split "
-                                                   "between streams].", show_default=False)] = None,
-    streams: Annotated[Optional[int], typer.Option("--streams", help="Model replicas in worker processes (CPU) "
-                                                   "[default: auto, several for 2048+ images on multi-core "
-                                                   "CPUs]; 1 = one process.", show_default=False)] = None,
-    engine: Annotated[Optional[str], typer.Option("--engine", help="local (this machine) or ray (a Ray cluster; "
-                                                  "--out is then a folder of Parquet files, local or s3://, gs://) "
-                                                  "[default: local].", show_default=False)] = None,
-    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster to join, e.g. "
-                                                       "head:6379 or ray://head:10001 [default: RAY_ADDRESS, else a "
-                                                       "local instance].", show_default=False)] = None,
-    actors: Annotated[Optional[int], typer.Option("--actors", help="Model replicas on the Ray cluster [default: "
-                                                  "its CPUs / threads per actor, or its GPUs].", show_default=False)] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Ray's own logs and progress (on stderr).")] = False,
-    config: ConfigOpt = None, override: OverrideOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False,
+    hpi: Annotated[bool, typer.Option("--hpi", rich_help_panel=MODEL,
+                                      help="High-performance mode: --backend auto --precision auto.")] = False,
+    threads: Annotated[Optional[int], typer.Option(
+        "--threads", metavar="N", rich_help_panel=PERFORMANCE, help="Inference threads, per stream.",
+        show_default=shown_default("Predict.cpu_threads", "the cores this process may use, split between streams"))
+    ] = None,
+    streams: Annotated[Optional[int], typer.Option(
+        "--streams", metavar="N", rich_help_panel=PERFORMANCE,
+        help="Model replicas in worker processes (CPU); 1 = one process.",
+        show_default=shown_default("Predict.streams", "auto: several for 2048+ images on multi-core CPUs"))] = None,
+    engine: Annotated[Optional[str], typer.Option(
+        "--engine", metavar="NAME", rich_help_panel=RAY, help="local (this machine) or ray (a Ray cluster; --out is "
+        "then a folder of Parquet files, local or s3://, gs://).", show_default=shown_default("Predict.engine"))] = None,
+    ray_address: Annotated[Optional[str], typer.Option(
+        "--ray-address", metavar="ADDRESS", rich_help_panel=RAY,
+        help="Ray cluster to join, e.g. head:6379 or ray://head:10001.",
+        show_default=shown_default("Predict.ray_address", "$RAY_ADDRESS, else a local instance"))] = None,
+    actors: Annotated[Optional[int], typer.Option(
+        "--actors", metavar="N", rich_help_panel=RAY, help="Model replicas on the Ray cluster.",
+        show_default=shown_default("Predict.actors", "its CPUs / threads per actor, or its GPUs"))] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", rich_help_panel=RAY,
+                                          help="Show Ray's own logs and progress (on stderr).")] = False,
+    config: ConfigOpt = None, override: override_opt("Predict.batch_size=32") = None, json_: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Embed images into L2-normalised feature vectors. Exit 4 when some inputs were skipped.
-
-    Examples: imgfeat embed photos/ --out feats.parquet; imgfeat embed s3://bucket/photos/ --engine ray
-    --ray-address head:6379 --out s3://bucket/feats/
-    """
+    """Embed images into L2-normalised feature vectors. Exit 4 when some inputs were skipped."""
     from imgfeat_cli.cli.loading import limits, load_model, no_images, produced_by, with_stdin
     from imgfeat_cli.common import config as cfgmod
     from imgfeat_cli.common.errors import UsageError
@@ -139,4 +153,4 @@ def _finish(out: Output, res: Any) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("embed")(handle_errors(embed))
+    app.command("embed", cls=ImgfeatCommand, epilog=EXAMPLES)(handle_errors(embed))

@@ -8,34 +8,33 @@ from rich.markup import escape
 from rich.table import Table
 from typing_extensions import Annotated
 
-from imgfeat_cli.cli.common import (BackendOpt, ConfigOpt, DeviceOpt, JsonOpt, ModelDirOpt, ModelOpt, Output,
-                                     OverrideOpt, PrecisionOpt, QuietOpt, WeightsOpt, handle_errors)
+from imgfeat_cli.cli.common import (BackendOpt, BatchSizeOpt, ConfigOpt, DeviceOpt, JsonOpt, ModelDirOpt, ModelOpt,
+                                     Output, PrecisionOpt, QuietOpt, WeightsOpt, handle_errors)
+from imgfeat_cli.cli.helpdoc import (INPUT, OUTPUT, ImgfeatCommand, ImgfeatSubGroup, examples, override_opt,
+                                     shown_default)
 
-GalleryOpt = Annotated[str, typer.Option("--gallery", "-g", show_default=False, help=(
-    "A 'path label' list (space or tab; labels may hold spaces), a dataset folder (its gallery.txt), "
-    "or embeddings (.jsonl/.parquet with label, or with --labels)."))]
-RootOpt = Annotated[Optional[str], typer.Option("--root", help="Folder the list's paths are relative to "
-                                                "\\[default: the list's folder].", show_default=False)]
-LabelsOpt = Annotated[Optional[str], typer.Option("--labels", help="Labels of an embeddings gallery, one per line.",
+GalleryOpt = Annotated[str, typer.Option("--gallery", "-g", metavar="PATH", rich_help_panel=INPUT, show_default=False,
+                                         help="A 'path label' list (space or tab; labels may hold spaces), a dataset "
+                                         "folder (its gallery.txt), or embeddings (.jsonl/.parquet with label, or "
+                                         "with --labels).")]
+RootOpt = Annotated[Optional[str], typer.Option("--root", metavar="DIR", rich_help_panel=INPUT,
+                                                help="Folder the list's paths are relative to.",
+                                                show_default="the list's folder")]
+LabelsOpt = Annotated[Optional[str], typer.Option("--labels", metavar="FILE", rich_help_panel=INPUT,
+                                                  help="Labels of an embeddings gallery, one per line.",
                                                   show_default=False)]
-BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Images per forward pass "
-                                                 "\\[default: 8 on CPU, 32 on GPU].", show_default=False)]
+IndexDirOpt = Annotated[str, typer.Option("--index", "-i", metavar="DIR", help="Index folder.", show_default=False)]
 
-EXAMPLES = """Examples:
+BUILD_EXAMPLES = ("imgfeat index build -g gallery/drink_label.txt --out drink_index --model PP-ShiTuV2_rec",
+                  "imgfeat index build -g gallery.jsonl --out idx --index-type HNSW32")
+ADD_EXAMPLES = ("imgfeat index add --index drink_index -g new_items.txt",)
+REMOVE_EXAMPLES = ("imgfeat index remove --index drink_index --ids 3,7",
+                   "imgfeat index remove --index drink_index --label 'green tea'")
+INFO_EXAMPLES = ("imgfeat index info drink_index --json",)
 
-  imgfeat index build -g gallery/drink_label.txt --out drink_index --model PP-ShiTuV2_rec
-
-  imgfeat index build -g gallery.jsonl --out idx --index-type HNSW32
-
-  imgfeat index add --index drink_index -g new_items.txt
-
-  imgfeat index remove --index drink_index --ids 3,7
-
-  imgfeat index info drink_index --json
-"""
-
-index_app = typer.Typer(help="Build and maintain gallery indexes (PaddleX PP-ShiTuV2 format: vector.index + "
-                        "id_map.yaml).", no_args_is_help=True, epilog=EXAMPLES,
+index_app = typer.Typer(cls=ImgfeatSubGroup, help="Build and maintain gallery indexes (PaddleX PP-ShiTuV2 format: "
+                        "vector.index + id_map.yaml).", no_args_is_help=True,
+                        epilog=examples(*BUILD_EXAMPLES, *ADD_EXAMPLES, *REMOVE_EXAMPLES, *INFO_EXAMPLES),
                         context_settings={"help_option_names": ["-h", "--help"]})
 
 
@@ -103,20 +102,25 @@ def render_report(out: Output, index: Any) -> None:
                              hint="fix or remove them, then `imgfeat index add` the rest")
 
 
-@index_app.command("build", epilog=EXAMPLES)
+@index_app.command("build", cls=ImgfeatCommand, epilog=examples(*BUILD_EXAMPLES))
 @handle_errors
 def build(
     gallery: GalleryOpt,
-    out_dir: Annotated[str, typer.Option("--out", "-O", help="Index folder to write.", show_default=False)],
+    out_dir: Annotated[str, typer.Option("--out", "-O", metavar="DIR", rich_help_panel=OUTPUT,
+                                         help="Index folder to write.", show_default=False)],
     root: RootOpt = None, labels: LabelsOpt = None,
-    index_type: Annotated[Optional[str], typer.Option("--index-type", help="Flat (exact), IVF or HNSW32 "
-                                                      "\\[default: Flat].", show_default=False)] = None,
-    metric: Annotated[Optional[str], typer.Option("--metric", help="IP (cosine on normalised features) or L2 "
-                                                  "\\[default: IP].", show_default=False)] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Rebuild an existing index (kept as .bak).")] = False,
+    index_type: Annotated[Optional[str], typer.Option("--index-type", metavar="TYPE", rich_help_panel=OUTPUT,
+                                                      help="Flat (exact), IVF or HNSW32.",
+                                                      show_default=shown_default("Index.index_type"))] = None,
+    metric: Annotated[Optional[str], typer.Option("--metric", metavar="NAME", rich_help_panel=OUTPUT,
+                                                  help="IP (cosine on normalised features) or L2.",
+                                                  show_default=shown_default("Index.metric_type"))] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", rich_help_panel=OUTPUT,
+                                            help="Rebuild an existing index (kept as .bak).")] = False,
     model: ModelOpt = None, model_dir: ModelDirOpt = None, weights: WeightsOpt = None, device: DeviceOpt = None,
-    batch: BatchOpt = None, backend: BackendOpt = None, precision: PrecisionOpt = None,
-    config: ConfigOpt = None, override: OverrideOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False,
+    batch: BatchSizeOpt = None, backend: BackendOpt = None, precision: PrecisionOpt = None,
+    config: ConfigOpt = None, override: override_opt("Index.ivf_nlist=256") = None, json_: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Build an index from a gallery; images are embedded with the model options."""
     from imgfeat_cli.common import config as cfgmod
@@ -135,14 +139,15 @@ def build(
     render_report(out, index)
 
 
-@index_app.command("add", epilog=EXAMPLES)
+@index_app.command("add", cls=ImgfeatCommand, epilog=examples(*ADD_EXAMPLES))
 @handle_errors
 def add(
-    index_dir: Annotated[str, typer.Option("--index", "-i", help="Index folder to grow.", show_default=False)],
+    index_dir: IndexDirOpt,
     gallery: GalleryOpt, root: RootOpt = None, labels: LabelsOpt = None,
     model: ModelOpt = None, model_dir: ModelDirOpt = None, weights: WeightsOpt = None, device: DeviceOpt = None,
-    batch: BatchOpt = None, backend: BackendOpt = None, precision: PrecisionOpt = None,
-    config: ConfigOpt = None, override: OverrideOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False,
+    batch: BatchSizeOpt = None, backend: BackendOpt = None, precision: PrecisionOpt = None,
+    config: ConfigOpt = None, override: override_opt("Predict.backend=paddle") = None, json_: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Add the gallery items the index does not hold yet (ids continue; only new images are embedded)."""
     from imgfeat_cli.common import config as cfgmod
@@ -170,17 +175,18 @@ def parse_ids(text: Optional[str]) -> List[int]:
     return ids
 
 
-@index_app.command("remove", epilog=EXAMPLES)
+@index_app.command("remove", cls=ImgfeatCommand, epilog=examples(*REMOVE_EXAMPLES))
 @handle_errors
 def remove(
-    index_dir: Annotated[str, typer.Option("--index", "-i", help="Index folder.", show_default=False)],
-    ids: Annotated[Optional[str], typer.Option("--ids", help="Comma-separated ids.", show_default=False)] = None,
-    ids_file: Annotated[Optional[str], typer.Option("--ids-file", help="File whose lines start with an id.",
-                                                    show_default=False)] = None,
-    label: Annotated[Optional[str], typer.Option("--label", help="Remove every item with this label.",
-                                                 show_default=False)] = None,
-    path: Annotated[Optional[str], typer.Option("--path", help="Remove the item(s) added from this input path.",
-                                                show_default=False)] = None,
+    index_dir: IndexDirOpt,
+    ids: Annotated[Optional[str], typer.Option("--ids", metavar="IDS", help="Comma-separated ids.",
+                                               show_default=False)] = None,
+    ids_file: Annotated[Optional[str], typer.Option("--ids-file", metavar="FILE", help="File whose lines start "
+                                                    "with an id.", show_default=False)] = None,
+    label: Annotated[Optional[str], typer.Option("--label", metavar="LABEL", help="Remove every item with this "
+                                                 "label.", show_default=False)] = None,
+    path: Annotated[Optional[str], typer.Option("--path", metavar="PATH", help="Remove the item(s) added from this "
+                                                "input path.", show_default=False)] = None,
     json_: JsonOpt = False, quiet: QuietOpt = False,
 ) -> None:
     """Remove items (Flat and IVF indexes; HNSW32 cannot remove)."""
@@ -190,10 +196,10 @@ def remove(
     render_report(out, remove_from_index(index_dir, parse_ids(ids), ids_file=ids_file, label=label, path=path))
 
 
-@index_app.command("info", epilog=EXAMPLES)
+@index_app.command("info", cls=ImgfeatCommand, epilog=examples(*INFO_EXAMPLES))
 @handle_errors
 def info(
-    index_dir: Annotated[str, typer.Argument(help="Index folder.", show_default=False)],
+    index_dir: Annotated[str, typer.Argument(metavar="DIR", help="Index folder.", show_default=False)],
     json_: JsonOpt = False, quiet: QuietOpt = False,
 ) -> None:
     """Show an index: type, metric, dim, count, labels, model."""

@@ -7,16 +7,11 @@ import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
-from imgfeat_cli.cli.common import ConfigOpt, JsonOpt, Output, OverrideOpt, QuietOpt, handle_errors
+from imgfeat_cli.cli.common import ConfigOpt, JsonOpt, Output, QuietOpt, handle_errors
+from imgfeat_cli.cli.helpdoc import ImgfeatCommand, examples, override_opt, shown_default
 
-EXAMPLES = """Examples:
-
-  imgfeat quantize output/inference --calib photos/ --out output/inference_int8
-
-  imgfeat embed photos/ --model-dir output/inference_int8 --out feats.parquet
-
-Exit codes: 3 when the int8 features fall below the accuracy bar (nothing written; --force writes
-it anyway), 2 for usage errors, 130 on Ctrl-C (--out untouched)."""
+EXAMPLES = examples("imgfeat quantize output/inference --calib photos/ --out output/inference_int8",
+                    "imgfeat embed photos/ --model-dir output/inference_int8 --out feats.parquet")
 
 
 def summary_table(doc: Dict[str, Any]) -> Table:
@@ -38,22 +33,29 @@ def summary_table(doc: Dict[str, Any]) -> Table:
 
 
 def quantize(
-    model_dir: Annotated[str, typer.Argument(help="Inference folder to quantize (exported or official).",
-                                             show_default=False)],
-    calib: Annotated[Optional[str], typer.Option("--calib", help="Folder of calibration images, like the ones "
-                                                 "you will embed (recursive).", show_default=False)] = None,
-    out_dir: Annotated[Optional[str], typer.Option("--out", help="Output folder for the int8 model.",
+    model_dir: Annotated[str, typer.Argument(metavar="MODEL_DIR", help="Inference folder to quantize (exported "
+                                             "or official).", show_default=False)],
+    calib: Annotated[Optional[str], typer.Option("--calib", metavar="DIR", help="Folder of calibration images, "
+                                                 "like the ones you will embed (recursive).",
+                                                 show_default=False)] = None,
+    out_dir: Annotated[Optional[str], typer.Option("--out", metavar="DIR", help="Output folder for the int8 model.",
                                                    show_default=False)] = None,
-    calib_count: Annotated[Optional[int], typer.Option("--calib-count", help="Images to read from --calib: half "
-                                                       "(at most 128) measure the result, the rest calibrate "
-                                                       "\\[default: 256].", show_default=False)] = None,
+    calib_count: Annotated[Optional[int], typer.Option("--calib-count", metavar="N", help="Images to read from "
+                                                       "--calib: half (at most 128) measure the result, the rest "
+                                                       "calibrate.",
+                                                       show_default=shown_default("Quantize.calib_count"))] = None,
     force: Annotated[bool, typer.Option("--force", help="Write the model even when it fails the accuracy bar "
-                                        "(held-out mean cosine to fp32 >= Quantize.min_mean_cosine, 0.995).")] = False,
+                                        "(held-out mean cosine to fp32 >= Quantize.min_mean_cosine, "
+                                        f"{shown_default('Quantize.min_mean_cosine')}).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing folder (kept as .bak).")] = False,
-    config: ConfigOpt = None, override: OverrideOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False,
+    config: ConfigOpt = None, override: override_opt("Quantize.min_mean_cosine=0.99") = None,
+    json_: JsonOpt = False, quiet: QuietOpt = False,
 ) -> None:
-    """Quantize a model to int8 (onnxruntime static, per-channel), calibrated on your images. The
-    folder runs wherever a model folder is accepted (embed --model-dir, eval, index, search)."""
+    """Quantize a model to int8 (onnxruntime static, per-channel), calibrated on your images.
+
+    The folder runs wherever a model folder is accepted (embed --model-dir, eval, index, search).
+    Exit 3 when the int8 features fall below the accuracy bar (nothing written; --force writes it
+    anyway); Ctrl-C leaves --out untouched."""
     from imgfeat_cli.common import config as cfgmod
     from imgfeat_cli.common.errors import UsageError
     from imgfeat_cli.pipeline.quantize import quantize_model
@@ -77,4 +79,4 @@ def quantize(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("quantize", epilog=EXAMPLES)(handle_errors(quantize))
+    app.command("quantize", cls=ImgfeatCommand, epilog=EXAMPLES)(handle_errors(quantize))

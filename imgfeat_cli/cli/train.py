@@ -8,8 +8,13 @@ from rich.markup import escape
 from rich.table import Table
 from typing_extensions import Annotated
 
-from imgfeat_cli.cli.common import (ConfigOpt, DatasetOpt, DeviceOpt, JsonOpt, ModelOpt, Output, OverrideOpt,
+from imgfeat_cli.cli.common import (ConfigOpt, DatasetOpt, DeviceOpt, JsonOpt, ModelOpt, Output, OutputDirOpt,
                                      QuietOpt, handle_errors)
+from imgfeat_cli.cli.helpdoc import OUTPUT, ImgfeatCommand, examples, override_opt, shown_default
+
+EXAMPLES = examples("imgfeat train -d dataset/ --epochs 10 --output runs/shitu",
+                    "imgfeat train -d dataset/ --output runs/shitu --resume",
+                    "imgfeat train -c train.yaml -o Train.learning_rate=0.005 --device gpu")
 
 
 def _monitor(out: Output, bar: Any, lines: Any = None) -> Any:
@@ -67,62 +72,65 @@ def summary_table(res: dict) -> Table:
     return table
 
 
+def train(
+    dataset: DatasetOpt = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+    output: OutputDirOpt = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", metavar="N", help="Epochs to train "
+                                                  "(Train.epochs_iters).",
+                                                  show_default=shown_default("Train.epochs_iters"))] = None,
+    resume: Annotated[bool, typer.Option("--resume", rich_help_panel=OUTPUT, help="Continue the run in --output "
+                                         "from latest/ (start fresh if there is none).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", rich_help_panel=OUTPUT, help="Start again over a "
+                                            "previous run in --output (kept until the new run's first "
+                                            "checkpoint).")] = False,
+    config: ConfigOpt = None, override: override_opt("Train.batch_size=64") = None, json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a feature model on a ShiTuRecDataset (PK batches, recipe losses, cosine LR).
+
+    Evaluates on query/gallery every Train.eval_interval epochs, keeps best_model/ by recall1,
+    saves epoch_N/ and latest/ with an exported inference/. Ctrl-C saves latest/ and exits 130
+    (again: abort, the last complete checkpoint intact); --resume continues exactly where it
+    stopped, -o Train.resume_path=OUT/epoch_N from any checkpoint. A NaN loss stops the run (exit 1).
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from imgfeat_cli.common import config as cfgmod
+    from imgfeat_cli.common.errors import UsageError
+    from imgfeat_cli.training.options import TrainOptions
+    from imgfeat_cli.training.run import run_train
+
+    if resume and overwrite:
+        raise UsageError("--resume and --overwrite contradict each other")
+    out = Output(json_, quiet)
+    cfg = cfgmod.resolve("train", config, override or [], {
+        "Global.dataset_dir": dataset, "Global.model": model, "Global.device": device,
+        "Global.output": output, "Train.epochs_iters": epochs}, note=out.note, output_option="--output")
+    cfg["Global"]["mode"] = "train"
+    glob, tr = cfg["Global"], cfg["Train"]
+    if not glob["dataset_dir"]:
+        raise UsageError("no dataset given", hint="use --dataset DIR (a ShiTuRecDataset)")
+    opts = TrainOptions(
+        dataset_dir=glob["dataset_dir"], model_name=glob["model"], output=glob["output"], device=glob["device"],
+        num_classes=tr["num_classes"], epochs=tr["epochs_iters"], batch_size=tr["batch_size"],
+        learning_rate=tr["learning_rate"], warmup_epochs=tr["warmup_steps"], resume_path=tr["resume_path"],
+        resume=resume, overwrite=overwrite, pretrain_weight_path=tr["pretrain_weight_path"],
+        log_interval=tr["log_interval"], eval_interval=tr["eval_interval"], save_interval=tr["save_interval"],
+        input_size=tr["input_size"], seed=tr["seed"], num_workers=tr["num_workers"],
+        eval_batch_size=tr["eval_batch_size"], config=cfg)
+    if out.interactive:
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[stats]}"),
+                      TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                      console=out.err) as bar:
+            res = run_train(opts, _monitor(out, bar))
+    else:
+        with out.progress("steps", interval=tr["progress_interval"]) as lines:
+            res = run_train(opts, _monitor(out, None, lines))
+    doc = res.to_dict()
+    out.emit(doc, summary_table(doc), essential=str(doc["output"]))
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("train")
-    @handle_errors
-    def train(
-        dataset: DatasetOpt = None,
-        model: ModelOpt = None,
-        device: DeviceOpt = None,
-        output: Annotated[Optional[str], typer.Option("--output", help="Folder for checkpoints and logs "
-                                                      "[default: output].", show_default=False)] = None,
-        epochs: Annotated[Optional[int], typer.Option("--epochs", help="Same as -o Train.epochs_iters=N.",
-                                                      show_default=False)] = None,
-        resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --output from latest/ "
-                                             "(start fresh if there is none).")] = False,
-        overwrite: Annotated[bool, typer.Option("--overwrite", help="Start again over a previous run in --output "
-                                                "(kept until the new run's first checkpoint).")] = False,
-        config: ConfigOpt = None, override: OverrideOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False,
-    ) -> None:
-        """Train a feature model on a ShiTuRecDataset (PK batches, recipe losses, cosine LR).
-
-        Evaluates on query/gallery every Train.eval_interval epochs, keeps best_model/ by recall1,
-        saves epoch_N/ and latest/ with an exported inference/. Ctrl-C saves latest/ and exits 130
-        (again: abort, the last complete checkpoint intact); --resume continues exactly where it
-        stopped, -o Train.resume_path=OUT/epoch_N from any checkpoint. A NaN loss stops the run (exit 1).
-        """
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        from imgfeat_cli.common import config as cfgmod
-        from imgfeat_cli.common.errors import UsageError
-        from imgfeat_cli.training.options import TrainOptions
-        from imgfeat_cli.training.run import run_train
-
-        if resume and overwrite:
-            raise UsageError("--resume and --overwrite contradict each other")
-        out = Output(json_, quiet)
-        cfg = cfgmod.resolve("train", config, override or [], {
-            "Global.dataset_dir": dataset, "Global.model": model, "Global.device": device,
-            "Global.output": output, "Train.epochs_iters": epochs}, note=out.note, output_option="--output")
-        cfg["Global"]["mode"] = "train"
-        glob, tr = cfg["Global"], cfg["Train"]
-        if not glob["dataset_dir"]:
-            raise UsageError("no dataset given", hint="use --dataset DIR (a ShiTuRecDataset)")
-        opts = TrainOptions(
-            dataset_dir=glob["dataset_dir"], model_name=glob["model"], output=glob["output"], device=glob["device"],
-            num_classes=tr["num_classes"], epochs=tr["epochs_iters"], batch_size=tr["batch_size"],
-            learning_rate=tr["learning_rate"], warmup_epochs=tr["warmup_steps"], resume_path=tr["resume_path"],
-            resume=resume, overwrite=overwrite, pretrain_weight_path=tr["pretrain_weight_path"],
-            log_interval=tr["log_interval"], eval_interval=tr["eval_interval"], save_interval=tr["save_interval"],
-            input_size=tr["input_size"], seed=tr["seed"], num_workers=tr["num_workers"],
-            eval_batch_size=tr["eval_batch_size"], config=cfg)
-        if out.interactive:
-            with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[stats]}"),
-                          TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                          console=out.err) as bar:
-                res = run_train(opts, _monitor(out, bar))
-        else:
-            with out.progress("steps", interval=tr["progress_interval"]) as lines:
-                res = run_train(opts, _monitor(out, None, lines))
-        doc = res.to_dict()
-        out.emit(doc, summary_table(doc), essential=str(doc["output"]))
+    app.command("train", cls=ImgfeatCommand, epilog=EXAMPLES)(handle_errors(train))
