@@ -32,7 +32,8 @@ def reference(photos, model_dir) -> dict:
     from imgfeat_cli.pipeline.embedder import embed_to_memory
     from imgfeat_cli.pipeline.predictor import create_model
 
-    sink = embed_to_memory(create_model(model_dir=model_dir), str(photos), batch_size=8)
+    # paddle, named: the default engine is measured per thread count and could differ between runs
+    sink = embed_to_memory(create_model(model_dir=model_dir, backend="paddle"), str(photos), batch_size=8)
     assert len(sink.paths) == 64 and len(sink.errors) == 1
     return dict(zip(sink.paths, sink.features))
 
@@ -43,13 +44,15 @@ def _rows(table) -> dict:
             for p, f, e in zip(*(table.column(c).to_pylist() for c in ("input_path", "feature", "error")))}
 
 
-def _assert_matches(rows: dict, reference: dict, photos: Path) -> None:
+def _assert_matches(rows: dict, reference: dict, photos: Path, exact: bool = True) -> None:
+    """Every image's vector equals the reference (paddle), or, for the default engine, is within
+    the exact engines' bar (cosine >= 0.9999)."""
     assert len(rows) == 65
     failed = {p: e for p, (f, e) in rows.items() if e is not None}
     assert list(failed) == [str(photos / "broken.jpg")] and "truncated" in failed[str(photos / "broken.jpg")]
     assert rows[str(photos / "broken.jpg")][0] is None
     for path, vec in reference.items():
-        assert np.array_equal(rows[path][0], vec), path
+        assert np.array_equal(rows[path][0], vec) if exact else float(rows[path][0] @ vec) >= 0.9999, path
 
 
 # -- fast: no Ray ----------------------------------------------------------------------------------
@@ -58,7 +61,7 @@ def test_embedder_on_pandas_and_arrow_batches(photos, model_dir, reference, tmp_
     pd = pytest.importorskip("pandas")
     from imgfeat_cli.distributed.ray_embed import ImageEmbedder
 
-    embedder = ImageEmbedder(model_dir)
+    embedder = ImageEmbedder(model_dir, backend="paddle")
     paths = [str(photos / "p0.jpg"), str(photos / "broken.jpg"), str(tmp_path / "missing.jpg"), str(photos / "b" / "p1.jpg")]
     out = embedder(pd.DataFrame({"path": paths, "label": [7, 8, 9, 10]}))
     assert out.column_names == ["input_path", "feature", "error", "label"]
@@ -265,7 +268,7 @@ def ray_local():
 @pytest.mark.slow
 def test_cli_ray_engine_json_errors_and_resume(ray_local, invoke, photos, model_dir, reference, tmp_path):
     out = tmp_path / "feats"
-    args = ["embed", str(photos), "--model-dir", model_dir, "--engine", "ray", "--out", out,
+    args = ["embed", str(photos), "--model-dir", model_dir, "--engine", "ray", "--out", out, "--backend", "paddle",
             "-o", "Predict.rows_per_file=16", "--json"]
     res = invoke(*args)
     assert res.exit_code == 4, res.stderr
@@ -292,9 +295,9 @@ def test_cli_ray_engine_json_errors_and_resume(ray_local, invoke, photos, model_
 def test_embed_dataset_python_api(ray_local, photos, model_dir, reference):
     from imgfeat_cli.distributed.ray_embed import embed_dataset
 
-    ds = embed_dataset(str(photos), model_dir=model_dir, actors=1)
+    ds = embed_dataset(str(photos), model_dir=model_dir, actors=1)  # the default engine, chosen on the driver
     _assert_matches(_rows(pa.concat_tables(list(ds.iter_batches(batch_format="pyarrow", batch_size=None)))),
-                    reference, photos)
+                    reference, photos, exact=False)
 
 
 @pytest.mark.slow
