@@ -176,3 +176,26 @@ def test_plain_help_without_rich_keeps_lines(args):
     assert "imgfeat embed photos/ --out feats.parquet" in lines
     if args == ["--help"]:
         assert any(re.fullmatch(r"130\s+interrupted.*", line) for line in lines)
+
+
+@pytest.mark.parametrize("columns", ["60", "200"])
+def test_description_paragraphs_flow_to_the_terminal_width(columns):
+    """A docstring's source line breaks are not kept: no line of a paragraph breaks before the
+    terminal's edge when the next word would have fitted."""
+    doc = inspect.getdoc(inspect.unwrap(dict((p, f) for p, f in LEAVES)[("quantize",)]))
+    second = " ".join(doc.split("\n\n")[1].split())
+    res = CliRunner().invoke(app, ["quantize", "--help"], env={**ENV, "COLUMNS": columns})
+    lines = [ln.strip() for ln in res.output.split("╭")[0].splitlines()]
+    start = next(i for i, ln in enumerate(lines) if ln.startswith(second.split()[0]))
+    para = lines[start:lines.index("", start)]
+    assert " ".join(para) == second
+    for line, nxt in zip(para, para[1:]):
+        assert len(line) + 1 + len(nxt.split()[0]) > int(columns) - 2, f"broke early: {line!r}"
+
+
+def test_unwrap_keeps_marked_and_indented_paragraphs():
+    from imgfeat_cli.cli.helpdoc import unwrap
+
+    assert unwrap("First.\n\nOne\nparagraph.\n\n\bkept\nas is\n\nTable:\n  a  1\n  b  2") == \
+        "First.\n\nOne paragraph.\n\n\bkept\nas is\n\nTable:\n  a  1\n  b  2"
+    assert unwrap(None) is None

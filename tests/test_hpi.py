@@ -138,7 +138,7 @@ def test_default_falls_back_to_paddle_when_conversion_fails(built_models, tmp_pa
     assert "paddle-inference (oneDNN) fp32 on cpu" in res.stdout, "the summary names the engine that ran"
     lines = [ln for ln in res.stderr.splitlines() if "fancy_op" in ln]
     assert len(lines) == 1 and "paddle2onnx could not convert" in lines[0] and "running paddle instead" in lines[0]
-    assert not list((folder / ".imgfeat").glob("*")), "no half-converted file is left"
+    assert not (folder / ".imgfeat").exists(), "no half-converted file (nor an empty .imgfeat/) is left"
     with pytest.warns(RuntimeWarning, match="fancy_op"):
         assert create_model(model_dir=str(folder)).backend.startswith("paddle-inference")
 
@@ -259,3 +259,32 @@ def test_openvino_missing_says_how_to_install(monkeypatch):
     with pytest.raises(UsageError) as err:
         engines.validate("openvino", "fp32", "cpu")
     assert "imgfeat[openvino]" in (err.value.hint or "")
+
+
+@pytest.mark.parametrize("content", ["garbage{{", "", "[1, 2]", '{"backend": 5}', '"str"', "FIFO", "DIR"])
+def test_a_broken_engine_memo_is_measured_again_never_trusted_or_waited_on(tmp_path, content):
+    """A memo that is garbage, empty, the wrong shape, a folder, or a FIFO (whose read would block
+    for ever) reads as no decision."""
+    import os
+    import threading
+
+    memo = tmp_path / "memo.json"
+    if content == "FIFO":
+        os.mkfifo(memo)
+    elif content == "DIR":
+        memo.mkdir()
+    else:
+        memo.write_text(content)
+    got: list = []
+    reader = threading.Thread(target=lambda: got.append(autoselect._read_memo(memo)), daemon=True)
+    reader.start()
+    reader.join(10)
+    if reader.is_alive():  # unblock the reader before failing
+        os.close(os.open(memo, os.O_WRONLY | os.O_NONBLOCK))
+    assert got == [None]
+
+
+def test_a_model_path_that_is_a_file_says_so(tmp_path):
+    (tmp_path / "inference.pdiparams").write_bytes(b"x")
+    with pytest.raises(ModelError, match="is a file, not a folder"):
+        create_model(model_dir=str(tmp_path / "inference.pdiparams"))

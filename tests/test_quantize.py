@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from imgfeat_cli import create_model
 from imgfeat_cli.cli.app import app
+from imgfeat_cli.common.locks import path_lock
 from imgfeat_cli.datasets.synthetic import make_dataset
 from imgfeat_cli.pipeline.embedder import embed_to_memory
 
@@ -82,10 +83,12 @@ def test_below_the_bar_is_refused_unless_forced(model_dir, calib, tmp_path):
     out = tmp_path / "int8"
     args = ("quantize", model_dir, "--calib", calib / "images", "--out", out, "--calib-count", 16,
             "-o", "Quantize.min_mean_cosine=1.0")
-    res = _run(*args)
+    res = _run(*args, "--json")
     assert res.exit_code == 3, res.output
     assert "below 1.0: nothing written" in res.stderr and "--force" in res.stderr
     assert not out.exists() and list(tmp_path.iterdir()) == [], "nothing left behind"
+    doc = json.loads(res.stdout)  # --json: still one document, saying nothing was written
+    assert doc["written"] is False and doc["bar"]["passed"] is False and "heldout_paths" not in doc
     res = _run(*args, "--force", "--json")
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["bar"] == {"min_mean_cosine": 1.0, "passed": False, "forced": True}
@@ -110,6 +113,10 @@ def _bad_images(tmp_path: Path) -> Path:
     ("out inside the model", 2, "inside it"),
     ("out not empty", 2, "exists and is not empty"),
     ("onnx folder", 2, "already an ONNX folder"),
+    ("model is a file", 1, "is a file, not a folder"),
+    ("out holds the model", 2, "holds the model folder"),
+    ("out is the calib folder", 2, "is the calibration folder"),
+    ("out is busy", 2, "another imgfeat quantize is writing"),
 ])
 def test_hostile_inputs_are_one_line_errors(case, code, needle, model_dir, calib, quantized, tmp_path):
     images, model, out, extra = calib / "images", model_dir, tmp_path / "out", []
@@ -134,13 +141,28 @@ def test_hostile_inputs_are_one_line_errors(case, code, needle, model_dir, calib
         (out / "keep.txt").write_text("mine")
     elif case == "onnx folder":
         model = quantized["out"]
-    res = _run("quantize", model, "--calib", images, "--out", out, *extra)
+    elif case == "model is a file":
+        model = Path(model_dir) / "inference.yml"
+    elif case == "out holds the model":
+        out = Path(model_dir).parent
+        extra = ["--overwrite"]  # would move the model into OUT.bak, and the next --overwrite delete it
+    elif case == "out is the calib folder":
+        out, extra = images, ["--overwrite"]
+    lock = path_lock(out, timeout=0)
+    if case == "out is busy":  # another quantize is writing it
+        lock.acquire()
+    try:
+        res = _run("quantize", model, "--calib", images, "--out", out, *extra)
+    finally:
+        lock.release()
     assert res.exit_code == code, res.output
     assert needle in res.stderr and "Traceback" not in res.output
     assert len([ln for ln in res.stderr.splitlines() if ln.startswith("Error:")]) == 1
     if case == "out not empty":
         assert (out / "keep.txt").read_text() == "mine"
-    elif case != "out under a file":
+    elif case == "non-images":
+        assert res.stderr.count("x1") == 1, "the failed image is named once"
+    elif case not in ("out under a file", "out holds the model", "out is the calib folder"):
         assert not out.exists()
 
 
@@ -155,3 +177,68 @@ def test_ctrl_c_leaves_no_output(model_dir, calib, tmp_path, monkeypatch):
     res = _run("quantize", model_dir, "--calib", calib / "images", "--out", out, "--calib-count", 16)
     assert res.exit_code == 130 and res.stderr.strip().splitlines()[-1] == "Error: interrupted (Ctrl-C)"
     assert list(tmp_path.iterdir()) == []
+
+
+def _spy_graph(monkeypatch, before):
+    """Run ``before(dest)`` when quantize starts writing the int8 graph."""
+    from imgfeat_cli.models import quantize as q
+
+    real = q.quantize_graph
+
+    def spy(src, dest, *a, **k):
+        before(dest)
+        return real(src, dest, *a, **k)
+
+    monkeypatch.setattr(q, "quantize_graph", spy)
+
+
+def test_an_out_made_meanwhile_is_kept(model_dir, calib, tmp_path, monkeypatch):
+    """Another program makes --out while quantize runs: without --overwrite it stays theirs."""
+    out = tmp_path / "int8"
+
+    def make_theirs(dest):
+        out.mkdir()
+        (out / "theirs.txt").write_text("theirs")
+
+    _spy_graph(monkeypatch, make_theirs)
+    res = _run("quantize", model_dir, "--calib", calib / "images", "--out", out, "--calib-count", 16,
+               "-o", "Quantize.min_mean_cosine=0.5", "--quiet")
+    assert res.exit_code == 2 and "exists and is not empty" in res.stderr, res.output
+    assert [p.name for p in out.iterdir()] == ["theirs.txt"] and sorted(tmp_path.iterdir()) == [out]
+
+
+def test_a_full_disk_names_the_output_and_leaves_nothing(model_dir, calib, tmp_path, monkeypatch):
+    import errno
+
+    import onnxruntime.quantization as ortq
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ortq, "quantize_static", full)
+    out = tmp_path / "int8"
+    res = _run("quantize", model_dir, "--calib", calib / "images", "--out", out, "--calib-count", 16)
+    assert res.exit_code == 1, res.output
+    assert f"no space left on the device holding {out}" in res.stderr and "report it" not in res.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_conversion_gives_a_hint_quantize_can_use(model_dir, calib, tmp_path, monkeypatch):
+    from imgfeat_cli.common.errors import ModelError
+    from imgfeat_cli.pipeline import quantize as pq
+
+    def broken(files, log):
+        raise ModelError(f"paddle2onnx could not convert {files.folder}: fancy_op", hint="use --backend paddle")
+
+    monkeypatch.setattr(pq, "convert_to_onnx", broken)
+    res = _run("quantize", model_dir, "--calib", calib / "images", "--out", tmp_path / "q", "--calib-count", 16)
+    assert res.exit_code == 1 and "fancy_op" in res.stderr, res.output
+    assert "--backend" not in res.stderr, "quantize has no --backend option"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_quiet_prints_the_output_folder(quantized, model_dir, calib, tmp_path):
+    out = tmp_path / "int8"
+    res = _run("quantize", model_dir, "--calib", calib / "images", "--out", out, "--calib-count", 16,
+               "-o", "Quantize.min_mean_cosine=0.5", "--quiet")
+    assert res.exit_code == 0 and res.stdout == f"{out}\n" and res.stderr == "", res.output

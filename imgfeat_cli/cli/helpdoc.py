@@ -97,8 +97,23 @@ class TidyParams:
         return tidy_params(super().get_params(ctx))  # type: ignore[misc]
 
 
+def unwrap(text: Optional[str]) -> Optional[str]:
+    """``text`` with the line breaks inside each paragraph turned into spaces: typer's rich help
+    keeps a docstring's source line breaks, so a paragraph wrapped at 100 columns in the source
+    broke mid-sentence on a wider terminal and left short lines on a narrow one. A paragraph that
+    starts with ``\\b`` or holds indented lines (examples, tables) keeps its layout."""
+    if not text:
+        return text
+    paragraphs = text.split("\n\n")
+    return "\n\n".join(p if p.startswith("\b") or "\n " in p else " ".join(p.split("\n")) for p in paragraphs)
+
+
 class ImgfeatCommand(TidyParams, TyperCommand):
-    """The class of every imgfeat command (``cls=``)."""
+    """The class of every imgfeat command (``cls=``); its help paragraphs flow to the terminal's width."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.help = unwrap(self.help)
 
 
 class ImgfeatSubGroup(TidyParams, TyperGroup):

@@ -48,7 +48,7 @@ def quantize(
                                         "(held-out mean cosine to fp32 >= Quantize.min_mean_cosine, "
                                         f"{shown_default('Quantize.min_mean_cosine')}).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing folder (kept as .bak).")] = False,
-    config: ConfigOpt = None, override: override_opt("Quantize.min_mean_cosine=0.99") = None,
+    config: ConfigOpt = None, override: override_opt("Quantize.calib_count=128") = None,
     json_: JsonOpt = False, quiet: QuietOpt = False,
 ) -> None:
     """Quantize a model to int8 (onnxruntime static, per-channel), calibrated on your images.
@@ -57,8 +57,8 @@ def quantize(
     Exit 3 when the int8 features fall below the accuracy bar (nothing written; --force writes it
     anyway); Ctrl-C leaves --out untouched."""
     from imgfeat_cli.common import config as cfgmod
-    from imgfeat_cli.common.errors import UsageError
-    from imgfeat_cli.pipeline.quantize import quantize_model
+    from imgfeat_cli.common.errors import CheckFailed, UsageError
+    from imgfeat_cli.pipeline.quantize import QuantizeResult, quantize_model
 
     out = Output(json_, quiet)
     cfg = cfgmod.resolve("quantize", config, override or [], {
@@ -68,14 +68,25 @@ def quantize(
         raise UsageError("no calibration images given", hint="use --calib FOLDER (100-300 images like yours)")
     if not qc["out"]:
         raise UsageError("no output folder given", hint="use --out DIR")
-    with out.progress("images") as progress:
-        res = quantize_model(model_dir, qc["calib"], qc["out"], qc["calib_count"], qc["min_mean_cosine"], force,
-                             overwrite, qc["seed"], out.log, progress)
-    doc = res.to_dict()
-    doc.pop("heldout_paths", None)
-    out.emit(doc, summary_table(doc))
+    try:
+        with out.progress("images") as progress:
+            res = quantize_model(model_dir, qc["calib"], qc["out"], qc["calib_count"], qc["min_mean_cosine"], force,
+                                 overwrite, qc["seed"], out.log, progress)
+    except CheckFailed as exc:  # below the bar: --json still gets its one document (written: false)
+        if out.json_mode and isinstance(exc.result, QuantizeResult):
+            out.json(_public(exc.result))
+        raise
+    doc = _public(res)
+    out.emit(doc, summary_table(doc), essential=doc["out"])
     if doc["bar"]["forced"]:
         out.warn(f"written below the accuracy bar (mean cosine {doc['heldout']['cosine_mean']:.4f}) because of --force")
+
+
+def _public(res: Any) -> Dict[str, Any]:
+    """The result as printed: the report less its list of held-out paths (kept in the folder's report)."""
+    doc = res.to_dict()
+    doc.pop("heldout_paths", None)
+    return doc
 
 
 def register(app: typer.Typer) -> None:

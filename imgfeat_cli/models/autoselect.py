@@ -88,6 +88,8 @@ def decision_key(files: InferenceFiles, device: Optional[str], threads: int, bat
 
 
 def _read_memo(path: Any) -> Optional[HpiChoice]:
+    if fsutil.not_a_file(path) is not None:  # missing, or a FIFO whose read would block for ever
+        return None
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         return HpiChoice(str(doc["backend"]), str(doc["precision"]), str(doc.get("reason", "")))

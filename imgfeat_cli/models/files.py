@@ -51,6 +51,9 @@ def find_inference_files(model_dir: Path) -> InferenceFiles:
             return InferenceFiles(model_dir, prog, params)
     if (model_dir / ONNX_FILE).is_file():
         return InferenceFiles(model_dir, onnx=model_dir / ONNX_FILE)
+    if model_dir.exists() and not model_dir.is_dir():
+        raise ModelError(f"model folder {model_dir} is a file, not a folder",
+                         hint="pass the inference folder that holds it (an official *_infer.tar: unpack it first)")
     if not model_dir.is_dir():
         raise ModelError(f"model folder {model_dir} does not exist",
                          hint="pass an exported inference folder (imgfeat export) or an unpacked official *_infer.tar")

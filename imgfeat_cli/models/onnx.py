@@ -87,6 +87,13 @@ def _last_line(exc: BaseException) -> str:
     return (lines[-1] if lines else exc.__class__.__name__)[:200]
 
 
+def _discard(tmp: Path) -> None:
+    """Remove a failed conversion's temp file, and its folder (``.imgfeat/``) when that is left empty."""
+    tmp.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        tmp.parent.rmdir()
+
+
 def convert_to_onnx(files: InferenceFiles, log: Callable[[str], None] = lambda m: None) -> Path:
     """The folder's ONNX graph, converting with paddle2onnx the first time (written under a temp
     name and renamed, so a crash or Ctrl-C leaves no half file). Raises :class:`ModelError` when
@@ -111,11 +118,11 @@ def convert_to_onnx(files: InferenceFiles, log: Callable[[str], None] = lambda m
                                enable_onnx_checker=True, verbose=False)
         os.replace(tmp, dest)
     except Exception as exc:  # paddle2onnx raises many types for programs it cannot convert
-        Path(tmp).unlink(missing_ok=True)
+        _discard(Path(tmp))
         raise ModelError(f"paddle2onnx could not convert {files.folder}: {_last_line(exc)}",
                          hint="use --backend paddle") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        _discard(Path(tmp))
         raise
     log(f"converted in {time.perf_counter() - t0:.1f} s")
     return dest

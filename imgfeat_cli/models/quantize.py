@@ -15,11 +15,11 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 
-from imgfeat_cli.common.errors import ModelError
+from imgfeat_cli.common.errors import ModelError, from_os_error
 from imgfeat_cli.models.onnx import ort_session, silenced
 from imgfeat_cli.models.preprocess import l2_normalize
 
@@ -59,9 +59,11 @@ def first_conv(path: Path) -> List[str]:
     return next(([n.name] for n in graph.node if n.op_type == "Conv" and n.name), [])
 
 
-def quantize_graph(src: Path, dest: Path, calibration: np.ndarray, log: Callable[[str], None]) -> Dict[str, Any]:
+def quantize_graph(src: Path, dest: Path, calibration: np.ndarray, log: Callable[[str], None],
+                   where: Optional[str] = None) -> Dict[str, Any]:
     """Write the int8 graph of ``src`` (an fp32 ONNX graph) to ``dest``, calibrated on the
-    pre-processed ``calibration`` images; return the method as recorded in the report."""
+    pre-processed ``calibration`` images; return the method as recorded in the report. A disk
+    error names ``where`` (the user's output folder; ``dest`` is often a temp file in it)."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     input_name = ort_session(src, 1).get_inputs()[0].name
@@ -86,6 +88,9 @@ def quantize_graph(src: Path, dest: Path, calibration: np.ndarray, log: Callable
         except (MemoryError, KeyboardInterrupt):
             raise
         except Exception as exc:  # onnxruntime's quantiser raises many types
+            if isinstance(exc, OSError) and exc.errno is not None:  # a full disk: what and where, not "report it"
+                exc.filename = exc.filename or f"{where or dest} or the temp folder {tempfile.gettempdir()}"
+                raise from_os_error(exc) from None
             lines = str(exc).strip().splitlines()
             raise ModelError(f"onnxruntime could not quantize {src}: {(lines[-1] if lines else exc.__class__.__name__)[:200]}",
                              hint="report it with IMGFEAT_DEBUG=1 output") from None

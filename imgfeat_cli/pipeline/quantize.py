@@ -9,21 +9,23 @@ accuracy bar (or ``force``): a refusal, an error or Ctrl-C leaves ``--out`` as i
 """
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import numpy as np
 import yaml
 
 from imgfeat_cli.common import fsutil
-from imgfeat_cli.common.errors import CheckFailed, ImgfeatError, UsageError
+from imgfeat_cli.common.errors import CheckFailed, ImgfeatError, ModelError, UsageError
+from imgfeat_cli.common.locks import path_lock
 from imgfeat_cli.common.progress import ProgressFn, null_progress
 from imgfeat_cli.common.system import cpu_count
 from imgfeat_cli.models import quantize as q
-from imgfeat_cli.models.files import ONNX_FILE, find_inference_files
+from imgfeat_cli.models.files import ONNX_FILE, InferenceFiles, find_inference_files
 from imgfeat_cli.models.model import EmbeddingModel
 from imgfeat_cli.models.onnx import convert_to_onnx
 from imgfeat_cli.pipeline.batch import preprocess
@@ -40,15 +42,28 @@ TASK = "Reading calibration images"
 class QuantizeResult:
     out: str
     report: Dict[str, Any]
+    written: bool = True  # False: refused at the accuracy bar (the CheckFailed result)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"out": self.out, **self.report}
+        return {"out": self.out, "written": self.written, **self.report}
 
 
-def _check_out(src: Path, out: Path, overwrite: bool) -> None:
+def _check_out(src: Path, out: Path, calib: str, overwrite: bool) -> None:
+    """Refuse an ``out`` that would swallow the inputs: ``--overwrite`` moves the old ``out`` to
+    ``.bak`` and the next one deletes that, so ``out`` may neither be nor hold the model or the images."""
     fsutil.check_output_dir(out)
-    if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
-        raise UsageError(f"--out {out} is the model folder or inside it", hint="choose a folder outside the model folder")
+    dest = out.resolve()
+    inputs = (("the model folder", "MODEL_DIR", src), ("the calibration folder", "--calib", Path(calib)))
+    for what, flag, path in inputs:
+        path = path.resolve()
+        if dest == path or path in dest.parents:
+            raise UsageError(f"--out {out} is {what} or inside it", hint=f"choose a folder outside {flag}")
+        if dest in path.parents:
+            raise UsageError(f"--out {out} holds {what} ({flag} {path})", hint=f"choose a folder outside {flag}")
+    _check_empty(out, overwrite)
+
+
+def _check_empty(out: Path, overwrite: bool) -> None:
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise UsageError(f"output folder {out} exists and is not empty",
                          hint="choose another --out or pass --overwrite (the old folder is kept as .bak)")
@@ -84,8 +99,11 @@ def _preprocess(model: Any, items: List[InputItem], count: int,
             failed.append((str(item.input_path), exc.message))
         progress(TASK, len(arrays), count)
     if len(arrays) < MIN_IMAGES:
-        raise UsageError(f"only {len(arrays)} calibration image(s) could be read ({len(failed)} failed, e.g. "
-                         f"{failed[0][0]}: {failed[0][1]})" if failed else f"only {len(arrays)} calibration images",
+        example = ""
+        if failed:  # a decode error names its file already
+            path, reason = failed[0]
+            example = f" ({len(failed)} failed, e.g. {reason if reason.startswith(path) else f'{path}: {reason}'})"
+        raise UsageError(f"only {len(arrays)} calibration image(s) could be read{example}",
                          hint=f"quantizing needs at least {MIN_IMAGES} readable images")
     return np.stack(arrays).astype(np.float32), paths, failed
 
@@ -103,32 +121,67 @@ def quantize_model(model_dir: str, calib: str, out: str, calib_count: int = 256,
                          hint="quantize the paddle inference folder it came from")
     if calib_count < MIN_IMAGES:
         raise UsageError(f"--calib-count {calib_count} is too small", hint=f"use at least {MIN_IMAGES}")
-    _check_out(src, dest, overwrite)
-    items = _images(calib, calib_count, seed)
-    model = EmbeddingModel.from_inference_dir(str(src), backend="paddle", log=log)  # pre-processing + checks
-    fp32 = convert_to_onnx(files, log)
-    arrays, paths, failed = _preprocess(model, items, calib_count, progress)
-    n_calib, n_held = q.split_heldout(len(arrays))
-    held = arrays[n_calib:]
-    with fsutil.replace_dir(dest) as tmp:
-        method = q.quantize_graph(fp32, tmp / ONNX_FILE, arrays[:n_calib], log)
-        log(f"comparing int8 with fp32 on {n_held} held-out images ...")
-        scores = q.agreement(q.features(fp32, held, cpu_count()), q.features(tmp / ONNX_FILE, held, cpu_count()))
-        passed = scores["cosine_mean"] >= min_mean_cosine
-        report = {"source": {"model_dir": str(src.resolve()), "sha256": files.sha256()},
-                  "model_name": model.name, "method": method, "seed": seed,
-                  "calibration_images": n_calib, "heldout_images": n_held, "unreadable_images": len(failed),
-                  "heldout": scores, "bar": {"min_mean_cosine": min_mean_cosine, "passed": passed, "forced": force and not passed},
-                  "heldout_paths": paths[n_calib:], "seconds": round(time.perf_counter() - t0, 1)}
-        if not passed and not force:
-            raise CheckFailed(f"the int8 model's features have mean cosine {scores['cosine_mean']:.4f} (min "
-                              f"{scores['cosine_min']:.4f}) to fp32 on {n_held} held-out images, below "
-                              f"{min_mean_cosine}: nothing written", report,
-                              hint="calibrate on more images like the ones you will embed (--calib-count), "
-                                   "or pass --force to write it anyway")
-        fsutil.write_json(tmp / REPORT, report)
-        fsutil.write_text(tmp / "inference.yml", yaml.safe_dump(_yml(src, report), sort_keys=False, allow_unicode=True))
+    _check_out(src, dest, calib, overwrite)
+    with _one_writer(dest):
+        items = _images(calib, calib_count, seed)
+        model = EmbeddingModel.from_inference_dir(str(src), backend="paddle", log=log)  # pre-processing + checks
+        fp32 = _fp32_graph(files, log)
+        arrays, paths, failed = _preprocess(model, items, calib_count, progress)
+        n_calib, n_held = q.split_heldout(len(arrays))
+        held = arrays[n_calib:]
+        with fsutil.replace_dir(dest) as tmp:
+            method = q.quantize_graph(fp32, tmp / ONNX_FILE, arrays[:n_calib], log, where=str(dest))
+            log(f"comparing int8 with fp32 on {n_held} held-out images ...")
+            scores = q.agreement(q.features(fp32, held, cpu_count()), q.features(tmp / ONNX_FILE, held, cpu_count()))
+            passed = scores["cosine_mean"] >= min_mean_cosine
+            report = {"source": {"model_dir": str(src.resolve()), "sha256": files.sha256()},
+                      "model_name": model.name, "method": method, "seed": seed,
+                      "calibration_images": n_calib, "heldout_images": n_held, "unreadable_images": len(failed),
+                      "heldout": scores,
+                      "bar": {"min_mean_cosine": min_mean_cosine, "passed": passed, "forced": force and not passed},
+                      "heldout_paths": paths[n_calib:], "seconds": round(time.perf_counter() - t0, 1)}
+            if not passed and not force:
+                raise CheckFailed(f"the int8 model's features have mean cosine {scores['cosine_mean']:.4f} (min "
+                                  f"{scores['cosine_min']:.4f}) to fp32 on {n_held} held-out images, below "
+                                  f"{min_mean_cosine}: nothing written", QuantizeResult(str(dest), report, False),
+                                  hint="calibrate on more images like the ones you will embed (--calib-count), "
+                                       "or pass --force to write it anyway")
+            fsutil.write_json(tmp / REPORT, report)
+            fsutil.write_text(tmp / "inference.yml",
+                              yaml.safe_dump(_yml(src, report), sort_keys=False, allow_unicode=True))
+            _check_empty(dest, overwrite)  # made meanwhile by someone else: theirs stays
     return QuantizeResult(str(dest), report)
+
+
+@contextlib.contextmanager
+def _one_writer(dest: Path) -> Iterator[None]:
+    """One quantize per ``--out`` at a time (a second one would replace the first's folder without
+    --overwrite). The lock lives in the imgfeat cache; without a writable cache it runs unlocked
+    and the emptiness check just before the rename still keeps a folder made meanwhile."""
+    from filelock import Timeout
+
+    try:
+        lock = path_lock(dest, timeout=0)
+        lock.acquire()
+    except Timeout:
+        raise UsageError(f"another imgfeat quantize is writing {dest}",
+                         hint="wait for it to finish, or choose another --out") from None
+    except (ImgfeatError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _fp32_graph(files: InferenceFiles, log: Callable[[str], None]) -> Path:
+    """The model's fp32 ONNX graph; a failed conversion names what quantize needs (not --backend)."""
+    try:
+        return convert_to_onnx(files, log)
+    except ModelError as exc:
+        raise ModelError(exc.message, hint="quantize works on the ONNX graph (paddle2onnx): fix what the message "
+                                           "names, or rerun with IMGFEAT_DEBUG=1 for details") from None
 
 
 def _yml(src: Path, report: Dict[str, Any]) -> Dict[str, Any]:
