@@ -46,6 +46,13 @@ def test_folder_and_report_hold_the_measured_cosines(quantized, model_dir):
     report = json.loads((out / "quantize_report.json").read_text())
     assert report["calibration_images"] == 12 and report["heldout_images"] == 12
     assert report["method"]["format"] == "QDQ" and report["method"]["per_channel"] is True
+    # the first convolution (raw pixels in) stays float: the graph holds exactly one float Conv
+    import onnx
+
+    graph = onnx.load(str(out / "inference.onnx")).graph
+    float_convs = [n.name for n in graph.node if n.op_type == "Conv"
+                   and not any(i.endswith("_DequantizeLinear_Output") for i in n.input[1:2])]
+    assert report["method"]["float_nodes"] == float_convs and len(float_convs) == 1
     # the report's cosines are what the two folders give on the held-out images
     held = report["heldout_paths"]
     fp32 = embed_to_memory(create_model(model_dir=model_dir), held).features
