@@ -10,6 +10,7 @@ faiss reads and writes through Python file objects (``PyCallbackIOReader/Writer`
 """
 from __future__ import annotations
 
+import logging
 import json
 import pickle
 import re
@@ -33,7 +34,9 @@ OWN_FILES = frozenset({VECTOR_FILE, ID_MAP_FILE, LEGACY_ID_MAP_FILE, SIDE_FILE})
 
 
 def faiss_module() -> Any:
-    """``import faiss``, or a one-line error saying how to get it."""
+    """``import faiss``, or a one-line error saying how to get it. faiss's loader logs which CPU
+    build it tried at INFO: kept off stderr (``--quiet`` means quiet; a failed import still says why)."""
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     try:
         import faiss
     except ImportError:
