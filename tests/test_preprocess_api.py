@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import shared_path
 from imgfeat_cli import create_model
 from imgfeat_cli.common.errors import ImageDecodeError, ModelError
 from imgfeat_cli.pipeline.decode import decode_image
@@ -137,9 +136,9 @@ def test_preprocess_options_and_errors():
 
 
 @pytest.fixture(scope="module")
-def fixture_model():
-    d = shared_path("fixtures", "ppshituv2_rec_seed0")
-    return create_model(model_dir=str(d / "inference"))
+def fixture_model(model_dir):
+    """The project's own seeded PP-ShiTuV2_rec folder: the predict() API needs no ../shared."""
+    return create_model(model_dir=model_dir)
 
 
 def test_predict_inputs_and_results(fixture_model, tmp_path):
