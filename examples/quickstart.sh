@@ -30,5 +30,5 @@ Next, with your own images (the official PP-ShiTuV2_rec is downloaded on first u
 or with the model trained here:
   imgfeat embed PATH/TO/PHOTOS --model-dir $out/inference --out feats.parquet
   imgfeat index build -g $data/gallery.txt --model-dir $out/inference --out $out/index
-  imgfeat search --index $out/index $data/images --top-k 3
+  imgfeat search --index $out/index --model-dir $out/inference $data/images --top-k 3
 EOF

@@ -389,3 +389,20 @@ def test_images_build_add_search_and_recall_equals_eval(invoke, synth_ds, model_
     doc = json.loads(res.stdout)
     assert res.exit_code == 4 and len(doc["results"]) == 1 and len(doc["results"][0]["ids"]) == 5
     assert doc["errors"][0]["input_path"].endswith("broken.jpg")
+
+
+def test_a_closed_stdout_is_a_quiet_exit_141(tmp_path, data):
+    """`imgfeat search ... | head -1`: the reader leaves early; no "Error: broken pipe" line."""
+    import subprocess
+    import sys
+
+    from imgfeat_cli.common.errors import EXIT_BROKEN_PIPE
+
+    cli = [sys.executable, "-m", "imgfeat_cli"]
+    subprocess.run([*cli, "index", "build", "-g", str(tmp_path / "g.jsonl"), "--out", str(tmp_path / "idx"), "-q"],
+                   check=True, capture_output=True)
+    proc = subprocess.Popen([*cli, "search", "--embeddings", str(tmp_path / "q.jsonl"), "--index", str(tmp_path / "idx")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # as `head` does once it has its lines
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == EXIT_BROKEN_PIPE and "Error" not in err, err

@@ -18,8 +18,8 @@ from typing_extensions import Annotated
 from imgfeat_cli import __version__
 from imgfeat_cli.cli.common import print_error, report_error
 from imgfeat_cli.cli.helpdoc import TidyParams, examples
-from imgfeat_cli.common.errors import (EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL,
-                                       EXIT_USAGE)
+from imgfeat_cli.common.errors import (EXIT_BROKEN_PIPE, EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK,
+                                       EXIT_PARTIAL, EXIT_USAGE)
 
 
 def usage_error_line(exc: Any) -> int:
@@ -85,6 +85,7 @@ Exit codes:
   {EXIT_CHECK_FAILED}    a check failed (check: the dataset; quantize: the accuracy bar)
   {EXIT_PARTIAL}    finished, but some inputs were skipped (embed, search, index)
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C); the last complete state is kept for --resume
+  {EXIT_BROKEN_PIPE}  the reader of stdout went away (| head): silent
 
 \b
 Environment:

@@ -22,8 +22,8 @@ from typing_extensions import Annotated
 from imgfeat_cli.cli import progress as cli_progress
 from imgfeat_cli.cli.helpdoc import CONFIG, MODEL, OUTPUT, PERFORMANCE, shown_default
 from imgfeat_cli.cli.progress import PeriodicLines, rich_bar
-from imgfeat_cli.common.errors import (EXIT_ERROR, EXIT_INTERRUPTED, INTERRUPTED_MESSAGE, as_imgfeat_error,
-                                      clip)
+from imgfeat_cli.common.errors import (EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERRUPTED, INTERRUPTED_MESSAGE,
+                                      as_imgfeat_error, clip)
 from imgfeat_cli.common.system import DEFAULT_BATCH
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -177,6 +177,11 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except typer.Exit:
             raise
+        except BrokenPipeError:
+            # the reader of stdout has gone (`| head`): nothing to say to anyone; stdout is pointed at
+            # /dev/null so the interpreter's final flush cannot fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(EXIT_BROKEN_PIPE) from None
         except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - this is the boundary
             if debug_enabled():
                 traceback.print_exc()

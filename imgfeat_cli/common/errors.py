@@ -17,6 +17,7 @@ EXIT_USAGE = 2  # bad command line or configuration; nothing was touched
 EXIT_CHECK_FAILED = 3  # a check ran and failed: `check` (the dataset), `quantize` (the accuracy bar; nothing written)
 EXIT_PARTIAL = 4  # `embed` finished but some inputs were skipped (see FILE.errors.jsonl)
 EXIT_INTERRUPTED = 130  # Ctrl-C; long work saved what it could for --resume
+EXIT_BROKEN_PIPE = 141  # stdout's reader went away (`imgfeat search ... | head`): silent, as a C tool killed by SIGPIPE
 
 #: What Ctrl-C prints, wherever it lands (start-up, parsing, a command).
 INTERRUPTED_MESSAGE = "interrupted (Ctrl-C)"
