@@ -29,6 +29,7 @@ Next, with your own images (the official PP-ShiTuV2_rec is downloaded on first u
   imgfeat embed PATH/TO/PHOTOS --out feats.parquet
 or with the model trained here:
   imgfeat embed PATH/TO/PHOTOS --model-dir $out/inference --out feats.parquet
+and a searchable gallery index (needs faiss: pip install -e ".[retrieval]"):
   imgfeat index build -g $data/gallery.txt --model-dir $out/inference --out $out/index
   imgfeat search --index $out/index --model-dir $out/inference $data/images --top-k 3
 EOF
