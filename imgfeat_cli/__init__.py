@@ -1,22 +1,13 @@
 """imgfeat: PaddleX-compatible image feature extraction (PP-ShiTuV2_rec, CLIP ViT).
 
-The package root stays import-light: ``import imgfeat_cli`` must not pull in paddle, so the CLI's
-``--help``/``--version`` answer instantly, and it imports nothing at all (not even ``typing``), so
-the console script reaches its Ctrl-C guard (``cli.entry``) as early as possible (``os`` is
-already loaded by Python's own start-up). The model API
-is loaded on first attribute access.
+The package root is the roof: the public Python API, loaded on first attribute access (PEP 562),
+so ``import imgfeat_cli`` stays light (no paddle: the CLI's ``--help`` answers instantly). It holds
+no values of its own: the version lives in :mod:`imgfeat_cli.common.version` and the environment
+read at start-up in :mod:`imgfeat_cli.common.startup`, imported first here so that it sees the
+environment before any library (paddle) changes it.
 """
-import os as _os  # already loaded by Python's start-up: costs nothing
-
-__version__ = "0.1.0"
-
-#: ``OMP_NUM_THREADS`` as the user (or a scheduler, or Ray) set it, read before anything imports
-#: paddle: ``import paddle`` sets it to 1 when it is unset, which would make every runner
-#: single-threaded (see :func:`imgfeat_cli.common.system.cpu_count`). When paddle was imported
-#: first, a 1 is taken to be paddle's.
-OMP_NUM_THREADS_AT_START = _os.environ.get("OMP_NUM_THREADS")
-if OMP_NUM_THREADS_AT_START == "1" and "paddle" in __import__("sys").modules:
-    OMP_NUM_THREADS_AT_START = None
+from imgfeat_cli.common import startup as _startup  # noqa: F401  (first: reads OMP_NUM_THREADS)
+from imgfeat_cli.common.version import __version__
 
 __all__ = ["__version__", "create_model", "list_models", "build_index", "Index"]
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from imgfeat_cli import create_model
 from imgfeat_cli.common.errors import ImageDecodeError, ModelError
-from imgfeat_cli.pipeline.decode import decode_image
+from imgfeat_cli.imaging.decode import decode_image
 from imgfeat_cli.models import preprocess as pp
 from imgfeat_cli.models.registry import get_spec
 

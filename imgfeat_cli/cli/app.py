@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperGroup
 from typing_extensions import Annotated
 
-from imgfeat_cli import __version__
+from imgfeat_cli.common.version import __version__
 from imgfeat_cli.cli.common import print_error, report_error
 from imgfeat_cli.cli.helpdoc import TidyParams, examples
 from imgfeat_cli.common.errors import (EXIT_BROKEN_PIPE, EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK,

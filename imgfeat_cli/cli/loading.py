@@ -31,7 +31,7 @@ def load_model(cfg: Dict[str, Any], out: Output, cpu_threads: Optional[int] = No
 
 def limits(cfg: Dict[str, Any]) -> Any:
     """The per-input limits of ``Predict.max_image_pixels`` / ``Predict.max_file_mb``."""
-    from imgfeat_cli.pipeline.decode import Limits
+    from imgfeat_cli.imaging.decode import Limits
 
     pred = cfg["Predict"]
     return Limits(max_pixels=int(pred["max_image_pixels"]), max_bytes=int(pred["max_file_mb"]) << 20)

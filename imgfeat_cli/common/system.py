@@ -22,9 +22,9 @@ def cpu_count() -> int:
     own import does not count), then the CPU affinity/cgroup mask, then ``os.cpu_count``. Threads
     beyond the allocation only fight each other: 4 threads in a 2-core actor ran 1.45x slower.
     """
-    import imgfeat_cli
+    from imgfeat_cli.common.startup import OMP_NUM_THREADS_AT_START
 
-    env = (imgfeat_cli.OMP_NUM_THREADS_AT_START or "").strip()
+    env = (OMP_NUM_THREADS_AT_START or "").strip()
     if env.isdigit() and int(env) > 0:
         return int(env)
     try:

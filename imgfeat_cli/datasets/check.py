@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from imgfeat_cli.common import filetxn, fsutil
 from imgfeat_cli.datasets.dataset import SPLITS, Entry, Problem, image_problem, read_list, resolve_inside
 from imgfeat_cli.common.errors import UsageError
-from imgfeat_cli.pipeline.decode import extension_matches, probe_bytes
+from imgfeat_cli.imaging.decode import extension_matches, probe_bytes
 from imgfeat_cli.common.progress import ProgressFn, null_progress
 from imgfeat_cli.common.system import cpu_count
 

@@ -33,7 +33,7 @@ from imgfeat_cli.common.errors import DatasetError, UsageError
 from imgfeat_cli.datasets import textio
 from imgfeat_cli.datasets.dataset import (SPACE_RULE, SPLITS, UNLISTABLE, Entry, Problem, allocate, unlistable,
                                           validate_percents, write_lists)
-from imgfeat_cli.pipeline.decode import IMAGE_EXTENSIONS
+from imgfeat_cli.imaging.decode import IMAGE_EXTENSIONS
 
 IGNORE_FLAG = "__ignore__"
 

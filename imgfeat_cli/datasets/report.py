@@ -11,7 +11,7 @@ from typing import Any, Dict
 from PIL import Image, ImageDraw
 
 from imgfeat_cli.common import fsutil
-from imgfeat_cli.pipeline.decode import decode_image
+from imgfeat_cli.imaging.decode import decode_image
 
 
 def draw_labelled(src: Path, label: int, dest: Path, max_side: int = 320) -> None:

@@ -28,7 +28,7 @@ from typing import IO, Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import yaml
 
-from imgfeat_cli import __version__
+from imgfeat_cli.common.version import __version__
 from imgfeat_cli.common.errors import ImgfeatError, UsageError
 from imgfeat_cli.distributed.storage import iter_files, join, resolve
 from imgfeat_cli.pipeline.formats import json_path, parquet_schema

@@ -38,7 +38,7 @@ from imgfeat_cli.common.system import cpu_count, default_batch_size, parse_devic
 from imgfeat_cli.distributed.ray_plan import ActorPlan, cluster_plan
 from imgfeat_cli.distributed.storage import Reader, is_uri, list_images
 from imgfeat_cli.pipeline.batch import embed_rows
-from imgfeat_cli.pipeline.decode import DEFAULT_LIMITS, Limits
+from imgfeat_cli.imaging.decode import DEFAULT_LIMITS, Limits
 from imgfeat_cli.pipeline.embedder import collect_inputs
 from imgfeat_cli.pipeline.formats import parquet_schema
 from imgfeat_cli.pipeline.inputs import InputItem

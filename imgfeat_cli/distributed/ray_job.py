@@ -22,7 +22,7 @@ from imgfeat_cli.distributed.folder import CONFIG_FILE, ParquetFolder
 from imgfeat_cli.distributed.stdio import ray_stdio
 from imgfeat_cli.distributed.ray_embed import input_rows, map_embedder, package_model, require_ray
 from imgfeat_cli.distributed.ray_plan import ActorPlan, cluster_plan
-from imgfeat_cli.pipeline.decode import DEFAULT_LIMITS, Limits
+from imgfeat_cli.imaging.decode import DEFAULT_LIMITS, Limits
 from imgfeat_cli.pipeline.embedder import TASK
 from imgfeat_cli.pipeline.formats import parquet_cannot_store
 from imgfeat_cli.pipeline.inputs import InputItem

@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 from urllib.parse import urlsplit
 
 from imgfeat_cli.common.errors import ImageDecodeError, UsageError
-from imgfeat_cli.pipeline.decode import is_image_path
+from imgfeat_cli.imaging.decode import is_image_path
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 

@@ -20,7 +20,7 @@ from imgfeat_cli.common.errors import UsageError
 from imgfeat_cli.common.progress import ProgressFn, null_progress
 from imgfeat_cli.common.system import cpu_count, default_batch_size, parse_device
 from imgfeat_cli.pipeline.batch import BatchResult
-from imgfeat_cli.pipeline.decode import DEFAULT_LIMITS, Limits
+from imgfeat_cli.imaging.decode import DEFAULT_LIMITS, Limits
 from imgfeat_cli.pipeline.inputs import InputItem, expand
 from imgfeat_cli.pipeline.sinks import MemorySink
 from imgfeat_cli.pipeline.workers import StreamPool, ThreadDriver

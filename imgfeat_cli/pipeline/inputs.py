@@ -7,7 +7,7 @@ of any of these.
 Walking a folder is safe on hostile trees: a symlinked folder is entered at most once (by device
 and inode), so a symlink loop cannot recurse forever; unreadable folders become one error entry
 each instead of vanishing silently; FIFOs, sockets and devices that carry an image name are kept
-as inputs so that decoding refuses them by name (see :mod:`imgfeat_cli.pipeline.decode`).
+as inputs so that decoding refuses them by name (see :mod:`imgfeat_cli.imaging.decode`).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator, List, Optional, Set, Tuple
 import numpy as np
 
 from imgfeat_cli.common.errors import ImageDecodeError, UsageError
-from imgfeat_cli.pipeline.decode import DEFAULT_LIMITS, Limits, decode_image, is_image_path
+from imgfeat_cli.imaging.decode import DEFAULT_LIMITS, Limits, decode_image, is_image_path
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from imgfeat_cli.common.errors import ImgfeatError, Interrupted, UsageError
 from imgfeat_cli.common.progress import ProgressFn, null_progress
-from imgfeat_cli.pipeline.decode import DEFAULT_LIMITS, Limits
+from imgfeat_cli.imaging.decode import DEFAULT_LIMITS, Limits
 from imgfeat_cli.pipeline.embedder import Embedder, StreamPlan
 from imgfeat_cli.pipeline.inputs import InputItem
 from imgfeat_cli.pipeline.sinks import FileSink

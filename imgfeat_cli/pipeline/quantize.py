@@ -29,7 +29,7 @@ from imgfeat_cli.models.files import ONNX_FILE, InferenceFiles, find_inference_f
 from imgfeat_cli.models.model import EmbeddingModel
 from imgfeat_cli.models.onnx import convert_to_onnx
 from imgfeat_cli.pipeline.batch import preprocess
-from imgfeat_cli.pipeline.decode import DEFAULT_LIMITS
+from imgfeat_cli.imaging.decode import DEFAULT_LIMITS
 from imgfeat_cli.pipeline.inputs import InputItem, expand, walk_items
 
 #: 8 to calibrate on and 8 to measure on is the least that says anything.

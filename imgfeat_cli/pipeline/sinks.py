@@ -21,7 +21,7 @@ from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 import numpy as np
 import yaml
 
-from imgfeat_cli import __version__
+from imgfeat_cli.common.version import __version__
 from imgfeat_cli.common import fsutil
 from imgfeat_cli.common.errors import UsageError
 from imgfeat_cli.models.engines import same_features

@@ -35,7 +35,7 @@ import numpy as np
 
 from imgfeat_cli.common.errors import ImgfeatError, ModelError
 from imgfeat_cli.pipeline.batch import BatchResult, assemble, embed_rows, row_jobs
-from imgfeat_cli.pipeline.decode import DEFAULT_LIMITS, Limits
+from imgfeat_cli.imaging.decode import DEFAULT_LIMITS, Limits
 from imgfeat_cli.pipeline.inputs import InputItem
 
 Batches = Iterable[Tuple[int, List[InputItem]]]

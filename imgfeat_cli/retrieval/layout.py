@@ -23,7 +23,7 @@ import yaml
 
 from imgfeat_cli.common import fsutil
 from imgfeat_cli.common.errors import ImgfeatError, IndexFormatError, UsageError
-from imgfeat_cli.pipeline.decode import is_image_path
+from imgfeat_cli.imaging.decode import is_image_path
 
 VECTOR_FILE = "vector.index"
 ID_MAP_FILE = "id_map.yaml"

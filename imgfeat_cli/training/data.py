@@ -18,7 +18,7 @@ import numpy as np
 from imgfeat_cli.common import fsutil
 from imgfeat_cli.datasets.dataset import Entry, image_problem, read_list, resolve_inside
 from imgfeat_cli.common.errors import DatasetError, ImageDecodeError
-from imgfeat_cli.pipeline.decode import decode_image
+from imgfeat_cli.imaging.decode import decode_image
 from imgfeat_cli.training.augment import Augment
 
 DEFAULT_CACHE_BYTES = 2 << 30
