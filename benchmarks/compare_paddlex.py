@@ -43,7 +43,7 @@ from imgfeat_cli.models.openvino import openvino_available  # noqa: E402
 from imgfeat_cli.pipeline import batch as pipeline_batch  # noqa: E402
 from imgfeat_cli.pipeline.embedder import plan_streams  # noqa: E402
 from imgfeat_cli.pipeline.inputs import InputItem, walk_images  # noqa: E402
-from imgfeat_cli.pipeline.job import run_embed  # noqa: E402
+from imgfeat_cli import embed as run_embed  # noqa: E402
 from imgfeat_cli.pipeline.predictor import create_model  # noqa: E402
 
 PADDLEX = "PaddleX fp32"

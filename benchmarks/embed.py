@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgfeat_cli.pipeline.job import run_embed
+from imgfeat_cli import embed as run_embed
 from imgfeat_cli.pipeline import batch as pipeline_batch
 from imgfeat_cli.pipeline.inputs import InputItem, walk_images
 from imgfeat_cli.pipeline.predictor import create_model
@@ -75,7 +75,7 @@ def main() -> None:
         for b in batches:
             model.runner(b)
         bound.append(len(arrays) / (time.perf_counter() - t))
-        res = run_embed(images, str(tmp / f"out{r}.jsonl"), model, batch_size=bs, num_workers=args.workers)
+        res = run_embed(images, str(tmp / f"out{r}.jsonl"), model, batch_size=bs, workers=args.workers)
         e2e.append(res.images_per_s)
     mb, me = statistics.median(bound), statistics.median(e2e)
     print(f"images: {len(images)}  batch: {bs}  backend: {model.backend}  threads: default")

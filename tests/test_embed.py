@@ -66,7 +66,16 @@ def test_embed_records_bad_files_and_exit_codes(invoke, photos, model_dir, tmp_p
     out = tmp_path / "f.jsonl"
     res = invoke("embed", photos, str(tmp_path / "missing.jpg"), "--model-dir", model_dir, "--out", out)
     assert res.exit_code == 4
-    assert "Error: 3 of 10 inputs were skipped" in res.stderr
+    # exit 4 is a warning with the reasons, not an error: the first few and where all of them are
+    assert "Error:" not in res.stderr
+    assert f"Warning: 3 of 10 inputs were skipped; all reasons in {out}.errors.jsonl" in res.stderr
+    assert "zero-byte file" in res.stderr and "missing.jpg: file not found" in res.stderr
+    as_json = invoke("embed", photos, str(tmp_path / "missing.jpg"), "--model-dir", model_dir, "--out",
+                     tmp_path / "j.jsonl", "--json")
+    assert as_json.exit_code == 4
+    doc = json.loads(as_json.stdout)
+    assert doc["failed"] == 3 and {Path(e["input_path"]).name for e in doc["errors"]} == \
+        {"broken.jpg", "empty.png", "missing.jpg"}
     errors = {Path(e["input_path"]).name: e["error"] for e in map(json.loads, (tmp_path / "f.jsonl.errors.jsonl").read_text().splitlines())}
     assert set(errors) == {"broken.jpg", "empty.png", "missing.jpg"}
     assert "truncated" in errors["broken.jpg"] and "zero-byte" in errors["empty.png"]
@@ -80,7 +89,7 @@ def test_embed_records_bad_files_and_exit_codes(invoke, photos, model_dir, tmp_p
 
 @pytest.mark.parametrize("fmt", ["jsonl", "npy"])
 def test_resume_after_interrupt_has_no_duplicates(photos, model_dir, tmp_path, fmt, invoke):
-    from imgfeat_cli.pipeline.job import run_embed
+    from imgfeat_cli import embed as run_embed
     from imgfeat_cli.common.errors import Interrupted
     model = create_model(model_dir=model_dir)
     out = tmp_path / f"f.{fmt}"

@@ -21,7 +21,7 @@ def _py(code: str, **env: str) -> subprocess.CompletedProcess:
 
 #: The layers, bottom first: a module may import its own layer and those below, never above.
 LAYERS = [["common"], ["imaging"], ["models"], ["pipeline"], ["datasets"], ["retrieval", "training", "distributed"],
-          ["reports"], ["serve"], ["cli"]]
+          ["reports"], ["api"], ["serve"], ["cli"]]
 
 
 def _layer(package: str) -> int:

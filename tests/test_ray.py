@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from conftest import make_photos
 from imgfeat_cli.common.errors import UsageError
@@ -110,6 +111,15 @@ def _table(paths, dim=4, failed=()):
                      "error": [("bad " + p) if p in failed else None for p in paths]})
 
 
+def _feed(folder, paths, dim=4, failed=()):
+    """Rows as a job's driver hands them to a sink: features in input order, failures by reason."""
+    for i, p in enumerate(paths):
+        if p in failed:
+            folder.error(p, "bad " + p)
+        else:
+            folder.write([p], np.full((1, dim), float(i + 1), np.float32))
+
+
 def test_parquet_folder_resume_overwrite_and_refusals(tmp_path):
     from imgfeat_cli.distributed.folder import ParquetFolder
 
@@ -117,10 +127,12 @@ def test_parquet_folder_resume_overwrite_and_refusals(tmp_path):
     ident = {"name": "m", "sha256": "abc"}
     first = ParquetFolder(str(out), np.float32, rows_per_file=2)
     first.open(ident)
-    first.add(_table(["a", "b", "c"], failed={"b"}))
-    files, rows, errors = first.finish({"Predict": {"engine": "ray"}})
-    assert rows == 3 and len(files) == 2 and errors.endswith("_errors.jsonl")  # 2 rows, then 1
+    _feed(first, ["a", "b", "c"], failed={"b"})
+    files, errors = first.finish({"Predict": {"engine": "ray"}})
+    files, config = files[:-1], files[-1]
+    assert len(files) == 2 and errors.endswith("_errors.jsonl") and config.endswith("_imgfeat.yaml")  # 2 rows, then 1
     assert [pq.read_metadata(f).num_rows for f in files] == [2, 1]
+    assert yaml.safe_load(Path(config).read_text())["Output"]["rows"] == 3
     assert sorted(p.name for p in out.iterdir()) == ["_errors.jsonl", "_imgfeat.yaml"] + [Path(f).name for f in files]
     assert json.loads((out / "_errors.jsonl").read_text()) == {"input_path": "b", "error": "bad b"}
     table = read_features(str(out))  # the folder reads as one table; failed rows are not features
@@ -142,13 +154,13 @@ def test_parquet_folder_resume_overwrite_and_refusals(tmp_path):
     assert again.open(ident) == {"a", "b", "c"}  # failed inputs are outcomes too: not redone
     with pytest.raises(UsageError, match="another imgfeat run"):
         ParquetFolder(str(out), np.float32, resume=True).open(ident)  # one writer per folder
-    again.add(_table(["d"]))
+    _feed(again, ["d"])
     again.finish({})
     assert len(read_features(str(out)).paths) == 3
 
     new = ParquetFolder(str(out), np.float32, overwrite=True)
     new.open(ident)
-    new.add(_table(["z"]))
+    _feed(new, ["z"])
     new.flush()
     assert len(read_features(str(out)).paths) == 3  # the old set stays until the new one is complete
     new.finish({})
@@ -161,9 +173,9 @@ def test_parquet_folder_through_a_file_uri(tmp_path):
 
     folder = ParquetFolder("file://" + str(tmp_path / "uri"), np.float32, rows_per_file=1)
     folder.open({"name": "m"})
-    folder.add(_table(["a", "b"]))
-    files, rows, errors = folder.finish({})
-    assert rows == 2 and errors is None and files[0].startswith("file://" + str(tmp_path / "uri") + "/part-")
+    _feed(folder, ["a", "b"])
+    files, errors = folder.finish({})
+    assert len(files) == 3 and errors is None and files[0].startswith("file://" + str(tmp_path / "uri") + "/part-")
     assert read_features(str(tmp_path / "uri")).paths == ["a", "b"]
     assert ParquetFolder("file://" + str(tmp_path / "uri"), np.float32, resume=True).open({"name": "m"}) == {"a", "b"}
 
@@ -226,8 +238,8 @@ def test_storage_lists_and_reads_uris(tmp_path):
 
 def test_cli_ray_usage_errors(invoke, photos, model_dir, tmp_path):
     base = ["embed", str(photos), "--model-dir", model_dir, "--engine", "ray"]
-    res = invoke(*base, "--out", tmp_path / "o", "--format", "jsonl")
-    assert res.exit_code == 2 and "Parquet" in res.stderr
+    res = invoke(*base, "--out", f"{tmp_path / 'o'}/", "--format", "jsonl")
+    assert res.exit_code == 2 and "folder of Parquet files" in res.stderr
     res = invoke("embed", str(photos), "--model-dir", model_dir, "--out", tmp_path / "o.jsonl", "--actors", "2")
     assert res.exit_code == 2 and "--engine ray" in res.stderr
     res = invoke(*base, "--out", tmp_path / "o", "--hpi")
@@ -279,6 +291,11 @@ def test_cli_ray_engine_json_errors_and_resume(ray_local, invoke, photos, model_
     _assert_matches(_rows(pq.read_table(out)), reference, photos)
     assert json.loads((out / "_errors.jsonl").read_text())["input_path"] == str(photos / "broken.jpg")
     assert "engine: ray" in (out / "_imgfeat.yaml").read_text()
+    one_file = tmp_path / "feats.jsonl"  # the Ray engine writes any output the local one writes
+    res = invoke(*args[:7], one_file, "--backend", "paddle", "--json")
+    assert res.exit_code == 4 and json.loads(res.stdout)["engine"] == "ray", res.stderr
+    got = {r["input_path"]: np.asarray(r["feature"], np.float32) for r in map(json.loads, one_file.read_text().splitlines())}
+    assert len(got) == 64 and all(np.array_equal(got[p], vec) for p, vec in reference.items())
 
     lost = pq.read_table(files[2]).column("input_path").to_pylist()
     files[2].unlink()

@@ -12,7 +12,7 @@ from conftest import make_photos
 from imgfeat_cli import create_model
 
 from imgfeat_cli.pipeline import embedder
-from imgfeat_cli.pipeline.job import run_embed
+from imgfeat_cli import embed as run_embed
 from imgfeat_cli.common.errors import Interrupted, ModelError, UsageError
 
 

@@ -9,12 +9,13 @@ from rich.console import Group
 from rich.table import Table
 from typing_extensions import Annotated
 
-from imgfeat_cli.cli.common import ConfigOpt, DatasetOpt, JsonOpt, Output, OutputDirOpt, QuietOpt, handle_errors
+from imgfeat_cli.cli.common import (ConfigOpt, DatasetOpt, JsonOpt, OutDirOpt, Output, OutputAliasOpt, QuietOpt,
+                                     handle_errors)
 from imgfeat_cli.cli.helpdoc import ImgfeatCommand, examples, override_opt
 from imgfeat_cli.common.errors import CheckFailed
 
 EXAMPLES = examples("imgfeat check -d dataset/",
-                    "imgfeat check -d dataset/ --output reports/ --json")
+                    "imgfeat check -d dataset/ --out reports/ --json")
 SEVERITY_STYLE = {"error": "red", "warning": "yellow", "info": "cyan"}
 
 
@@ -70,7 +71,8 @@ def render(result: Any) -> Group:
 
 def check(
     dataset: DatasetOpt = None,
-    output: OutputDirOpt = None,
+    out_dir: OutDirOpt = None,
+    output: OutputAliasOpt = None,
     config: ConfigOpt = None, override: override_opt("CheckDataset.imbalance_ratio=20") = None,
     json_: JsonOpt = False, quiet: QuietOpt = False,
 ) -> None:
@@ -82,8 +84,8 @@ def check(
 
     out = Output(json_, quiet)
     cfg = cfgmod.resolve("check", config, override or [],
-                         {"Global.dataset_dir": dataset, "Global.output": output}, note=out.note,
-                         output_option="--output")
+                         {"Global.dataset_dir": dataset, "Global.output": out_dir or output}, note=out.note,
+                         output_option="--out/-O")
     if not cfg["Global"]["dataset_dir"]:
         raise UsageError("no dataset given", hint="use --dataset DIR (or Global.dataset_dir in -c/-o)")
     cd = cfg["CheckDataset"]

@@ -13,7 +13,7 @@ import sys
 import time
 import traceback
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, List, Optional, TypeVar
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 import typer
 from rich.console import Console
@@ -22,8 +22,8 @@ from typing_extensions import Annotated
 from imgfeat_cli.cli import progress as cli_progress
 from imgfeat_cli.cli.helpdoc import CONFIG, MODEL, OUTPUT, PERFORMANCE, shown_default
 from imgfeat_cli.cli.progress import PeriodicLines, rich_bar
-from imgfeat_cli.common.errors import (EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERRUPTED, INTERRUPTED_MESSAGE,
-                                      as_imgfeat_error, clip)
+from imgfeat_cli.common.errors import (EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_PARTIAL,
+                                      INTERRUPTED_MESSAGE, as_imgfeat_error, clip)
 from imgfeat_cli.common.system import DEFAULT_BATCH
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -39,9 +39,11 @@ ConfigOpt = Annotated[Optional[str], typer.Option("--config", "-c", metavar="FIL
 
 DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", "-d", metavar="DIR",
                                                    help="Dataset root (train/gallery/query.txt).", show_default=False)]
-OutputDirOpt = Annotated[Optional[str], typer.Option("--output", metavar="DIR", rich_help_panel=OUTPUT,
-                                                     help="Folder for the results, reports and the resolved config.",
-                                                     show_default=shown_default("Global.output"))]
+OutDirOpt = Annotated[Optional[str], typer.Option("--out", "-O", metavar="DIR", rich_help_panel=OUTPUT,
+                                                  help="Folder for the results, reports and the resolved config.",
+                                                  show_default=shown_default("Global.output"))]
+#: ``--output``, the name these commands had before ``--out`` was everyone's: still accepted, not shown.
+OutputAliasOpt = Annotated[Optional[str], typer.Option("--output", metavar="DIR", hidden=True, show_default=False)]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", metavar="NAME", rich_help_panel=MODEL,
                                                  help="Model name (see `imgfeat download list`).",
                                                  show_default=shown_default("Global.model"))]
@@ -62,6 +64,10 @@ DeviceOpt = Annotated[Optional[str], typer.Option("--device", metavar="DEVICE", 
 BatchSizeOpt = Annotated[Optional[int], typer.Option(
     "--batch-size", "-b", metavar="N", rich_help_panel=PERFORMANCE, help="Images per forward pass.",
     show_default=shown_default("Predict.batch_size", f"{DEFAULT_BATCH['cpu']} on CPU, {DEFAULT_BATCH['gpu']} on GPU"))]
+IndexDirOpt = Annotated[str, typer.Option("--index", "-i", metavar="DIR", help="Index folder.", show_default=False)]
+AllowOtherOpt = Annotated[bool, typer.Option(
+    "--allow-other-model", rich_help_panel=MODEL,
+    help="Use vectors of a model other than the index's own (or the gallery's): a warning, recorded.")]
 
 
 def debug_enabled() -> bool:
@@ -117,8 +123,28 @@ class Output:
             self.err.print(f"Note: {message}", markup=False)
 
     def warn(self, message: str) -> None:
-        if not self.quiet:
-            self.err.print(f"[yellow]Warning:[/yellow] {message}" if self.err.is_terminal else f"Warning: {message}")
+        if not self.quiet:  # the message is text, never markup: a path may hold [brackets]
+            from rich.markup import escape
+
+            self.err.print(f"[yellow]Warning:[/yellow] {escape(message)}" if self.err.is_terminal
+                           else f"Warning: {message}", markup=self.err.is_terminal)
+
+    def partial(self, failed: int, total: int, what: str, first: Sequence[Tuple[str, str]] = (),
+                errors_file: Optional[str] = None) -> None:
+        """Work finished but ``failed`` of ``total`` inputs were skipped: a warning line (shown even
+        with --quiet/--json, as errors are: it explains exit 4), the first reasons (unless quiet)
+        and where the rest are, then exit 4. The result was already printed; with --json its
+        ``errors`` list holds the reasons."""
+        if not failed:
+            return
+        where = f"; all reasons in {errors_file}" if errors_file else ""
+        self.err.print(f"Warning: {failed} of {total} {what}{where}", markup=False, highlight=False)
+        shown = list(first)[:5]
+        for path, why in shown:
+            self.warn(why if why.startswith(path) else f"{path}: {why}")
+        if failed > len(shown) and not errors_file:
+            self.warn(f"... and {failed - len(shown)} more")
+        raise typer.Exit(EXIT_PARTIAL)
 
     @contextmanager
     def progress(self, unit: str = "items", interval: Optional[float] = None,

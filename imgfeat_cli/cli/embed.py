@@ -29,12 +29,12 @@ def summary_table(res: Dict[str, Any]) -> Table:
             ("seconds", f"{res['seconds']:.2f}"), ("images/s", f"{res['images_per_s']:.1f}"),
             ("batch size", str(res["batch_size"]))]
     if res.get("engine") == "ray":
-        rows.append(("ray", f"{res['streams']} actors x {res['threads']} threads on {res['address']}"))
+        rows.append(("ray", f"{res['streams']} actors x {res.get('threads')} threads on {res.get('address')}"))
     else:
         rows.append(("streams", str(res["streams"])))
     if res.get("shard"):
         rows.append(("shard", res["shard"]))
-    many = res.get("engine") == "ray" and len(res["files"]) > 4  # a cluster job may write thousands
+    many = len(res["files"]) > 4  # a folder output may hold thousands
     rows.append(("files", f"{len(res['files']) - 1} new Parquet files and {res['files'][-1]}" if many
                  else "\n".join(res["files"])))
     for k, v in rows:
@@ -44,16 +44,21 @@ def summary_table(res: Dict[str, Any]) -> Table:
 
 def embed(
     inputs: Annotated[Optional[List[str]], typer.Argument(
-        metavar="IMAGES", help="Image files, folders (recursive), http(s) URLs, or - to read paths from stdin.",
-        show_default=False)] = None,
+        metavar="IMAGES", help="Image files, folders (recursive), http(s) URLs, or - to read paths from stdin "
+        "(s3:// and gs:// locations with --engine ray).", show_default=False)] = None,
     out_file: Annotated[Optional[str], typer.Option("--out", "-O", metavar="FILE", rich_help_panel=OUTPUT,
-                                                    help="Output file: .jsonl, .npy or .parquet.",
+                                                    help="Output: a .jsonl, .npy or .parquet file, or a folder "
+                                                    "(ending in /, or s3://...) of Parquet files. Required.",
                                                     show_default=False)] = None,
     model: ModelOpt = None,
     model_dir: ModelDirOpt = None,
     weights: WeightsOpt = None,
     device: DeviceOpt = None,
     batch_size: BatchSizeOpt = None,
+    labels: Annotated[Optional[str], typer.Option(
+        "--labels", metavar="FILE", rich_help_panel=INPUT, show_default=False,
+        help="A 'path label' list (e.g. a dataset's gallery.txt): each row gets a label column, so eval and index "
+        "build read the output as it is; images it does not list are skipped.")] = None,
     fmt: Annotated[Optional[str], typer.Option("--format", metavar="FORMAT", rich_help_panel=OUTPUT,
                                                help="jsonl, npy or parquet.",
                                                show_default=shown_default("Predict.format", "from --out"))] = None,
@@ -63,7 +68,7 @@ def embed(
     overwrite: Annotated[bool, typer.Option("--overwrite", rich_help_panel=OUTPUT,
                                             help="Replace an existing output (once the new one is complete).")] = False,
     shard: Annotated[Optional[str], typer.Option("--shard", metavar="I/N", rich_help_panel=INPUT,
-                                                 help="Embed only shard I of N of the inputs (1-based).",
+                                                 help="Embed only shard I of N of the inputs (0-based: 0/4 ... 3/4).",
                                                  show_default=False)] = None,
     workers: Annotated[Optional[int], typer.Option(
         "--workers", metavar="N", rich_help_panel=PERFORMANCE, help="Decoding threads.",
@@ -81,8 +86,8 @@ def embed(
         help="Model replicas in worker processes (CPU); 1 = one process.",
         show_default=shown_default("Predict.streams", "auto: several for 2048+ images on multi-core CPUs"))] = None,
     engine: Annotated[Optional[str], typer.Option(
-        "--engine", metavar="NAME", rich_help_panel=RAY, help="local (this machine) or ray (a Ray cluster; --out is "
-        "then a folder of Parquet files, local or s3://, gs://).", show_default=shown_default("Predict.engine"))] = None,
+        "--engine", metavar="NAME", rich_help_panel=RAY, help="local (this machine) or ray (a Ray cluster).",
+        show_default=shown_default("Predict.engine"))] = None,
     ray_address: Annotated[Optional[str], typer.Option(
         "--ray-address", metavar="ADDRESS", rich_help_panel=RAY,
         help="Ray cluster to join, e.g. head:6379 or ray://head:10001.",
@@ -96,60 +101,40 @@ def embed(
     quiet: QuietOpt = False,
 ) -> None:
     """Embed images into L2-normalised feature vectors. Exit 4 when some inputs were skipped."""
-    from imgfeat_cli.cli.loading import limits, load_model, no_images, produced_by, with_stdin
+    from imgfeat_cli.api.embedding import embed as run
+    from imgfeat_cli.cli.embedopts import limits, model_flags, model_source, produced_by, with_stdin
     from imgfeat_cli.common import config as cfgmod
     from imgfeat_cli.common.errors import UsageError
-    from imgfeat_cli.pipeline.embedder import collect_inputs, parse_shard, plan_streams
-    from imgfeat_cli.pipeline.job import embed_to_file
-    from imgfeat_cli.pipeline.sinks import FileSink
+    from imgfeat_cli.pipeline.job import EmbedOptions
 
     out = Output(json_, quiet)
     cfg = cfgmod.resolve("embed", config, override or [], {
-        "Global.model": model, "Global.device": device, "Predict.model_dir": model_dir,
-        "Predict.weights": weights, "Predict.batch_size": batch_size, "Predict.format": fmt,
-        "Predict.fp16": fp16 or None, "Predict.num_workers": workers, "Predict.cpu_threads": threads,
-        "Predict.streams": streams, "Predict.backend": backend or ("auto" if hpi else None),
-        "Predict.precision": precision or ("auto" if hpi else None),
-        "Predict.input": list(inputs) if inputs else None, "Predict.engine": engine,
-        "Predict.ray_address": ray_address, "Predict.actors": actors}, note=out.note, output_option="--out/-O")
+        **model_flags(model, model_dir, weights, device, batch_size, backend or ("auto" if hpi else None),
+                      precision or ("auto" if hpi else None), threads),
+        "Predict.format": fmt, "Predict.fp16": fp16 or None, "Predict.num_workers": workers,
+        "Predict.streams": streams, "Predict.input": list(inputs) if inputs else None, "Predict.engine": engine,
+        "Predict.ray_address": ray_address, "Predict.actors": actors, "Predict.labels": labels},
+        note=out.note, output_option="--out/-O")
     pred = cfg["Predict"]
     sources = pred["input"] if isinstance(pred["input"], list) else ([pred["input"]] if pred["input"] else [])
     if not sources:
         raise UsageError("no inputs given", hint="e.g. imgfeat embed photos/ --out feats.jsonl")
     if not out_file:
-        raise UsageError("no output file given", hint="use --out feats.jsonl (or .npy, .parquet)")
-    if pred["engine"] == "ray":
-        from imgfeat_cli.cli.embed_ray import embed_on_ray
-
-        res = embed_on_ray(cfg, out, out_file, sources, shard, resume, overwrite, verbose)
-        return _finish(out, res)
-    if pred["ray_address"] or pred["actors"]:
+        raise UsageError("no output given", hint="use --out feats.jsonl (or .npy, .parquet, or a folder/)")
+    if pred["engine"] != "ray" and (pred["ray_address"] or pred["actors"]):
         raise UsageError("--ray-address and --actors need --engine ray")
-    sink = FileSink(out_file, pred["format"], pred["fp16"], resume, overwrite)
-    sink.check()  # a wrong name or an existing output fails before anything is loaded
-    shard_t = parse_shard(shard)
-    items = collect_inputs(with_stdin(sources), shard_t)
-    if not items:
-        raise no_images(shard)
-    plan = plan_streams(pred["streams"], pred["cpu_threads"], len(items), cfg["Global"]["device"],
-                        rebuildable=not pred["weights"], parent_joins=True)
-    feature_model = load_model(cfg, out, plan.threads if plan.streams > 1 else None)
+    options = EmbedOptions(fmt=pred["format"], fp16=pred["fp16"], resume=resume, overwrite=overwrite, shard=shard,
+                           labels_from=pred["labels"], streams=pred["streams"], workers=pred["num_workers"],
+                           limits=limits(cfg), engine=pred["engine"], ray_address=pred["ray_address"],
+                           actors=pred["actors"], verbose=verbose, rows_per_file=pred["rows_per_file"],
+                           config=produced_by(cfg))
+    source = model_source(cfg)
+    out.log(f"loading {source.label} ...")
     with out.progress("images") as progress:
-        res = embed_to_file(items, sink, feature_model, pred["batch_size"], plan, pred["num_workers"], limits(cfg),
-                            progress, shard=f"{shard_t[0]}/{shard_t[1]}" if shard_t else None,
-                            config=produced_by(cfg))
-    _finish(out, res)
-
-
-def _finish(out: Output, res: Any) -> None:
-    """Print the summary; exit 4 when some inputs failed."""
-    from imgfeat_cli.common.errors import PartialFailure
-
+        res = run(with_stdin(sources), out_file, source, options=options, progress=progress, log=out.log)
     doc = res.to_dict()
     out.emit(doc, summary_table(doc), essential=str(doc["output"]))
-    if res.failed:
-        raise PartialFailure(f"{res.failed} of {res.total} inputs were skipped", res,
-                             hint=f"reasons in {res.errors_file}")
+    out.partial(res.failed, res.total, "inputs were skipped", res.errors, res.errors_file)
 
 
 def register(app: typer.Typer) -> None:

@@ -8,26 +8,12 @@ import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
-from imgfeat_cli.cli.common import (ConfigOpt, DatasetOpt, DeviceOpt, JsonOpt, ModelDirOpt, ModelOpt, Output,
-                                     OutputDirOpt, QuietOpt, WeightsOpt, handle_errors)
+from imgfeat_cli.cli.common import (AllowOtherOpt, ConfigOpt, DatasetOpt, DeviceOpt, JsonOpt, ModelDirOpt, ModelOpt,
+                                     OutDirOpt, Output, OutputAliasOpt, QuietOpt, WeightsOpt, handle_errors)
 from imgfeat_cli.cli.helpdoc import INPUT, ImgfeatCommand, examples, override_opt, shown_default
 
-EXAMPLES = examples("imgfeat eval -d dataset/ --model-dir output/inference",
+EXAMPLES = examples("imgfeat eval -d dataset/ --model-dir output/inference --out eval_out/",
                     "imgfeat eval --query q.jsonl --gallery g.jsonl --k 1 --k 10 --json")
-
-
-def _use_checkpoint_export(cfg: dict, out: Output) -> None:
-    """``--weights`` of an imgfeat training checkpoint scores the inference/ exported beside it (when
-    its digests prove it holds those very weights): the figure training recorded for it, rather
-    than a dygraph pass whose float differences can flip near-tied queries."""
-    from imgfeat_cli.training.checkpoint import exported_inference
-
-    pred = cfg["Predict"]
-    twin = exported_inference(pred["weights"]) if pred["weights"] and not pred["model_dir"] else None
-    if twin is not None:
-        out.log(f"{pred['weights']} is a training checkpoint: scoring its exported model {twin} "
-                "(the figure training recorded)")
-        pred["model_dir"], pred["weights"] = str(twin), None
 
 
 def eval_(
@@ -53,45 +39,33 @@ def eval_(
         "--exclude-same-path", help="Do not let a query match a gallery item with the same path.",
         show_default=False)] = None,
     device: DeviceOpt = None,
-    output: OutputDirOpt = None,
+    allow_other_model: AllowOtherOpt = False,
+    out_dir: OutDirOpt = None,
+    output: OutputAliasOpt = None,
     config: ConfigOpt = None, override: override_opt("Predict.batch_size=32") = None, json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Score retrieval: Recall@k (share of queries with a same-label item in the top k) and mAP."""
-    from imgfeat_cli.cli.loading import load_model
+    from imgfeat_cli.api.evaluation import evaluate
+    from imgfeat_cli.cli.embedopts import model_flags, model_source
     from imgfeat_cli.common import config as cfgmod
     from imgfeat_cli.common import fsutil
-    from imgfeat_cli.common.errors import UsageError
-    from imgfeat_cli.retrieval.embfiles import load_query_gallery
-    from imgfeat_cli.retrieval.evaluate import eval_dataset, write_result
-    from imgfeat_cli.retrieval.metrics import evaluate
+    from imgfeat_cli.retrieval.evaluate import write_result
 
     out = Output(json_, quiet)
     cfg = cfgmod.resolve("eval", config, override or [], {
-        "Global.dataset_dir": dataset, "Global.model": model, "Global.device": device, "Global.output": output,
-        "Predict.model_dir": model_dir, "Predict.weights": weights, "Evaluate.recall_k": k or None,
-        "Evaluate.exclude_same_path": exclude_same_path}, note=out.note, output_option="--output")
-    ev = cfg["Evaluate"]
-    if (query or gallery) and cfg["Global"]["dataset_dir"]:
-        raise UsageError("give either --dataset or --query/--gallery, not both")
-    fsutil.check_output_dir(cfg["Global"]["output"])  # before embedding a dataset, not after
+        **model_flags(model, model_dir, weights, device), "Global.dataset_dir": dataset,
+        "Global.output": out_dir or output, "Evaluate.recall_k": k or None,
+        "Evaluate.exclude_same_path": exclude_same_path}, note=out.note, output_option="--out/-O")
+    ev, where = cfg["Evaluate"], cfg["Global"]["output"]
+    fsutil.check_output_dir(where)  # before embedding a dataset, not after
     with out.progress("items") as progress:
-        if query or gallery:
-            if not (query and gallery):
-                raise UsageError("--query and --gallery go together")
-            (qf, ql, qp), (gf, gl, gp) = load_query_gallery(query, gallery, query_labels, gallery_labels)
-            if ev["exclude_same_path"] and (qp is None or gp is None):
-                raise UsageError("--exclude-same-path needs input paths in both embedding files")
-            metrics = evaluate(qf, ql, gf, gl, ev["recall_k"], qp, gp, ev["exclude_same_path"], progress=progress)
-        elif cfg["Global"]["dataset_dir"]:
-            _use_checkpoint_export(cfg, out)
-            feature_model = load_model(cfg, out)
-            metrics = eval_dataset(cfg["Global"]["dataset_dir"], feature_model, ev["recall_k"],
-                                   ev["exclude_same_path"], cfg["Predict"]["batch_size"], progress)
-        else:
-            raise UsageError("nothing to evaluate", hint="pass --dataset DIR, or --query Q --gallery G")
-    path = write_result(cfg["Global"]["output"], metrics)
-    fsutil.write_text(Path(cfg["Global"]["output"]) / "config.eval.yaml", cfgmod.dump_yaml(cfg))
+        metrics = evaluate(cfg["Global"]["dataset_dir"], model_source(cfg), query=query, gallery=gallery,
+                           query_labels=query_labels, gallery_labels=gallery_labels, ks=ev["recall_k"],
+                           exclude_same_path=ev["exclude_same_path"], allow_other_model=allow_other_model,
+                           progress=progress, log=out.log)
+    path = write_result(where, metrics)
+    fsutil.write_text(Path(where) / "config.eval.yaml", cfgmod.dump_yaml(cfg))
     table = Table(title=f"retrieval metrics ({metrics.num_scored} of {metrics.num_queries} queries scored, "
                         f"{metrics.num_gallery} gallery items)")
     table.add_column("metric")

@@ -1,15 +1,16 @@
 """``imgfeat index build|add|remove|info``: gallery indexes in PaddleX's PP-ShiTuV2 format."""
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 from typing_extensions import Annotated
 
-from imgfeat_cli.cli.common import (BackendOpt, BatchSizeOpt, ConfigOpt, DeviceOpt, JsonOpt, ModelDirOpt, ModelOpt,
-                                     Output, PrecisionOpt, QuietOpt, WeightsOpt, handle_errors)
+from imgfeat_cli.cli.common import (AllowOtherOpt, BackendOpt, BatchSizeOpt, ConfigOpt, DeviceOpt, IndexDirOpt,
+                                     JsonOpt, ModelDirOpt, ModelOpt, Output, PrecisionOpt, QuietOpt, WeightsOpt,
+                                     handle_errors)
 from imgfeat_cli.cli.helpdoc import (INPUT, OUTPUT, ImgfeatCommand, ImgfeatSubGroup, examples, override_opt,
                                      shown_default)
 
@@ -23,14 +24,13 @@ RootOpt = Annotated[Optional[str], typer.Option("--root", metavar="DIR", rich_he
 LabelsOpt = Annotated[Optional[str], typer.Option("--labels", metavar="FILE", rich_help_panel=INPUT,
                                                   help="Labels of an embeddings gallery, one per line.",
                                                   show_default=False)]
-IndexDirOpt = Annotated[str, typer.Option("--index", "-i", metavar="DIR", help="Index folder.", show_default=False)]
 
 BUILD_EXAMPLES = ("imgfeat index build -g gallery/drink_label.txt --out drink_index --model PP-ShiTuV2_rec",
                   "imgfeat index build -g gallery.jsonl --out idx --index-type HNSW32")
 ADD_EXAMPLES = ("imgfeat index add --index drink_index -g new_items.txt",)
 REMOVE_EXAMPLES = ("imgfeat index remove --index drink_index --ids 3,7",
                    "imgfeat index remove --index drink_index --label 'green tea'")
-INFO_EXAMPLES = ("imgfeat index info drink_index --json",)
+INFO_EXAMPLES = ("imgfeat index info --index drink_index --json", "imgfeat index info --index drink_index --ids")
 
 index_app = typer.Typer(cls=ImgfeatSubGroup, help="Build and maintain gallery indexes (PaddleX PP-ShiTuV2 format: "
                         "vector.index + id_map.yaml).", no_args_is_help=True,
@@ -38,54 +38,19 @@ index_app = typer.Typer(cls=ImgfeatSubGroup, help="Build and maintain gallery in
                         context_settings={"help_option_names": ["-h", "--help"]})
 
 
-def model_flags(model: Optional[str], model_dir: Optional[str], weights: Optional[str], device: Optional[str],
-                batch_size: Optional[int], backend: Optional[str], precision: Optional[str]) -> Dict[str, Any]:
-    """The config keys the model options set (shared by ``index`` and ``search``)."""
-    return {"Global.model": model, "Global.device": device, "Predict.model_dir": model_dir,
-            "Predict.weights": weights, "Predict.batch_size": batch_size, "Predict.backend": backend,
-            "Predict.precision": precision}
-
-
-class LazyModel:
-    """Loads the model on first use, so a gallery of embeddings (or nothing new) never loads one."""
-
-    def __init__(self, load: Callable[[], Any]) -> None:
-        self._load, self._model = load, None
-
-    def __getattr__(self, name: str) -> Any:
-        if self._model is None:
-            self._model = self._load()
-        return getattr(self._model, name)
-
-
-def lazy_model(cfg: dict, out: Output) -> LazyModel:
-    from imgfeat_cli.cli.loading import load_model
-    from imgfeat_cli.common.errors import UsageError
-
-    if cfg["Predict"]["model_dir"] and cfg["Predict"]["weights"]:
-        raise UsageError("give either --model-dir or --weights, not both")
-    return LazyModel(lambda: load_model(cfg, out))
-
-
-def batch_size(cfg: dict) -> int:
-    from imgfeat_cli.common.system import default_batch_size
-
-    return cfg["Predict"]["batch_size"] or default_batch_size(cfg["Global"]["device"])
-
-
 def render_report(out: Output, index: Any) -> None:
     """The summary of build/add/remove, warnings for its notes, and exit 4 when inputs failed."""
-    from imgfeat_cli.common.errors import PartialFailure
-
     rep = index.report
+    from imgfeat_cli.retrieval.modelrecord import UNCHECKED_NOTE
+
     for note in rep.notes:
-        out.warn(note)
+        (out.note if note == UNCHECKED_NOTE else out.warn)(note)
     doc = {**rep.to_dict(), "index_type": index.index_type, "factory": index.factory,
-           "metric_type": index.metric_type, "dim": index.dim, "count": index.count}
+           "metric_type": index.metric_type, "dim": index.dim, "count": index.count, "model": index.model}
     table = Table(title=f"index {rep.action}", show_header=False)
     table.add_column("key", style="bold")
     table.add_column("value")
-    rows = [("folder", str(rep.folder)), ("type", f"{index.factory} ({index.metric_type})"),
+    rows = [("folder", str(rep.folder)), ("type", f"{_type(index.index_type, index.factory)}, {index.metric_type}"),
             ("dim", str(index.dim)), ("items", str(index.count))]
     rows += [("added", str(rep.added))] if rep.action != "remove" else [("removed", str(rep.removed))]
     if rep.skipped_known or rep.skipped_repeated:
@@ -95,11 +60,13 @@ def render_report(out: Output, index: Any) -> None:
     for k, v in rows:
         table.add_row(k, escape(v))
     out.emit(doc, table, essential=str(rep.folder))
-    for path, why in rep.errors[:5]:
-        out.warn(why if why.startswith(path) else f"{path}: {why}")
-    if rep.errors:
-        raise PartialFailure(f"{len(rep.errors)} gallery images could not be embedded and were left out", rep,
-                             hint="fix or remove them, then `imgfeat index add` the rest")
+    out.partial(len(rep.errors), len(rep.errors) + rep.added, "gallery images could not be embedded and were left "
+                "out (fix them, then `imgfeat index add` the rest)", rep.errors)
+
+
+def _type(index_type: str, factory: str) -> str:
+    """An index type as people read it: ``Flat``, or ``IVF (IVF256,Flat)`` where the factory says more."""
+    return index_type if factory == index_type else f"{index_type} ({factory})"
 
 
 @index_app.command("build", cls=ImgfeatCommand, epilog=examples(*BUILD_EXAMPLES))
@@ -122,9 +89,10 @@ def build(
     config: ConfigOpt = None, override: override_opt("Index.ivf_nlist=256") = None, json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Build an index from a gallery; images are embedded with the model options."""
+    """Build an index from a gallery; images are embedded with the model options, which the index records."""
+    from imgfeat_cli.api.retrieval import build_index
+    from imgfeat_cli.cli.embedopts import model_flags, model_source
     from imgfeat_cli.common import config as cfgmod
-    from imgfeat_cli.retrieval.builder import build_index
 
     out = Output(json_, quiet)
     cfg = cfgmod.resolve("index", config, override or [], {
@@ -132,10 +100,10 @@ def build(
         "Index.index_type": index_type, "Index.metric_type": metric}, note=out.note, output_option="--out/-O")
     ix = cfg["Index"]
     with out.progress("items") as progress:
-        index = build_index(gallery, out_dir, root=root, labels_file=labels, model=lazy_model(cfg, out),
+        index = build_index(gallery, out_dir, model_source(cfg), root=root, labels_file=labels,
                             index_type=ix["index_type"], metric_type=ix["metric_type"], nlist=ix["ivf_nlist"],
-                            nprobe=ix["ivf_nprobe"], ef_search=ix["hnsw_ef_search"], batch_size=batch_size(cfg),
-                            overwrite=overwrite, progress=progress)
+                            nprobe=ix["ivf_nprobe"], ef_search=ix["hnsw_ef_search"], overwrite=overwrite,
+                            progress=progress, log=out.log)
     render_report(out, index)
 
 
@@ -146,19 +114,26 @@ def add(
     gallery: GalleryOpt, root: RootOpt = None, labels: LabelsOpt = None,
     model: ModelOpt = None, model_dir: ModelDirOpt = None, weights: WeightsOpt = None, device: DeviceOpt = None,
     batch: BatchSizeOpt = None, backend: BackendOpt = None, precision: PrecisionOpt = None,
+    allow_other_model: AllowOtherOpt = False,
     config: ConfigOpt = None, override: override_opt("Predict.backend=paddle") = None, json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Add the gallery items the index does not hold yet (ids continue; only new images are embedded)."""
+    """Add the gallery items the index does not hold yet (ids continue; only new images are embedded).
+
+    New images are embedded with the index's own model unless model options name one, which must
+    be the same model (or --allow-other-model)."""
+    from imgfeat_cli.api.retrieval import add_to_index
+    from imgfeat_cli.cli.embedopts import model_flags, model_source
     from imgfeat_cli.common import config as cfgmod
-    from imgfeat_cli.retrieval.builder import add_to_index
 
     out = Output(json_, quiet)
+    explicit: set = set()
     cfg = cfgmod.resolve("index", config, override or [],
-                         model_flags(model, model_dir, weights, device, batch, backend, precision), note=out.note)
+                         model_flags(model, model_dir, weights, device, batch, backend, precision), note=out.note,
+                         explicit=explicit)
     with out.progress("items") as progress:
-        index = add_to_index(index_dir, gallery, root=root, labels_file=labels, model=lazy_model(cfg, out),
-                             batch_size=batch_size(cfg), progress=progress)
+        index = add_to_index(index_dir, gallery, model_source(cfg, explicit), root=root, labels_file=labels,
+                             allow_other_model=allow_other_model, progress=progress, log=out.log)
     render_report(out, index)
 
 
@@ -189,8 +164,8 @@ def remove(
                                                 "input path.", show_default=False)] = None,
     json_: JsonOpt = False, quiet: QuietOpt = False,
 ) -> None:
-    """Remove items (Flat and IVF indexes; HNSW32 cannot remove)."""
-    from imgfeat_cli.retrieval.builder import remove_from_index
+    """Remove items (Flat and IVF indexes; HNSW32 cannot remove). `imgfeat index info --ids` lists them."""
+    from imgfeat_cli.api.retrieval import remove_from_index
 
     out = Output(json_, quiet)
     render_report(out, remove_from_index(index_dir, parse_ids(ids), ids_file=ids_file, label=label, path=path))
@@ -199,29 +174,55 @@ def remove(
 @index_app.command("info", cls=ImgfeatCommand, epilog=examples(*INFO_EXAMPLES))
 @handle_errors
 def info(
-    index_dir: Annotated[str, typer.Argument(metavar="DIR", help="Index folder.", show_default=False)],
+    index_dir: Annotated[Optional[str], typer.Option("--index", "-i", metavar="DIR", help="Index folder. Required.",
+                                                     show_default=False)] = None,
+    folder: Annotated[Optional[str], typer.Argument(metavar="DIR", hidden=True, show_default=False)] = None,
+    ids: Annotated[bool, typer.Option("--ids", help="List every item: id, label and input path.")] = False,
     json_: JsonOpt = False, quiet: QuietOpt = False,
 ) -> None:
-    """Show an index: type, metric, dim, count, labels, model."""
+    """Show an index: type, metric, dim, count, labels, the model it was built with (and with --ids its items)."""
+    from imgfeat_cli.common.errors import UsageError
     from imgfeat_cli.retrieval.index import Index
+    from imgfeat_cli.retrieval.modelrecord import describe
 
     out = Output(json_, quiet)
-    index = Index.load(index_dir)
+    where = index_dir or folder
+    if not where or (index_dir and folder and index_dir != folder):
+        raise UsageError("name one index folder", hint="imgfeat index info --index DIR")
+    index = Index.load(where)
     for note in index.notes:
         out.warn(note)
-    doc = {"folder": index_dir, **index.info()}
-    table = Table(title=f"index {index_dir}", show_header=False)
+    doc = {"folder": where, **index.info()}
+    if ids:
+        doc["items"] = [{"id": i, "label": label, "input_path": index.paths.get(i)}
+                        for i, label in sorted(index.id_map.items())]
+    table = Table(title=f"index {where}", show_header=False)
     table.add_column("key", style="bold")
     table.add_column("value")
     labels = doc["labels"]
     shown = ", ".join(f"{k} ({v})" for k, v in list(labels.items())[:10]) + (" ..." if len(labels) > 10 else "")
-    model = doc["model"] or {}
-    for k, v in (("type", f"{doc['index_type']} ({doc['factory']})"), ("metric", doc["metric_type"]),
+    for k, v in (("type", _type(doc["index_type"], doc["factory"])), ("metric", doc["metric_type"]),
                  ("dim", doc["dim"]), ("items", doc["count"]), ("labels", f"{doc['num_labels']}: {shown}"),
                  ("input paths known", doc["paths_known"]), ("next id", doc["next_id"]),
-                 ("model", " ".join(str(model.get(key)) for key in ("name", "source") if model.get(key)) or "unknown")):
+                 ("model", describe(doc["model"]) if doc["model"] else "not recorded (cannot be checked)")):
         table.add_row(k, escape(str(v)))
-    out.emit(doc, table)
+    for note in doc["model_notes"]:
+        table.add_row("other model", escape(note))
+    out.emit(doc, _with_items(table, doc.get("items")))
+
+
+def _with_items(summary: Table, items: Optional[List[Dict[str, Any]]]) -> Any:
+    """The summary, and below it the items table (``--ids``)."""
+    if items is None:
+        return summary
+    from rich.console import Group
+
+    rows = Table(title="items", show_header=True)
+    for col in ("id", "label", "input path"):
+        rows.add_column(col)
+    for item in items:
+        rows.add_row(str(item["id"]), escape(item["label"]), escape(item["input_path"] or "-"))
+    return Group(summary, rows)
 
 
 def register(app: typer.Typer) -> None:

@@ -8,12 +8,12 @@ from rich.markup import escape
 from rich.table import Table
 from typing_extensions import Annotated
 
-from imgfeat_cli.cli.common import (ConfigOpt, DatasetOpt, DeviceOpt, JsonOpt, ModelOpt, Output, OutputDirOpt,
+from imgfeat_cli.cli.common import (ConfigOpt, DatasetOpt, DeviceOpt, JsonOpt, ModelOpt, Output, OutDirOpt, OutputAliasOpt,
                                      QuietOpt, handle_errors)
 from imgfeat_cli.cli.helpdoc import OUTPUT, ImgfeatCommand, examples, override_opt, shown_default
 
-EXAMPLES = examples("imgfeat train -d dataset/ --epochs 10 --output runs/shitu",
-                    "imgfeat train -d dataset/ --output runs/shitu --resume",
+EXAMPLES = examples("imgfeat train -d dataset/ --epochs 10 --out runs/shitu",
+                    "imgfeat train -d dataset/ --out runs/shitu --resume",
                     "imgfeat train -c train.yaml -o Train.learning_rate=0.005 --device gpu")
 
 
@@ -76,14 +76,15 @@ def train(
     dataset: DatasetOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = None,
-    output: OutputDirOpt = None,
+    out_dir: OutDirOpt = None,
+    output: OutputAliasOpt = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", metavar="N", help="Epochs to train "
                                                   "(Train.epochs_iters).",
                                                   show_default=shown_default("Train.epochs_iters"))] = None,
-    resume: Annotated[bool, typer.Option("--resume", rich_help_panel=OUTPUT, help="Continue the run in --output "
+    resume: Annotated[bool, typer.Option("--resume", rich_help_panel=OUTPUT, help="Continue the run in --out "
                                          "from latest/ (start fresh if there is none).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", rich_help_panel=OUTPUT, help="Start again over a "
-                                            "previous run in --output (kept until the new run's first "
+                                            "previous run in --out (kept until the new run's first "
                                             "checkpoint).")] = False,
     config: ConfigOpt = None, override: override_opt("Train.batch_size=64") = None, json_: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -107,7 +108,7 @@ def train(
     out = Output(json_, quiet)
     cfg = cfgmod.resolve("train", config, override or [], {
         "Global.dataset_dir": dataset, "Global.model": model, "Global.device": device,
-        "Global.output": output, "Train.epochs_iters": epochs}, note=out.note, output_option="--output")
+        "Global.output": out_dir or output, "Train.epochs_iters": epochs}, note=out.note, output_option="--out/-O")
     cfg["Global"]["mode"] = "train"
     glob, tr = cfg["Global"], cfg["Train"]
     if not glob["dataset_dir"]:

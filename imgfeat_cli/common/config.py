@@ -20,7 +20,7 @@ import copy
 import difflib
 import json
 import math
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 import yaml
 
@@ -213,13 +213,15 @@ def _scan(node: Optional[Mapping[str, Any]], value: Any, path: List[str], source
 
 def resolve(name: str, config_file: Optional[str] = None, overrides: Sequence[str] = (),
             flags: Optional[Mapping[str, Any]] = None, note: Optional[Callable[[str], None]] = None,
-            output_option: Optional[str] = None) -> Config:
+            output_option: Optional[str] = None, explicit: Optional[Set[str]] = None) -> Config:
     """Resolve and validate the configuration of command ``name``.
 
     ``flags`` maps dotted key paths (``Global.dataset_dir``) to values given by dedicated CLI
     options; ``None`` values are ignored so unset options do not clobber the file. ``note``
     receives one line naming the PaddleX keys that were accepted but are not used;
     ``output_option`` (``--out``) is suggested when an ``-o`` value looks like a file name.
+    ``explicit``, when given, receives the dotted keys the user set (file, ``-o`` or flag), so a
+    command can tell a default from a choice (``search`` uses its index's model unless one is named).
     """
     cfg = defaults(name)
     source: Dict[str, str] = {}
@@ -228,13 +230,19 @@ def resolve(name: str, config_file: Optional[str] = None, overrides: Sequence[st
         for key in data:
             source.setdefault(str(key), f" (from {clip(config_file)})")
         _merge(cfg, data)
+        if explicit is not None:
+            explicit.update(_dotted(data))
     for text in overrides:
         path, (value, raw) = parse_override(text, output_option)
         _set(cfg, path, _coerce_for_schema(name, path, value, raw))
         source[".".join(path)] = f" (from -o {clip(text)})"
+        if explicit is not None:
+            explicit.add(".".join(path))
     for dotted, value in (flags or {}).items():
         if value is not None:
             _set(cfg, dotted.split("."), value)
+            if explicit is not None:
+                explicit.add(dotted)
     unused: List[Tuple[str, str]] = []
     _scan(deref(load_schema(name)), cfg, [], source, unused)
     errors = sorted(validator(name).iter_errors(cfg), key=lambda e: (len(list(e.absolute_path)), str(e.message)))
@@ -244,6 +252,15 @@ def resolve(name: str, config_file: Optional[str] = None, overrides: Sequence[st
         note("accepted but not used by imgfeat (PaddleX keys): "
              + "; ".join(f"{clip(key)} ({why})" for key, why in unused))
     return cfg
+
+
+def _dotted(data: Any, prefix: str = "") -> Iterator[str]:
+    """The dotted key paths of the scalar (non-mapping) values in ``data``."""
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            yield from _dotted(value, f"{prefix}{key}.")
+    elif prefix:
+        yield prefix[:-1]
 
 
 def dump_yaml(cfg: Config) -> str:

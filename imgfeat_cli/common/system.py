@@ -111,3 +111,9 @@ DEFAULT_BATCH = {"cpu": 8, "gpu": 32}
 def default_batch_size(device: Optional[str]) -> int:
     """The one place the default batch size is decided: by device kind."""
     return DEFAULT_BATCH[parse_device(device).kind]
+
+
+def check_threads(threads: Optional[int]) -> None:
+    """The one check of a requested thread count (``None``: the default, :func:`cpu_count`)."""
+    if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
+        raise UsageError(f"threads must be >= 1, got {threads}")

@@ -1,4 +1,5 @@
-"""The Ray engine's output: a folder of Parquet files (local or any pyarrow filesystem).
+"""An output folder of Parquet files (local or any pyarrow filesystem): what the Ray engine writes,
+and any job whose ``--out`` is a folder or an object-store prefix.
 
 Layout of ``DIR``:
 
@@ -24,15 +25,16 @@ import os
 import secrets
 import time
 from pathlib import Path
-from typing import IO, Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import IO, Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 import yaml
 
 from imgfeat_cli.common.version import __version__
 from imgfeat_cli.common.errors import ImgfeatError, UsageError
 from imgfeat_cli.distributed.storage import iter_files, join, resolve
-from imgfeat_cli.pipeline.formats import json_path, parquet_schema
-from imgfeat_cli.pipeline.sinks import lock_open_file, show_value
+from imgfeat_cli.pipeline.formats import json_path, parquet_cannot_store, parquet_schema
+from imgfeat_cli.models.engines import same_features
+from imgfeat_cli.pipeline.sinks import labels_digest, lock_open_file, show_value
 
 ERRORS_FILE, CONFIG_FILE, LOCK_FILE = "_errors.jsonl", "_imgfeat.yaml", ".imgfeat.lock"
 
@@ -41,9 +43,10 @@ class ParquetFolder:
     """One resumable output folder (see the module docstring)."""
 
     def __init__(self, location: str, dtype: Any, resume: bool = False, overwrite: bool = False,
-                 rows_per_file: int = 2048) -> None:
+                 rows_per_file: int = 2048, labels: Optional[Mapping[str, str]] = None) -> None:
         import numpy as np
 
+        self.labels = labels  # input path -> label: every row carries one
         self.location = location
         self.fs, self.root = resolve(location)
         self.local = type(self.fs).__name__ == "LocalFileSystem"
@@ -57,6 +60,7 @@ class ParquetFolder:
         self.pending_rows = 0
         self.schema: Any = None
         self.identity: Dict[str, Any] = {}
+        self.failed: List[Tuple[str, str]] = []  # failures before the width was known (no row yet)
         self._lock: Optional[IO[bytes]] = None
         self.created = False  # this run made the folder (removed again if it stays empty)
 
@@ -77,7 +81,7 @@ class ParquetFolder:
         except OSError as exc:
             raise UsageError(f"cannot read --out {self.location}: {exc}") from None
         if info.type == fs.FileType.File:
-            raise UsageError(f"--out {self.location} is a file; the Ray engine writes a folder of Parquet files",
+            raise UsageError(f"--out {self.location} is a file; this output is a folder of Parquet files",
                              hint="name a folder, e.g. --out feats/")
         if data and not (self.resume or self.overwrite):
             raise UsageError(f"{self.location} already holds {len(data)} Parquet files",
@@ -85,10 +89,10 @@ class ParquetFolder:
         if self.local:
             _check_local_writable(Path(self.root))
 
-    def open(self, identity: Dict[str, Any]) -> Set[str]:
+    def open(self, identity: Dict[str, Any], model_source: Optional[Dict[str, Any]] = None) -> Set[str]:
         """Create and lock the folder, clear what crashed runs left, check a resume against the
         files' model, and return the inputs already done."""
-        self.identity = {"model": identity}
+        self.identity = {"model": identity, "labels": labels_digest(self.labels), "model_source": model_source}
         self.check()
         self.created = not self.fs.get_file_info(self.root).type.name == "Directory"
         try:
@@ -125,21 +129,60 @@ class ParquetFolder:
                 raise UsageError(f"cannot resume: {self.name(info.base_name)} is not a readable imgfeat Parquet file "
                                  f"({str(exc)[:80]}); nothing was changed",
                                  hint="move it out of the folder, or pass --overwrite to start over") from None
-            for key, mine in (("model", self.identity["model"]), ("dtype", self.dtype.name)):
-                if meta.get(key) != mine:
+            for key, mine in (("model", self.identity["model"]), ("dtype", self.dtype.name),
+                              ("labels", self.identity["labels"])):
+                same = same_features if key == "model" else (lambda a, b: a == b)
+                if not same(meta.get(key), mine):
                     raise UsageError(f"cannot resume {self.location}: {info.base_name} was made with {key} "
                                      f"{show_value(meta.get(key))}, this run uses {show_value(mine)}; nothing was changed",
                                      hint="rerun with the same settings, or pass --overwrite to start over")
             done.update(paths)
         return done
 
-    # while running ----------------------------------------------------------------------------
-    def add(self, table: Any) -> None:
-        """Rows from the actors; a file is written every ``rows_per_file`` rows."""
+    # while running (the verbs of imgfeat_cli.pipeline.job.Sink) --------------------------------
+    def cannot_store(self, path: str) -> Optional[str]:
+        if self.labels is not None and path not in self.labels:
+            return "the labels list has no label for this image"
+        return parquet_cannot_store(path)
+
+    def _label_column(self, paths: Sequence[str]) -> Dict[str, Any]:
+        import pyarrow as pa
+
+        if self.labels is None:
+            return {}
+        return {"label": pa.array([self.labels.get(p) for p in paths], pa.string())}
+
+    def write(self, paths: Sequence[str], feats: Any) -> None:
+        """Rows that worked; a file is written every ``rows_per_file`` rows."""
+        import numpy as np
+        import pyarrow as pa
+
+        feats = np.ascontiguousarray(feats, dtype=self.dtype)
+        dim = int(feats.shape[1])
+        values = pa.array(feats.reshape(-1))
+        self._add(pa.table({"input_path": pa.array(list(paths), pa.string()),
+                            "feature": pa.FixedSizeListArray.from_arrays(values, dim),
+                            **self._label_column(paths), "error": pa.nulls(len(paths), pa.string())}), dim)
+
+    def error(self, path: str, reason: str) -> None:
+        """An input that failed: a row with its reason and no feature (a resume skips it too)."""
+        import pyarrow as pa
+
+        if self.schema is None:  # no row has told the width yet: keep it until one does
+            self.failed.append((path, reason))
+            return
+        self._add(pa.table({"input_path": pa.array([path], pa.string()),
+                            "feature": pa.nulls(1, self.schema.field("feature").type),
+                            **self._label_column([path]), "error": pa.array([reason], pa.string())}), None)
+
+    def _add(self, table: Any, dim: Optional[int]) -> None:
         if self.schema is None:
-            dim = table.schema.field("feature").type.list_size
-            self.schema = parquet_schema(dim, self.dtype, self.identity, with_error=True)
+            self.schema = parquet_schema(dim, self.dtype, self.identity, with_error=True,
+                                         with_label=self.labels is not None)
             self.identity["dim"] = dim
+            early, self.failed = self.failed, []
+            for path, reason in early:
+                self.error(path, reason)
         self.pending.append(table.select(list(self.schema.names)).cast(self.schema))
         self.pending_rows += table.num_rows
         while self.pending_rows >= self.rows_per_file:
@@ -165,15 +208,16 @@ class ParquetFolder:
         self.pending, self.pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
 
     # at the end -------------------------------------------------------------------------------
-    def finish(self, config: Dict[str, Any], more_errors: Sequence[Tuple[str, str]] = ()) -> Tuple[List[str], int, Optional[str]]:
+    def finish(self, config: Dict[str, Any]) -> Tuple[List[str], Optional[str]]:
         """Publish this run (``--overwrite``: replace the old files now), then write the errors
-        file (the folder's error rows, then ``more_errors``: inputs that never reached a row) and
-        the config. Returns (this run's files, rows in the folder, the errors file or ``None``)."""
+        file (the folder's error rows, then failures that never became a row: no input of this run
+        worked) and the config. Returns (this run's files and the config, the errors file or
+        ``None``)."""
         self.flush()
         if self.overwrite:
             self._replace_old()
         rows, errors = self._scan()
-        errors += list(more_errors)
+        errors += self.failed
         errors_file = join(self.root, ERRORS_FILE)
         if errors:
             _write_atomic(self.fs, errors_file, "".join(
@@ -182,12 +226,22 @@ class ParquetFolder:
         elif self.fs.get_file_info(errors_file).is_file:
             self.fs.delete_file(errors_file)
         doc = dict(config)
-        doc["Output"] = {"format": "parquet", "engine": "ray", "dtype": self.dtype.name, **self.identity,
+        doc["Output"] = {"format": "parquet", "dtype": self.dtype.name, **self.identity,
                          "rows": rows, "imgfeat": __version__}
         _write_atomic(self.fs, join(self.root, CONFIG_FILE),
                       yaml.safe_dump(doc, sort_keys=False, allow_unicode=True).encode("utf-8"))
         self.release()
-        return [self.name(f) for f in self.written], rows, self.name(ERRORS_FILE) if errors else None
+        files = [self.name(f) for f in self.written] + [self.name(CONFIG_FILE)]
+        return files, self.name(ERRORS_FILE) if errors else None
+
+    def suspend(self) -> str:
+        """Keep this run's complete files for ``--resume`` (the rows already here are written as
+        one more file) and release the lock; says what was kept."""
+        try:
+            self.flush()
+        finally:
+            self.release()
+        return f"this run's complete files ({len(self.written)}) are kept in {self.location}"
 
     def _replace_old(self) -> None:
         from pyarrow import fs

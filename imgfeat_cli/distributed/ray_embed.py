@@ -102,19 +102,11 @@ def package_model(model: Any, device: Optional[str] = None, precision: Optional[
     return ModelPackage(recipe, files, {**model.identity, "precision": recipe["precision"]})
 
 
-def cluster_engine(backend: Optional[str], precision: Optional[str], device: Optional[str]) -> tuple:
-    """The engine a cluster runs, decided on the driver (``None``: the default, as everywhere).
-
-    The default backend (``auto``: the fastest of the exact fp32 engines) is measured once on the
-    driver and shipped: any choice gives the same features, at worst a little slower on nodes
-    unlike the driver. ``precision auto`` is refused: it may pick bf16, which other nodes may lack.
-    GPU actors run paddle by default: the driver cannot measure a GPU it may not have."""
-    if precision == "auto":
-        raise UsageError("--precision auto (--hpi) measures one machine's CPU, and a cluster's nodes may lack "
-                         "what it picks (bf16)", hint="name --precision (fp32, or bf16 where every node has it)")
-    if parse_device(device).is_gpu and backend in (None, "auto"):
-        return "paddle", precision
-    return backend, precision
+def driver_copy(source: Any) -> Any:
+    """The request the driver loads to check, identify and ship a cluster's model: on CPU, one
+    thread (actors run it with their own), fp32 when the actors run a GPU precision."""
+    gpu = parse_device(source.device).is_gpu
+    return source.replace(device="cpu", threads=1, precision="fp32" if gpu else source.precision)
 
 
 def _is_actor() -> bool:
@@ -162,10 +154,10 @@ class ImageEmbedder:
             self.model = EmbeddingModel.from_recipe(recipe, cpu_threads=threads)
             identity = package.identity
         else:
-            from imgfeat_cli.models.loader import load_model
+            from imgfeat_cli.models.source import ModelSource
 
-            self.model = load_model(model, model_dir, device=device, cpu_threads=threads, backend=backend,
-                                    precision=precision)
+            self.model = ModelSource(model, model_dir, device=device, threads=threads, backend=backend,
+                                     precision=precision, batch_size=batch_size).load()
             identity = self.model.identity
         self.batch_size = batch_size or default_batch_size(self.model.device)
         self.dtype = np.dtype(np.float16 if fp16 else np.float32)
@@ -291,13 +283,11 @@ def embed_dataset(data: Any, model_dir: Optional[str] = None, *, model: Optional
     ``ray.init()`` (a local instance, or ``RAY_ADDRESS``) unless Ray is already initialised.
     """
     ray = require_ray()
-    from imgfeat_cli.models.loader import load_model
+    from imgfeat_cli.models.source import ModelSource
 
-    backend, precision = cluster_engine(backend, precision, device)
-    gpu = parse_device(device).is_gpu
-    checked = load_model(model, model_dir, device="cpu", cpu_threads=1, backend=backend,
-                         precision="fp32" if gpu else precision)
-    package = package_model(checked, device or "cpu", precision)
+    source = ModelSource(model, model_dir, device=device, backend=backend, precision=precision,
+                         batch_size=batch_size).for_cluster()
+    package = package_model(driver_copy(source).load(), device or "cpu", source.precision)
     if not ray.is_initialized():
         ray.init()
     if not isinstance(data, ray.data.Dataset):
@@ -309,5 +299,5 @@ def embed_dataset(data: Any, model_dir: Optional[str] = None, *, model: Optional
     return map_embedder(data, package, cluster_plan(device, actors, threads, batch_size), fp16, limits)
 
 
-__all__ = ["ImageEmbedder", "ModelPackage", "cluster_engine", "embed_dataset", "package_model", "expand_locations", "map_embedder",
+__all__ = ["ImageEmbedder", "ModelPackage", "driver_copy", "embed_dataset", "package_model", "expand_locations", "map_embedder",
            "require_ray"]

@@ -1,9 +1,9 @@
-"""``imgfeat embed --engine ray``: inputs -> a resumable folder of Parquet files, embedded by a pool
-of Ray actors (:mod:`.ray_embed`), written by this process (:mod:`.folder`).
+"""The Ray driver of an embedding job: inputs go to a pool of Ray actors (:mod:`.ray_embed`), their
+rows come back to this process and go to the job's sink as they arrive (so only the driver needs
+to reach the output, and progress is exact). The job's lifecycle (resume, Ctrl-C, publishing) is
+:func:`imgfeat_cli.pipeline.job.run_job`'s, the same as on one machine.
 
-The driver lists the inputs, skips those already in the folder, and streams the actors' rows into
-files as they come (so it alone needs to reach the output, and progress is exact). Ray itself stays
-out of sight: its logs and progress bars only with ``verbose``, never on stdout.
+Ray itself stays out of sight: its logs and progress bars only with ``verbose``, never on stdout.
 """
 from __future__ import annotations
 
@@ -16,25 +16,16 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
-from imgfeat_cli.common.errors import ImgfeatError, Interrupted
+import numpy as np
+
+from imgfeat_cli.common.errors import ImgfeatError
 from imgfeat_cli.common.progress import ProgressFn, null_progress
-from imgfeat_cli.distributed.folder import CONFIG_FILE, ParquetFolder
-from imgfeat_cli.distributed.stdio import ray_stdio
 from imgfeat_cli.distributed.ray_embed import input_rows, map_embedder, package_model, require_ray
 from imgfeat_cli.distributed.ray_plan import ActorPlan, cluster_plan
+from imgfeat_cli.distributed.stdio import ray_stdio
 from imgfeat_cli.imaging.decode import DEFAULT_LIMITS, Limits
-from imgfeat_cli.pipeline.embedder import TASK
-from imgfeat_cli.pipeline.formats import parquet_cannot_store
+from imgfeat_cli.pipeline.embedder import TASK, RunStats
 from imgfeat_cli.pipeline.inputs import InputItem
-from imgfeat_cli.pipeline.job import EmbedResult
-
-
-@dataclass
-class RayEmbedResult(EmbedResult):
-    """The ``embed`` summary, plus where and how Ray ran (``streams`` holds the actor count)."""
-
-    threads: int = 0
-    address: str = ""
 
 
 @dataclass(frozen=True)
@@ -89,72 +80,79 @@ def check_reachable(address: Optional[str], timeout: float = 5.0) -> None:
                                 "(host:6379, or ray://host:10001 for Ray Client)") from None
 
 
-def embed_folder(items: Sequence[InputItem], folder: ParquetFolder, model: Any, settings: RaySettings,
-                 device: Optional[str], precision: Optional[str], batch_size: Optional[int] = None, fp16: bool = False,
-                 limits: Limits = DEFAULT_LIMITS, progress: ProgressFn = null_progress,
-                 config: Optional[Dict[str, Any]] = None, shard: Optional[str] = None) -> RayEmbedResult:
-    """Embed ``items`` into ``folder`` on the cluster. ``model``: the driver's copy (loaded on
-    CPU) that is checked, identified and shipped to the actors, which run it on ``device``."""
-    package = package_model(model, device or "cpu", precision)
-    done = folder.open(package.identity)
-    todo = [it for it in items if it.input_path not in done]
-    already = len(items) - len(todo)
-    unstorable = [(it.input_path, why) for it in todo if it.input_path and (why := parquet_cannot_store(it.input_path))]
-    if unstorable:  # no Arrow string can carry such a name, not even into the actors: it fails here
-        todo = [it for it in todo if not (it.input_path and parquet_cannot_store(it.input_path))]
-    counts = {"embedded": 0, "failed": len(unstorable)}
-    first_error = [unstorable[0][1] if unstorable else ""]
-    plan: Optional[ActorPlan] = None
-    started = False
-    t0 = time.perf_counter()
-    try:
+class RayDriver:
+    """Embeds on a Ray cluster (the verbs of :class:`imgfeat_cli.pipeline.job.Driver`).
+
+    ``model``: the driver's copy, loaded on CPU, that is checked, identified and shipped to the
+    actors, which run it on ``device`` at ``precision``."""
+
+    def __init__(self, model: Any, settings: RaySettings, device: Optional[str], precision: Optional[str],
+                 batch_size: Optional[int] = None, fp16: bool = False, limits: Limits = DEFAULT_LIMITS,
+                 progress: ProgressFn = null_progress) -> None:
+        self.package = package_model(model, device or "cpu", precision)
+        self.settings, self.device, self.batch_size = settings, device, batch_size
+        self.fp16, self.limits, self.progress = fp16, limits, progress
+        self.identity = self.package.identity
+        self.model_source = model.source_record()
+        self.plan: Optional[ActorPlan] = None
+        self.summary = {"model": model.name, "backend": self.package.recipe["backend"],
+                        "precision": self.package.recipe["precision"], "device": device or "cpu",
+                        "batch_size": batch_size or 0}
+
+    def run(self, items: Sequence[InputItem], sink: Any, already_done: int = 0) -> RunStats:
+        stats = RunStats()
+        todo = []
+        for it in items:  # what the sink cannot hold fails here: it would not survive the trip either
+            why = it.input_path and sink.cannot_store(it.input_path)
+            if why:
+                sink.error(it.input_path, why)
+                stats.failed += 1
+            else:
+                todo.append(it)
         if todo:
-            with ray_stdio(settings.verbose):
+            with ray_stdio(self.settings.verbose):
+                started = connect(self.settings.address, self.settings.verbose)
                 try:
-                    started = connect(settings.address, settings.verbose)
-                    plan = cluster_plan(device, settings.actors, settings.threads, batch_size)
-                    _stream(todo, folder, package, plan, fp16, limits, progress, counts, first_error,
-                            already + len(unstorable))
+                    self.plan = cluster_plan(self.device, self.settings.actors, self.settings.threads,
+                                             self.batch_size)
+                    self.summary["batch_size"] = self.plan.batch_size
+                    self._stream(todo, sink, stats, already_done)
                 finally:
                     if started:
                         require_ray().shutdown()
-    except KeyboardInterrupt:
-        folder.flush()  # the rows already here are complete: keep them
-        folder.release()
-        raise Interrupted(f"interrupted; this run's complete files ({len(folder.written)}) are kept in {folder.location}",
-                          hint="rerun the same command with --resume to continue") from None
-    except BaseException:
-        folder.release()
-        raise
-    if counts["embedded"] == 0 and not done:
-        folder.abandon()
-        raise ImgfeatError(f"no image could be embedded ({counts['failed']} failed; first: {first_error[0]})",
-                           hint="nothing was kept; check the inputs")
-    files, _, errors_file = folder.finish(config or {}, unstorable)
-    return RayEmbedResult(folder.location, "parquet", model.name, package.recipe["backend"], package.recipe["precision"],
-                          device or "cpu",
-                          plan.batch_size if plan else batch_size or 0, len(items), counts["embedded"],
-                          already, counts["failed"], time.perf_counter() - t0, errors_file, shard,
-                          plan.describe()["actors"] if plan else 0, files + [folder.name(CONFIG_FILE)],
-                          engine="ray", threads=plan.threads if plan else 0,
-                          address=settings.address or os.environ.get("RAY_ADDRESS") or "local")
+        stats.streams = self.plan.describe()["actors"] if self.plan else 0
+        stats.details = {"threads": self.plan.threads if self.plan else 0,
+                         "address": self.settings.address or os.environ.get("RAY_ADDRESS") or "local"}
+        return stats
+
+    def _stream(self, todo: Sequence[InputItem], sink: Any, stats: RunStats, already: int) -> None:
+        """Run the actors and hand their rows to the sink as they arrive."""
+        ray = require_ray()
+        total = already + stats.failed + len(todo)
+        self.progress(TASK, already + stats.failed, total)
+        ds = ray.data.from_items(input_rows(todo))
+        t0 = time.perf_counter()
+        for table in map_embedder(ds, ray.put(self.package), self.plan, self.fp16, self.limits).iter_batches(
+                batch_format="pyarrow", batch_size=None):
+            _to_sink(table, sink, stats)
+            self.progress(TASK, already + stats.embedded + stats.failed, total)
+        stats.seconds = time.perf_counter() - t0
 
 
-def _stream(todo: Sequence[InputItem], folder: ParquetFolder, package: Any, plan: ActorPlan, fp16: bool,
-            limits: Limits, progress: ProgressFn, counts: Dict[str, int], first_error: List[str], already: int) -> None:
-    """Run the pipeline and write its rows as they arrive, counting them (and keeping the first
-    failure's reason)."""
-    ray = require_ray()
-    total = already + len(todo)
-    progress(TASK, already, total)
-    ds = ray.data.from_items(input_rows(todo))
-    for table in map_embedder(ds, ray.put(package), plan, fp16, limits).iter_batches(batch_format="pyarrow",
-                                                                                    batch_size=None):
-        folder.add(table)
-        errors = table.column("error").drop_null()
-        failed = len(errors)
-        if failed and not first_error[0]:
-            first_error[0] = errors[0].as_py()
-        counts["failed"] += failed
-        counts["embedded"] += table.num_rows - failed
-        progress(TASK, already + counts["embedded"] + counts["failed"], total)
+def _to_sink(table: Any, sink: Any, stats: RunStats) -> None:
+    """One batch of actor rows (``input_path``, ``feature``, ``error``) as the sink's verbs."""
+    import pyarrow.compute as pc
+
+    paths = table.column("input_path").to_pylist()
+    errors = table.column("error").to_pylist()
+    ok = [i for i, e in enumerate(errors) if e is None]
+    if ok:
+        feature = table.column("feature").combine_chunks().take(ok)
+        dim = feature.type.list_size
+        feats = np.asarray(pc.list_flatten(feature).to_numpy(zero_copy_only=False)).reshape(len(ok), dim)
+        sink.write([paths[i] for i in ok], feats)
+    for path, reason in zip(paths, errors):
+        if reason is not None:
+            sink.error(path or "", reason)
+    stats.embedded += len(ok)
+    stats.failed += len(paths) - len(ok)

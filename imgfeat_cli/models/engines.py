@@ -135,7 +135,8 @@ def same_features(stored: Any, current: Dict[str, Any]) -> bool:
     ``COSINE_BAR['fp32']``, and the default's choice among them can change with a new measurement."""
     if not isinstance(stored, dict):
         return False
-    keys = ("name", "sha256", "precision") if current.get("precision") == "fp32" else tuple(current)
+    keys = ("name", "sha256", "precision") if current.get("precision") == "fp32" else \
+        tuple(k for k in current if k != "lineage")  # lineage follows from the files (sha256)
     return all(stored.get(k) == current.get(k) for k in keys)
 
 

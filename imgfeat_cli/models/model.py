@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 import numpy as np
 
-from imgfeat_cli.common.system import cpu_count, parse_device
+from imgfeat_cli.common.system import cpu_count, default_batch_size, parse_device
 from imgfeat_cli.models import preprocess as pp
 from imgfeat_cli.models.files import find_inference_files, model_hash
 from imgfeat_cli.models.registry import ModelSpec
@@ -49,6 +49,9 @@ class EmbeddingModel:
         #: how to rebuild this model in another process (inference folders only)
         self.recipe: Optional[Dict[str, Any]] = None
         self.cpu_threads: Optional[int] = None  # CPU inference threads, when known
+        #: the sha256 of the model this one was made from (``imgfeat quantize`` records it), if any
+        self.lineage: Optional[str] = None
+        self.request: Any = None  # the ModelSource it was loaded from, when it was
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, source={self.source!r}, backend={self.backend!r}, device={self.device!r})"
@@ -72,12 +75,36 @@ class EmbeddingModel:
         engine that ran it."""
         src = Path(self.source)
         sha = find_inference_files(src).sha256() if src.is_dir() else model_hash(src)
-        return {"name": self.name, "sha256": sha[:16], "backend": self.backend, "precision": self.precision}
+        ident = {"name": self.name, "sha256": sha[:16], "backend": self.backend, "precision": self.precision}
+        if self.lineage:  # quantized from another model: the same weights as far as vectors go
+            ident["lineage"] = self.lineage[:16]
+        return ident
+
+    def source_record(self) -> Dict[str, Any]:
+        """Where the model came from: ``kind`` (folder, checkpoint, official), the location as
+        given and resolved, and the weights tag of an official model. Outputs and indexes keep it
+        so the same model can be loaded again (``search`` with an index's own model)."""
+        import os
+
+        request = self.request
+        rec = {"kind": request.kind if request is not None else ("folder" if Path(self.source).is_dir() else "checkpoint"),
+               "given": request.label if request is not None and request.given else str(self.source),
+               "resolved": os.path.abspath(str(self.source))}
+        if request is not None and request.tag:
+            rec["tag"] = request.tag
+        return rec
+
+    def record(self, dim: Optional[int] = None) -> Dict[str, Any]:
+        """Everything an index records about this model: its identity, lineage, source, feature
+        width and pre-processing (see :mod:`imgfeat_cli.retrieval.modelrecord`)."""
+        ident = self.identity
+        return {**ident, "lineage": ident.get("lineage") or ident["sha256"], "source": self.source_record(),
+                "dim": dim, "preprocess": list(self.transform_ops)}
 
     @classmethod
     def from_inference_dir(cls, model_dir: str, name: Optional[str] = None, device: Optional[str] = None,
                            cpu_threads: Optional[int] = None, resize_mode: str = "yml", backend: Optional[str] = None,
-                           precision: Optional[str] = None, batch_size: int = 8,
+                           precision: Optional[str] = None, batch_size: Optional[int] = None,
                            log: Optional[Callable[[str], None]] = None) -> "EmbeddingModel":
         """``backend``/``precision`` as in :mod:`imgfeat_cli.models.engines` (``None``: the default,
         the fastest exact engine); ``auto`` in either measures the candidates at ``batch_size`` once
@@ -95,6 +122,7 @@ class EmbeddingModel:
         kind = parse_device(device).kind
         engines.validate(backend, precision, kind, files)
         say = log or autoselect.silent
+        batch_size = batch_size or default_batch_size(device)
         if "auto" in (backend, precision):
             pool = [c for c in engines.candidates(kind, files, native)
                     if backend in ("auto", c.backend) and precision in ("auto", c.precision)]
@@ -104,6 +132,8 @@ class EmbeddingModel:
             runner = engines.make_runner(files, device, cpu_threads, choice, say)
         model = cls(str(model_name), runner, prep, ops, str(path))
         model.cpu_threads = cpu_threads or cpu_count()
+        quant = doc.get("Quantization")
+        model.lineage = str(quant["source_sha256"]) if isinstance(quant, dict) and quant.get("source_sha256") else None
         model.recipe = {"model_dir": str(path), "name": name, "device": device, "resize_mode": resize_mode,
                         "backend": choice.backend, "precision": choice.precision}
         return model

@@ -1,7 +1,7 @@
 """The embedding pipeline: an :class:`Embedder` plans once, owns its workers, and writes batches of
 features to a sink in input order.
 
-Every consumer goes through it: ``imgfeat embed`` (:func:`embed_to_file`), ``FeatureModel.predict``,
+Every consumer goes through it: ``imgfeat embed`` (:func:`imgfeat_cli.pipeline.job.run_job`), ``FeatureModel.predict``,
 ``eval``, ``index`` and ``search`` (:func:`embed_to_memory`). It decides the batch size (per device,
 :func:`~imgfeat_cli.common.system.default_batch_size`), the drivers (decode threads in this process,
 or inference streams in worker processes, :mod:`imgfeat_cli.pipeline.workers`) and what happens on
@@ -13,8 +13,8 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Set, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from imgfeat_cli.common.errors import UsageError
 from imgfeat_cli.common.progress import ProgressFn, null_progress
@@ -118,6 +118,7 @@ class RunStats:
     failed: int = 0
     seconds: float = 0.0
     streams: int = 1
+    details: Dict[str, Any] = field(default_factory=dict)
 
 
 class Embedder:
@@ -142,6 +143,22 @@ class Embedder:
         self.decode_threads = decode_threads or max(1, cpu_count() // 2)
         self.limits, self.progress, self.stop = limits, progress, stop
         self.streams_used = 1
+
+    @property
+    def identity(self) -> Dict[str, Any]:
+        """The model's identity, as outputs record it (a driver's verb: see :mod:`.job`)."""
+        return self.model.identity
+
+    @property
+    def model_source(self) -> Dict[str, Any]:
+        return self.model.source_record()
+
+    @property
+    def summary(self) -> Dict[str, Any]:
+        """What a job result says about the engine that ran."""
+        m = self.model
+        return {"model": m.name, "backend": m.backend, "precision": m.precision, "device": m.device,
+                "batch_size": self.batch_size}
 
     def _driver(self) -> Tuple[Any, bool]:
         """(driver, owned): the model's started streams (unless the plan says one process), a pool

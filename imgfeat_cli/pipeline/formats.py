@@ -12,6 +12,10 @@ run is read back for resume, how the finished file is produced, and how any of t
   which stays readable up to its last complete batch after a crash; the end converts it to Parquet
   row groups, streaming.
 
+With labels (``embed --labels``) every row also carries its ``label``: a JSONL key (between
+``input_path`` and ``feature``), a Parquet column, or ``FILE.labels.txt`` beside an ``.npy``
+(one per row). ``eval``, ``index build`` and ``search --report`` read them back.
+
 Any file name survives: JSONL escapes what is not UTF-8 (``\\udcXX``, read back to the same
 name); ``.paths.txt`` holds the raw bytes of the name (like ``find`` prints them) and cannot hold a
 newline; Parquet strings must be UTF-8. A name a format cannot store is refused for that one input
@@ -51,6 +55,11 @@ def paths_sidecar(out: Path) -> Path:
     return out.with_name(out.stem + ".paths.txt")
 
 
+def labels_sidecar(out: Path) -> Path:
+    """``feats.npy`` -> ``feats.labels.txt`` (the labels, one per row, same order)."""
+    return out.with_name(out.stem + ".labels.txt")
+
+
 def _is_utf8(text: str) -> bool:
     try:
         text.encode("utf-8")
@@ -67,10 +76,11 @@ def json_path(path: str) -> str:
 class PartFile:
     """Rows of one output while its run is going (``FILE.part``), and the final file from them."""
 
-    def __init__(self, out: Path, dtype: np.dtype) -> None:
+    def __init__(self, out: Path, dtype: np.dtype, labeled: bool = False) -> None:
         self.out, self.dtype = out, np.dtype(dtype)
         self.part = out.with_name(out.name + ".part")
         self.rows = 0
+        self.labeled = labeled  # rows carry a label (write() gets one per path)
 
     def extra_parts(self) -> List[Path]:
         """Part files besides :attr:`part` (removed with it)."""
@@ -105,10 +115,11 @@ class JsonlPart(PartFile):
         fh.seek(good)
         return done
 
-    def write(self, paths: List[str], feats: np.ndarray) -> None:
+    def write(self, paths: List[str], feats: np.ndarray, labels: Optional[List[str]] = None) -> None:
         rows = feats.astype(self.dtype, copy=False)
-        text = "".join('{"input_path": ' + json_path(p) + ', "feature": [' + ", ".join(map(str, r)) + "]}\n"
-                       for p, r in zip(paths, rows))
+        tags = [', "label": ' + json.dumps(lab, ensure_ascii=False) for lab in labels] if labels else [""] * len(paths)
+        text = "".join('{"input_path": ' + json_path(p) + t + ', "feature": [' + ", ".join(map(str, r)) + "]}\n"
+                       for p, t, r in zip(paths, tags, rows))
         self.fh.write(text.encode("utf-8"))
         self.fh.flush()
         self.rows += len(paths)
@@ -126,6 +137,10 @@ def _parse_jsonl_record(raw: bytes, decoder: json.JSONDecoder, dim: Optional[int
         if not (text.startswith(head) and text.endswith(tail)):
             raise ValueError("not an imgfeat record")
         path, end = decoder.raw_decode(text, len(head))
+        if isinstance(path, str) and text.startswith(', "label": ', end):
+            label, end = decoder.raw_decode(text, end + len(', "label": '))
+            if not isinstance(label, str):
+                raise ValueError("its label is not a string")
         if not isinstance(path, str) or not text.startswith(', "feature": [', end):
             raise ValueError("not an imgfeat record")
         values = text[end + len(', "feature": ['):-len(tail)]
@@ -138,14 +153,16 @@ def _parse_jsonl_record(raw: bytes, decoder: json.JSONDecoder, dim: Optional[int
 
 
 class NpyPart(PartFile):
-    def __init__(self, out: Path, dtype: np.dtype) -> None:
-        super().__init__(out, dtype)
+    def __init__(self, out: Path, dtype: np.dtype, labeled: bool = False) -> None:
+        super().__init__(out, dtype, labeled)
         self.paths_out = paths_sidecar(out)
         self.paths_part = self.paths_out.with_name(self.paths_out.name + ".part")
+        self.labels_out = labels_sidecar(out)
+        self.labels_part = self.labels_out.with_name(self.labels_out.name + ".part")
         self.dim: Optional[int] = None
 
     def extra_parts(self) -> List[Path]:
-        return [self.paths_part]
+        return [self.paths_part] + ([self.labels_part] if self.labeled else [])
 
     def cannot_store(self, path: str) -> Optional[str]:
         if "\n" in path or "\r" in path:
@@ -156,32 +173,41 @@ class NpyPart(PartFile):
         self.fh, self.dim = fh, dim
         mode = "r+b" if resume and self.paths_part.exists() else "w+b"
         self.ph = open(self.paths_part, mode)
+        self.lh = open(self.labels_part, "r+b" if mode == "r+b" and self.labels_part.exists() else "w+b") \
+            if self.labeled else None
         if not resume:
             fh.truncate(0)
             return set()
         names = self.ph.read().split(b"\n")[:-1] if mode == "r+b" else []
+        tags = self.lh.read().split(b"\n")[:-1] if self.lh is not None else names
         rowbytes = (dim or 0) * self.dtype.itemsize
         on_disk = os.fstat(fh.fileno()).st_size // rowbytes if rowbytes else 0
-        keep = min(len(names), on_disk)  # a batch cut in the middle: keep the rows that have both
+        keep = min(len(names), len(tags), on_disk)  # a batch cut in the middle: keep the rows that have all
         fh.truncate(keep * rowbytes)
         fh.seek(keep * rowbytes)
-        self.ph.seek(0)
-        self.ph.truncate(0)
-        self.ph.write(b"".join(n + b"\n" for n in names[:keep]))
-        self.ph.flush()
+        for handle, lines in ((self.ph, names), (self.lh, tags)):
+            if handle is not None:
+                handle.seek(0)
+                handle.truncate(0)
+                handle.write(b"".join(n + b"\n" for n in lines[:keep]))
+                handle.flush()
         self.rows = keep
         return {os.fsdecode(n) for n in names[:keep]}
 
-    def write(self, paths: List[str], feats: np.ndarray) -> None:
+    def write(self, paths: List[str], feats: np.ndarray, labels: Optional[List[str]] = None) -> None:
         self.dim = int(feats.shape[1])
         self.fh.write(np.ascontiguousarray(feats, dtype=self.dtype).tobytes())
         self.fh.flush()
         self.ph.write(b"".join(os.fsencode(p) + b"\n" for p in paths))
         self.ph.flush()
+        if self.lh is not None:
+            self.lh.write(b"".join(" ".join(str(lab).split()).encode("utf-8") + b"\n" for lab in labels or []))
+            self.lh.flush()
         self.rows += len(paths)
 
     def final_files(self) -> Dict[Path, Path]:
-        return {self.staged: self.out, self.paths_part: self.paths_out}
+        labels = {self.labels_part: self.labels_out} if self.labeled else {}
+        return {self.staged: self.out, self.paths_part: self.paths_out, **labels}
 
     def finish(self) -> None:
         """Write the ``.npy`` (header, then the rows streamed from the part) beside the part."""
@@ -193,25 +219,27 @@ class NpyPart(PartFile):
             shutil.copyfileobj(src, out, 1 << 20)
             out.flush()
             os.fsync(out.fileno())
-        self.ph.close()
+        self.close()
 
     def close(self) -> None:
-        if getattr(self, "ph", None) is not None and not self.ph.closed:
-            self.ph.flush()
-            os.fsync(self.ph.fileno())
-            self.ph.close()
+        for handle in (getattr(self, "ph", None), getattr(self, "lh", None)):
+            if handle is not None and not handle.closed:
+                handle.flush()
+                os.fsync(handle.fileno())
+                handle.close()
 
 
 class ParquetPart(PartFile):
-    def __init__(self, out: Path, dtype: np.dtype, metadata: Optional[Dict[str, Any]] = None) -> None:
-        super().__init__(out, dtype)
+    def __init__(self, out: Path, dtype: np.dtype, metadata: Optional[Dict[str, Any]] = None,
+                 labeled: bool = False) -> None:
+        super().__init__(out, dtype, labeled)
         self.metadata = metadata or {}
 
     def cannot_store(self, path: str) -> Optional[str]:
         return parquet_cannot_store(path)
 
     def schema(self, dim: int) -> Any:
-        return parquet_schema(dim, self.dtype, self.metadata)
+        return parquet_schema(dim, self.dtype, self.metadata, with_label=self.labeled)
 
     def open(self, fh: IO[bytes], resume: bool, dim: Optional[int]) -> Set[str]:
         import pyarrow as pa
@@ -234,7 +262,7 @@ class ParquetPart(PartFile):
         fh.seek(good)
         return done
 
-    def write(self, paths: List[str], feats: np.ndarray) -> None:
+    def write(self, paths: List[str], feats: np.ndarray, labels: Optional[List[str]] = None) -> None:
         """Append one record batch message (the schema message first, into an empty part): the
         encapsulated IPC messages of ``serialize()`` are exactly what a stream writer emits, so a
         resumed part simply continues after its last complete batch."""
@@ -243,8 +271,10 @@ class ParquetPart(PartFile):
         self.dim = int(feats.shape[1])
         schema = self.schema(self.dim)
         values = pa.array(np.ascontiguousarray(feats, dtype=self.dtype).reshape(-1))
-        batch = pa.record_batch([pa.array(paths, pa.string()), pa.FixedSizeListArray.from_arrays(values, self.dim)],
-                                schema=schema)
+        columns = [pa.array(paths, pa.string()), pa.FixedSizeListArray.from_arrays(values, self.dim)]
+        if self.labeled:
+            columns.append(pa.array(list(labels or []), pa.string()))
+        batch = pa.record_batch(columns, schema=schema)
         if self.fh.tell() == 0:
             self.fh.write(schema.serialize().to_pybytes())
         self.fh.write(batch.serialize().to_pybytes())
@@ -277,7 +307,8 @@ def parquet_cannot_store(path: str) -> Optional[str]:
     return None
 
 
-def parquet_schema(dim: int, dtype: Any, metadata: Optional[Dict[str, Any]] = None, with_error: bool = False) -> Any:
+def parquet_schema(dim: int, dtype: Any, metadata: Optional[Dict[str, Any]] = None, with_error: bool = False,
+                   with_label: bool = False) -> Any:
     """imgfeat's Parquet schema: ``input_path`` string, ``feature`` fixed-size list of ``dim``.
 
     ``with_error`` adds an ``error`` string column (null when the row is fine; a failed row has a
@@ -288,12 +319,14 @@ def parquet_schema(dim: int, dtype: Any, metadata: Optional[Dict[str, Any]] = No
     value = pa.float16() if np.dtype(dtype) == np.float16 else pa.float32()
     meta = {"imgfeat": json.dumps({**(metadata or {}), "dim": dim, "dtype": np.dtype(dtype).name})}
     fields = [("input_path", pa.string()), ("feature", pa.list_(value, dim))]
+    fields += [("label", pa.string())] if with_label else []
     return pa.schema(fields + ([("error", pa.string())] if with_error else []), metadata=meta)
 
 
-def open_part(out: Path, fmt: str, dtype: Any, metadata: Optional[Dict[str, Any]] = None) -> PartFile:
+def open_part(out: Path, fmt: str, dtype: Any, metadata: Optional[Dict[str, Any]] = None,
+              labeled: bool = False) -> PartFile:
     if fmt == "jsonl":
-        return JsonlPart(out, dtype)
+        return JsonlPart(out, dtype, labeled)
     if fmt == "npy":
-        return NpyPart(out, dtype)
-    return ParquetPart(out, dtype, metadata)
+        return NpyPart(out, dtype, labeled)
+    return ParquetPart(out, dtype, metadata, labeled)

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator, List, Optional, Set, Tuple
 import numpy as np
 
 from imgfeat_cli.common.errors import ImageDecodeError, UsageError
-from imgfeat_cli.imaging.decode import DEFAULT_LIMITS, Limits, decode_image, is_image_path
+from imgfeat_cli.imaging.decode import DEFAULT_LIMITS, IMAGE_EXTENSIONS, Limits, decode_image, is_image_path
 
 
 @dataclass(frozen=True)
@@ -165,3 +165,10 @@ def _array_to_rgb(arr: np.ndarray) -> np.ndarray:
 def read_path_list(lines: Iterable[str]) -> List[str]:
     """Paths from a list (e.g. stdin for ``embed -``): one per line, blanks and ``#`` comments skipped."""
     return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def no_images(shard: Optional[str] = None) -> UsageError:
+    """The one error for inputs that hold no image (or none in this shard)."""
+    exts = " ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
+    return UsageError("no images found in the inputs" + (f" for shard {shard}" if shard else ""),
+                      hint=f"check the paths; image extensions: {exts}")

@@ -16,8 +16,8 @@ from imgfeat_cli.common import fsutil
 from imgfeat_cli.common.errors import ImageDecodeError
 from imgfeat_cli.common.progress import tqdm_progress
 from imgfeat_cli.common.system import cpu_count
-from imgfeat_cli.models.loader import load_model
 from imgfeat_cli.models.model import EmbeddingModel
+from imgfeat_cli.models.source import ModelSource
 from imgfeat_cli.pipeline.embedder import Embedder
 from imgfeat_cli.pipeline.inputs import expand
 from imgfeat_cli.pipeline.workers import StreamPool
@@ -117,5 +117,6 @@ def create_model(name: Optional[str] = None, model_dir: Optional[str] = None, we
     """
     if kwargs:
         raise TypeError(f"create_model() got unexpected arguments: {', '.join(sorted(kwargs))}")
-    return load_model(name, model_dir, weights, device, tag, arch, cpu_threads, use_hpip, hpi_config, backend,
-                      precision, log, cls=FeatureModel)
+    source = ModelSource.from_paddlex(name, model_dir, weights, device, use_hpip=use_hpip, hpi_config=hpi_config,
+                                      tag=tag, arch=arch, threads=cpu_threads, backend=backend, precision=precision)
+    return source.load(FeatureModel, log=log)

@@ -15,7 +15,7 @@ from typing import IO, Any, Dict, List, Optional
 import numpy as np
 
 from imgfeat_cli.common.errors import UsageError
-from imgfeat_cli.pipeline.formats import paths_sidecar
+from imgfeat_cli.pipeline.formats import labels_sidecar, paths_sidecar
 
 
 @dataclass
@@ -28,6 +28,9 @@ class FeatureTable:
     paths: Optional[List[str]]
     columns: Dict[str, List[Any]] = field(default_factory=dict)
     lines: Optional[List[int]] = None
+    #: the model that made the rows, as the file records it (``None``: not recorded): its identity
+    #: and, under ``source``, where it came from
+    model: Optional[Dict[str, Any]] = None
 
     def where(self, row: int) -> str:
         """How an error names row ``row`` (0-based): ``line N`` for JSONL, else ``row N``."""
@@ -54,7 +57,41 @@ def read_features(path: str) -> FeatureTable:
     else:
         raise UsageError(f"cannot read features from {path}", hint="use .jsonl, .npy or .parquet")
     _check_values(table, path)
+    table.model = recorded_model(p)
     return table
+
+
+def read_output_identity(config_file: Path) -> Optional[Dict[str, Any]]:
+    """The ``Output`` section of a finished output's config file (``FILE.config.yaml``, a folder's
+    ``_imgfeat.yaml``): format, dtype, dim, model; ``None`` if absent or unreadable."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    out = doc.get("Output") if isinstance(doc, dict) else None
+    return out if isinstance(out, dict) else None
+
+
+def recorded_model(p: Path) -> Optional[Dict[str, Any]]:
+    """The model identity a feature file records: its config file's ``Output.model``, or for
+    Parquet the schema metadata imgfeat writes (files made by other tools record none)."""
+    config = p / "_imgfeat.yaml" if p.is_dir() else p.with_name(p.name + ".config.yaml")
+    output = read_output_identity(config) or {}
+    if not isinstance(output.get("model"), dict) and p.is_file() and p.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            meta = json.loads((pq.read_schema(str(p)).metadata or {}).get(b"imgfeat", b"{}"))
+        except (OSError, ValueError):
+            return None
+        output = meta if isinstance(meta, dict) else {}
+    model = output.get("model")
+    if not isinstance(model, dict):
+        return None
+    source = output.get("model_source")
+    return {**model, "source": source} if isinstance(source, dict) else dict(model)
 
 
 def _read_jsonl(p: Path) -> FeatureTable:
@@ -107,7 +144,14 @@ def _read_npy(p: Path) -> FeatureTable:
             paths = [os.fsdecode(ln.rstrip(b"\r\n")) for ln in fh.read().split(b"\n")[:-1]] if side.stat().st_size else []
         if len(paths) != arr.shape[0]:
             raise UsageError(f"{side} lists {len(paths)} paths for {arr.shape[0]} rows of {p}")
-    return FeatureTable(np.asarray(arr, dtype=np.float32), paths)
+    columns = {}
+    tags = labels_sidecar(p)
+    if tags.is_file():
+        labels = tags.read_text(encoding="utf-8").split("\n")[:-1]
+        if len(labels) != arr.shape[0]:
+            raise UsageError(f"{tags} lists {len(labels)} labels for {arr.shape[0]} rows of {p}")
+        columns["label"] = labels
+    return FeatureTable(np.asarray(arr, dtype=np.float32), paths, columns)
 
 
 def parquet_files(folder: Path) -> List[Path]:
@@ -185,8 +229,12 @@ def unpack_to_part(out: Path, fmt: str, dtype: np.dtype, fh: IO[bytes], part: An
             raise UsageError(f"{out} holds {arr.dtype} features; resume with the same precision (--fp16 or not)")
         for start in range(0, arr.shape[0], 4096):
             fh.write(np.ascontiguousarray(arr[start:start + 4096]).tobytes())
-        with open(paths_sidecar(out), "rb") as src, open(part.paths_part, "wb") as dst:
-            dst.write(src.read())
+        sidecars = [(paths_sidecar(out), part.paths_part)]
+        if part.labeled:
+            sidecars.append((labels_sidecar(out), part.labels_part))
+        for side, side_part in sidecars:
+            with open(side, "rb") as src, open(side_part, "wb") as dst:
+                dst.write(src.read())
     else:
         import pyarrow.parquet as pq
 

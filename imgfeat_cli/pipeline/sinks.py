@@ -16,7 +16,7 @@ import contextlib
 import json
 import os
 from pathlib import Path
-from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import IO, Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import yaml
@@ -26,6 +26,7 @@ from imgfeat_cli.common import fsutil
 from imgfeat_cli.common.errors import UsageError
 from imgfeat_cli.models.engines import same_features
 from imgfeat_cli.pipeline.formats import PartFile, json_path, open_part, output_format
+from imgfeat_cli.pipeline.readers import read_output_identity
 
 
 class MemorySink:
@@ -78,22 +79,13 @@ def _busy(what: Path) -> UsageError:
                       hint="wait for it to finish, or give this run another --out")
 
 
-def read_output_identity(config_file: Path) -> Optional[Dict[str, Any]]:
-    """The ``Output`` section of a finished output's ``FILE.config.yaml`` (``None`` if absent)."""
-    try:
-        doc = yaml.safe_load(config_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError, yaml.YAMLError):
-        return None
-    out = doc.get("Output") if isinstance(doc, dict) else None
-    return out if isinstance(out, dict) else None
-
-
 class FileSink:
     """One resumable output file set (see the module docstring)."""
 
     def __init__(self, out: str, fmt: Optional[str] = None, fp16: bool = False, resume: bool = False,
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, labels: Optional[Mapping[str, str]] = None) -> None:
         self.out = Path(out)
+        self.labels = labels  # input path -> label: every row carries one
         self.fmt = output_format(out, fmt)
         self.dtype = np.dtype(np.float16 if fp16 else np.float32)
         self.resume, self.overwrite = resume, overwrite
@@ -102,6 +94,11 @@ class FileSink:
         self.part: Optional[PartFile] = None
         self.fh: Optional[IO[bytes]] = None
         self.identity: Dict[str, Any] = {}
+        self.errors: List[Tuple[str, str]] = []
+
+    @property
+    def location(self) -> str:
+        return str(self.out)
 
     @property
     def part_path(self) -> Path:
@@ -124,12 +121,14 @@ class FileSink:
                              hint="pass --resume to continue it or --overwrite to start over")
         fsutil.check_output_file(self.out)  # a folder in the way, an unwritable place, a name too long
 
-    def open(self, identity: Dict[str, Any]) -> Set[str]:
+    def open(self, identity: Dict[str, Any], model_source: Optional[Dict[str, Any]] = None) -> Set[str]:
         """Lock the output, check a resume against what produced it, and read back what is done.
-        ``identity`` is the model's (name, files, backend, precision). Nothing is changed when
-        the resume is refused."""
+        ``identity`` is the model's (name, files, backend, precision), compared on resume;
+        ``model_source`` where it came from (recorded, not compared: a moved folder is the same
+        model). Nothing is changed when the resume is refused."""
         self.check()
-        self.identity = {"format": self.fmt, "dtype": self.dtype.name, "model": identity}
+        self.identity = {"format": self.fmt, "dtype": self.dtype.name, "model": identity,
+                         "labels": labels_digest(self.labels), "model_source": model_source}
         with _naming(self.part_path):
             return self._open()
 
@@ -141,7 +140,7 @@ class FileSink:
             lock_open_file(fh, self.out)
             stored = self._stored_identity(created) if self.resume else None
             dim = self._check_resume(stored)
-            self.part = open_part(self.out, self.fmt, self.dtype, self.identity)
+            self.part = open_part(self.out, self.fmt, self.dtype, self.identity, labeled=self.labels is not None)
             fh.seek(0)
             resuming = self.resume and (not created or self.out.exists())
             if resuming and created:  # continue a finished output: unpack it into the part files
@@ -177,7 +176,7 @@ class FileSink:
         if stored is None:
             raise UsageError(f"cannot resume {what}: the record of what produced it is missing",
                              hint="pass --overwrite to start over")
-        for key in ("format", "dtype", "model"):
+        for key in ("format", "dtype", "model", "labels"):
             same = same_features if key == "model" else (lambda a, b: a == b)
             if not same(stored.get(key), self.identity[key]):
                 raise UsageError(f"cannot resume {what}: it was made with {key} {show_value(stored.get(key))}, "
@@ -195,6 +194,8 @@ class FileSink:
 
     def cannot_store(self, path: str) -> Optional[str]:
         assert self.part is not None
+        if self.labels is not None and path not in self.labels:
+            return "the labels list has no label for this image"
         return self.part.cannot_store(path)
 
     def write(self, paths: Sequence[str], feats: np.ndarray) -> None:
@@ -211,11 +212,16 @@ class FileSink:
         elif self.identity["dim"] != dim:
             raise UsageError(f"the model gives {dim}-d features but {self.out} holds {self.identity['dim']}-d ones",
                              hint="pass --overwrite to start over")
-        self.part.write(list(paths), feats)
+        labels = [self.labels[p] for p in paths] if self.labels is not None else None
+        self.part.write(list(paths), feats, labels)
 
-    def suspend(self) -> None:
+    def error(self, path: str, reason: str) -> None:
+        """An input that failed (listed in ``FILE.errors.jsonl`` when the output is published)."""
+        self.errors.append((path, reason))
+
+    def suspend(self) -> str:
         """Keep the part files for ``--resume`` (Ctrl-C, errors) and release the lock; a final
-        file being staged from them is dropped."""
+        file being staged from them is dropped. Says what was kept."""
         staged = getattr(self.part, "staged", None)
         if staged is not None:
             Path(staged).unlink(missing_ok=True)
@@ -226,6 +232,7 @@ class FileSink:
             os.fsync(self.fh.fileno())
             self.fh.close()
             self.fh = None
+        return f"partial output kept in {self.part_path}"
 
     def abandon(self) -> None:
         """Drop this run's part files (nothing worth keeping); an older output stays as it was."""
@@ -237,11 +244,13 @@ class FileSink:
             self.fh.close()
             self.fh = None
 
-    def finish(self, errors: Sequence[Tuple[str, str]], config: Optional[Dict[str, Any]] = None) -> List[str]:
-        """Publish the complete set; return the files it consists of. On a failure (a full disk)
-        the part files stay for ``--resume`` and the old output, if any, as it was."""
+    def finish(self, config: Optional[Dict[str, Any]] = None) -> Tuple[List[str], Optional[str]]:
+        """Publish the complete set; return the files it consists of and the errors file (``None``
+        when nothing failed). On a failure (a full disk) the part files stay for ``--resume`` and
+        the old output, if any, as it was."""
         with _naming(self.out):
-            return self._publish(errors, config)
+            files = self._publish(self.errors, config)
+        return files, str(self.errors_file) if self.errors else None
 
     def _publish(self, errors: Sequence[Tuple[str, str]], config: Optional[Dict[str, Any]]) -> List[str]:
         assert self.part is not None and self.fh is not None
@@ -281,6 +290,19 @@ def _naming(path: Path) -> Iterator[None]:
         if exc.filename is None:
             exc.filename = str(path)
         raise
+
+
+def labels_digest(labels: Optional[Mapping[str, str]]) -> Optional[str]:
+    """What an output records of its labels (``None``: it has none): a resume with other labels
+    would mix two labellings in one file, so it is refused like other settings."""
+    if labels is None:
+        return None
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in sorted(labels):
+        h.update(os.fsencode(path) + b"\0" + str(labels[path]).encode("utf-8") + b"\n")
+    return h.hexdigest()[:16]
 
 
 def show_value(value: Any) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 from imgfeat_cli.common import fsutil
 from imgfeat_cli.common.errors import ImgfeatError, UsageError
 from imgfeat_cli.common.progress import ProgressFn, null_progress
-from imgfeat_cli.retrieval import layout
+from imgfeat_cli.retrieval import layout, modelrecord
 from imgfeat_cli.retrieval.gallery import Chunk, Gallery, read_gallery, vector_chunks
 from imgfeat_cli.retrieval.index import Index
 
@@ -104,18 +104,21 @@ def _as_gallery(gallery: Any, labels: Optional[Sequence[Any]], paths: Optional[S
     return read_gallery(str(gallery), root, labels_file)
 
 
-def _identity(model: Any, gallery: Gallery) -> Optional[Dict[str, Any]]:
-    """The identity of the model that made the gallery's vectors (loading a lazy model only when
-    the gallery has images to embed)."""
+def _record(model: Any, gallery: Gallery, dim: Optional[int] = None) -> Optional[Dict[str, Any]]:
+    """The record of the model that made the gallery's vectors (see :mod:`.modelrecord`; a lazy
+    model is loaded only when the gallery has images to embed)."""
     if gallery.features is None and model is not None:
-        return dict(model.identity)
-    return gallery.model
+        return model.record(dim)
+    return dict(gallery.model, dim=gallery.dim) if gallery.model else None
 
 
-def _check_same_model(index: Index, ident: Optional[Dict[str, Any]]) -> None:
-    if index.model and ident and index.model.get("name") != ident.get("name"):
-        raise UsageError(f"the index holds features of model {index.model.get('name')!r}, these come from "
-                         f"{ident.get('name')!r}", hint="use the index's model, or build a new index")
+def _check_same_model(index: Index, record: Optional[Dict[str, Any]], allow_other: bool, report: "Report") -> None:
+    """Refuse vectors of another model than the index's; allowed, the warning is kept in the
+    index (``model_notes``) and in the report."""
+    warning = modelrecord.check(index.model, record, "the new gallery vectors", allow_other)
+    if warning:
+        index.model_notes.append(warning)
+        report.notes.append(warning)
 
 
 def _check_output(out: Path, overwrite: bool) -> None:
@@ -156,13 +159,14 @@ def build_index(gallery: Any, out: Optional[Any] = None, *, labels: Optional[Seq
         if folder is not None:
             _check_output(folder, overwrite)
         gal = _as_gallery(gallery, labels, paths, root, labels_file).without(())
-        ident = _identity(model, gal)
 
         def make(dim: int) -> Index:
-            return Index.create(dim, index_type, metric_type, len(gal), nlist, nprobe, ef_search, ident)
+            return Index.create(dim, index_type, metric_type, len(gal), nlist, nprobe, ef_search,
+                                _record(model, gal, dim))
 
         index = fill(None, vector_chunks(gal, model, batch_size, progress), make)
         index = _finish(index, gal, Report(str(folder) if folder else None, "build", added=len(index or [])))
+        index.report.notes += modelrecord.notes_for(index.model)
         if folder is not None:
             index.save(folder)
             index.report.written = True
@@ -175,8 +179,10 @@ def build_index(gallery: Any, out: Optional[Any] = None, *, labels: Optional[Seq
 def add_to_index(folder: Any, gallery: Any, *, labels: Optional[Sequence[Any]] = None,
                  paths: Optional[Sequence[Optional[str]]] = None, root: Optional[str] = None,
                  labels_file: Optional[str] = None, model: Any = None, batch_size: Optional[int] = None,
-                 progress: ProgressFn = null_progress) -> Index:
-    """Embed and add only the gallery items the index does not hold yet (by input path)."""
+                 progress: ProgressFn = null_progress, allow_other_model: bool = False) -> Index:
+    """Embed and add only the gallery items the index does not hold yet (by input path), with
+    the index's model: vectors of another model are refused (see :mod:`.modelrecord`) unless
+    ``allow_other_model``."""
     folder = Path(folder)
     lock = locked(folder)
     try:
@@ -186,11 +192,11 @@ def add_to_index(folder: Any, gallery: Any, *, labels: Optional[Sequence[Any]] =
             raise UsageError(f"gallery features have dimension {gal.dim}, the index holds {index.dim}-d vectors",
                              hint="use the model (and embeddings) the index was built with")
         before = index.count
-        report = Report(str(folder), "add")
+        report = Report(str(folder), "add", notes=modelrecord.notes_for(index.model))
         if len(gal):
-            ident = _identity(model, gal)
-            _check_same_model(index, ident)
-            index.model = index.model or ident
+            record = _record(model, gal, index.dim)
+            _check_same_model(index, record, allow_other_model, report)
+            index.model = index.model or record
             fill(index, vector_chunks(gal, model, batch_size, progress), lambda dim: index)
         report.added = index.count - before
         _finish(index, gal, report)

@@ -111,6 +111,17 @@ def read_label_file(path: Path, root: Optional[str] = None) -> Gallery:
     return Gallery(str(path), [lab for _, _, lab in rows], [os.path.abspath(s) for s in sources], sources=sources)
 
 
+def read_label_list(path: str, root: Optional[str] = None) -> List[Tuple[str, str]]:
+    """``(path, label)`` of each line of a ``path label`` list, paths joined to ``root`` (default
+    the list's folder). A missing or unreadable list is a one-line usage error."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"labels list {path} does not exist" if not p.exists() else f"labels list {path} is not a file",
+                         hint="pass a 'path label' list (space or tab separated), e.g. a dataset's gallery.txt")
+    gallery = read_label_file(p, root)
+    return list(zip(gallery.sources, gallery.labels))
+
+
 def read_dataset_gallery(folder: Path) -> Gallery:
     from imgfeat_cli.retrieval.evaluate import split_paths
 
@@ -137,7 +148,8 @@ def read_embeddings(path: Path, labels_file: Optional[str] = None) -> Gallery:
     else:
         raise UsageError(f"{path} has no labels", hint="embeddings need a \"label\" per row, or --labels FILE "
                          "(one label per line)")
-    return Gallery(str(path), labels, list(table.paths) if table.paths else [None] * n, features=table.features)
+    return Gallery(str(path), labels, list(table.paths) if table.paths else [None] * n, features=table.features,
+                   model=table.model)
 
 
 def read_gallery(spec: str, root: Optional[str] = None, labels_file: Optional[str] = None) -> Gallery:

@@ -78,6 +78,7 @@ class Index:
     next_id: int = 0
     factory: str = "Flat"
     notes: List[str] = field(default_factory=list)  # what the CLI should tell the user (warnings)
+    model_notes: List[str] = field(default_factory=list)  # other models let in (--allow-other-model)
     report: Any = None  # what the last build/add/remove did (retrieval.builder.Report)
 
     # construction -------------------------------------------------------------------------------
@@ -146,7 +147,7 @@ class Index:
         return {"index_type": self.index_type, "factory": self.factory, "metric_type": self.metric_type,
                 "dim": self.dim, "count": self.count, "num_labels": len(set(self.id_map.values())),
                 "labels": self.label_counts(), "paths_known": len(self.paths), "next_id": self.next_id,
-                "model": self.model}
+                "model": self.model, "model_notes": self.model_notes}
 
     # operations ---------------------------------------------------------------------------------
     def check_features(self, feats: Any, what: str = "features") -> np.ndarray:
@@ -249,6 +250,7 @@ class Index:
         """What :data:`layout.SIDE_FILE` holds."""
         return {"format": layout.SIDE_FORMAT, "dim": self.dim, "index_type": self.index_type,
                 "metric_type": self.metric_type, "factory": self.factory, "model": self.model,
+                "model_notes": self.model_notes,
                 "next_id": max(self.next_id, max(self.id_map, default=-1) + 1),
                 "items": [[i, self.paths.get(i), lab] for i, lab in sorted(self.id_map.items())]}
 

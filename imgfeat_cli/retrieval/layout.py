@@ -184,11 +184,25 @@ def _apply_side_file(idx: Any, folder: Path) -> None:
         else:
             stale += 1
     idx.model = model if isinstance(model, dict) else None
+    notes = doc.get("model_notes")
+    idx.model_notes = [str(n) for n in notes] if isinstance(notes, list) else []
     idx.next_id = max(idx.next_id, next_id)
     missing = len(idx.id_map) - len(set(idx.id_map) & {int(it[0]) for it in items if isinstance(it, list) and it})
     if stale or missing:
         idx.notes.append(f"{path}: {stale + missing} entries were changed by another tool since imgfeat wrote it; "
                          "their input paths are unknown")
+
+
+def read_model_record(folder: Path) -> Optional[Dict[str, Any]]:
+    """The model record of an index folder's side file, read alone (cheap: no vectors), so a job
+    can choose its model before it takes the writer lock; ``None`` when there is none."""
+    check_folder(folder)
+    try:
+        doc = json.loads((folder / SIDE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    model = doc.get("model") if isinstance(doc, dict) else None
+    return model if isinstance(model, dict) else None
 
 
 def read_folder(cls: Any, folder: Path) -> Any:

@@ -24,12 +24,13 @@ QUERY_BATCH = 1024
 Result = Dict[str, Any]
 
 
-def read_query_vectors(path: str) -> Tuple[np.ndarray, List[Optional[str]]]:
-    """(features, input paths) from a ``.jsonl``, ``.npy`` (+ ``.paths.txt``) or ``.parquet`` file."""
+def read_query_vectors(path: str) -> Tuple[np.ndarray, List[Optional[str]], Optional[Dict[str, Any]]]:
+    """(features, input paths, the model the file records) from a ``.jsonl``, ``.npy`` (+
+    ``.paths.txt``) or ``.parquet`` file or a folder of Parquet files."""
     from imgfeat_cli.pipeline.readers import read_features
 
     table = read_features(path)
-    return table.features, list(table.paths) if table.paths else [None] * len(table.features)
+    return table.features, list(table.paths) if table.paths else [None] * len(table.features), table.model
 
 
 def search_vectors(index: Index, feats: np.ndarray, paths: Sequence[Optional[str]], k: int,
