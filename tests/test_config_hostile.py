@@ -188,8 +188,8 @@ def test_non_finite_numbers_in_a_file_name_the_file(tmp_path, body, expected):
 @pytest.mark.parametrize("value,command,option", [
     ("out.jsonl", "embed", "--out/-O"),
     ("feats/out.npy", "embed", "--out/-O"),
-    ("report", "check", "--output"),
-    ("runs/exp1", "train", "--output"),
+    ("report", "check", "--out/-O"),
+    ("runs/exp1", "train", "--out/-O"),
 ])
 def test_dash_o_with_a_file_name_suggests_the_output_option(invoke, tmp_path, value, command, option):
     args = [command, "-o", value] + (["--dataset", tmp_path] if command != "embed" else [tmp_path])

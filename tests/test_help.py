@@ -66,8 +66,13 @@ def flag_keys(fn: Callable) -> Dict[str, str]:
     mapping: Dict[str, str] = {}
 
     def expand(helper_call: ast.Call) -> None:  # model_flags(model, ...): call it with the names
-        helper = fn.__globals__[helper_call.func.id]
-        mapping.update({name: k for k, name in helper(*[a.id for a in helper_call.args]).items()})
+        from imgfeat_cli.cli import embedopts
+
+        name = helper_call.func.id
+        helper = fn.__globals__.get(name) or getattr(embedopts, name)
+        names = [next((n.id for n in ast.walk(a) if isinstance(n, ast.Name) and n.id in params), None)
+                 for a in helper_call.args]  # an argument may be an expression of the option
+        mapping.update({name: k for k, name in helper(*names).items() if name is not None})
 
     for call in calls:
         flags = call.args[3] if len(call.args) > 3 else next((k.value for k in call.keywords if k.arg == "flags"), None)

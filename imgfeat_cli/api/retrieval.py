@@ -45,15 +45,22 @@ class LazyModel:
         return getattr(self._model, name)
 
 
-def _model_for(model: ModelLike, record: Optional[Dict[str, Any]], log: Log) -> Tuple[Any, int]:
+def _model_for(model: ModelLike, record: Optional[Dict[str, Any]], log: Log, allow_other: bool = False,
+               what: str = "the query vectors") -> Tuple[Any, int]:
     """(model to embed with, batch size): a loaded model as it is, else a lazy one for the source
-    named, or the index's own when none is."""
+    named, or the index's own when none is. A named model whose files show it is not the index's
+    is refused here, before it loads."""
     if isinstance(model, FeatureModel):
         return model, model.request.batch if model.request is not None else 0
     given = model if isinstance(model, ModelSource) else (as_source(model) if model is not None else ModelSource())
     from imgfeat_cli.common.schemas import defaults
 
     source = modelrecord.source_for(record, given, log, default=defaults("index")["Global"]["model"])
+    if source.given and record and not allow_other:
+        ahead = source.fingerprint()
+        if ahead is not None:
+            ahead["source"] = {"given": source.label}
+            modelrecord.check(record, ahead, what)
     return LazyModel(source, log), source.batch
 
 
@@ -92,7 +99,8 @@ def add_to_index(folder: Any, gallery: Any, model: ModelLike = None, *, labels: 
         print(index.report.added)
     """
     layout.faiss_module()
-    loaded, batch = _model_for(model, layout.read_model_record(Path(folder)), log)
+    loaded, batch = _model_for(model, layout.read_model_record(Path(folder)), log, allow_other_model,
+                               "the new gallery vectors")
     return builder.add_to_index(folder, gallery, labels=labels, paths=paths, root=root, labels_file=labels_file,
                                 model=loaded, batch_size=batch or None, progress=progress,
                                 allow_other_model=allow_other_model)
@@ -149,7 +157,7 @@ def search(index: Any, queries: Optional[Sequence[Any]] = None, model: ModelLike
     items = [it.source for it in expand(list(queries or []))]
     if not items:
         raise no_images()
-    loaded, batch = _model_for(model, idx.model, log)
+    loaded, batch = _model_for(model, idx.model, log, allow_other_model)
     _check(idx, loaded.record(idx.dim), "the query vectors", allow_other_model, run)
     run.model = modelrecord.describe(loaded.record(idx.dim))
     run.results = search_images(idx, loaded, items, top_k, threshold, run.errors, batch or None, progress)

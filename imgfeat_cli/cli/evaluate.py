@@ -8,8 +8,9 @@ import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
-from imgfeat_cli.cli.common import (AllowOtherOpt, ConfigOpt, DatasetOpt, DeviceOpt, JsonOpt, ModelDirOpt, ModelOpt,
-                                     OutDirOpt, Output, OutputAliasOpt, QuietOpt, WeightsOpt, handle_errors)
+from imgfeat_cli.cli.common import (AllowOtherOpt, BackendOpt, BatchSizeOpt, ConfigOpt, DatasetOpt, DeviceOpt,
+                                     JsonOpt, ModelDirOpt, ModelOpt, OutDirOpt, Output, OutputAliasOpt, PrecisionOpt,
+                                     QuietOpt, WeightsOpt, handle_errors)
 from imgfeat_cli.cli.helpdoc import INPUT, ImgfeatCommand, examples, override_opt, shown_default
 
 EXAMPLES = examples("imgfeat eval -d dataset/ --model-dir output/inference --out eval_out/",
@@ -39,6 +40,7 @@ def eval_(
         "--exclude-same-path", help="Do not let a query match a gallery item with the same path.",
         show_default=False)] = None,
     device: DeviceOpt = None,
+    batch: BatchSizeOpt = None, backend: BackendOpt = None, precision: PrecisionOpt = None,
     allow_other_model: AllowOtherOpt = False,
     out_dir: OutDirOpt = None,
     output: OutputAliasOpt = None,
@@ -54,7 +56,7 @@ def eval_(
 
     out = Output(json_, quiet)
     cfg = cfgmod.resolve("eval", config, override or [], {
-        **model_flags(model, model_dir, weights, device), "Global.dataset_dir": dataset,
+        **model_flags(model, model_dir, weights, device, batch, backend, precision), "Global.dataset_dir": dataset,
         "Global.output": out_dir or output, "Evaluate.recall_k": k or None,
         "Evaluate.exclude_same_path": exclude_same_path}, note=out.note, output_option="--out/-O")
     ev, where = cfg["Evaluate"], cfg["Global"]["output"]

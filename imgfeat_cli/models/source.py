@@ -129,6 +129,37 @@ class ModelSource:
         return cls.from_inference_dir(folder, name=self.name, device=self.device, cpu_threads=threads or self.threads,
                                       backend=self.backend, precision=self.precision, batch_size=self.batch, log=log)
 
+    def fingerprint(self) -> Optional[Dict[str, Any]]:
+        """The model's identity read from its files without loading it (``sha256`` and, for a
+        folder made by ``imgfeat quantize``, the ``lineage`` it was quantized from), so a wrong
+        model is refused before the seconds a load takes; ``None`` when the files are not at hand
+        (an official model not downloaded yet)."""
+        from pathlib import Path
+
+        from imgfeat_cli.models.files import find_inference_files, model_hash
+        from imgfeat_cli.models.preprocess import read_inference_yml
+
+        if self.weights:
+            path = Path(self.weights)
+            return {"name": self.name, "sha256": model_hash(path)[:16]} if path.is_file() else None
+        if not self.model_dir:
+            if self.name is None:
+                return None
+            from imgfeat_cli.models.hub import inference_dir
+            from imgfeat_cli.models.registry import DEFAULT_TAG
+
+            folder = inference_dir(self.name, self.tag or DEFAULT_TAG)
+            if not (folder / "inference.pdiparams").is_file():
+                return None
+        else:
+            folder = Path(self.model_dir)
+        doc = read_inference_yml(folder)
+        quant = doc.get("Quantization")
+        lineage = quant.get("source_sha256") if isinstance(quant, dict) else None
+        found = {"name": self.name or (doc.get("Global") or {}).get("model_name") or folder.name,
+                 "sha256": find_inference_files(folder).sha256()[:16]}
+        return {**found, "lineage": str(lineage)[:16]} if lineage else found
+
     # building ------------------------------------------------------------------------------------
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "ModelSource":

@@ -140,7 +140,7 @@ def _finish(index: Optional[Index], gallery: Gallery, report: Report) -> Index:
         first = f" (first: {gallery.errors[0][0]}: {gallery.errors[0][1]})" if gallery.errors else ""
         raise ImgfeatError(f"no gallery image could be embedded: {len(gallery.errors)} failed{first}",
                            hint="check the paths in the gallery list and --root")
-    report.notes = list(index.notes)
+    report.notes = list(index.notes) + [n for n in report.notes if n not in index.notes]
     index.report = report
     return index
 

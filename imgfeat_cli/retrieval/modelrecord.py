@@ -88,6 +88,7 @@ def source_for(recorded: Optional[Dict[str, Any]], given: ModelSource, log: Call
     if default is None:
         raise UsageError("this index records no model, and no model was given",
                          hint="pass the model the index was built with (--model-dir DIR, --weights FILE or --model NAME)")
+    log(f"this index records no model: using the default model {default} (pass the index's model if it differs)")
     return given.replace(name=default)
 
 
