@@ -73,7 +73,7 @@ def test_folder_runs_wherever_a_model_folder_does(quantized, synth_ds, tmp_path)
     res = _run("embed", synth_ds / "images", "--model-dir", out, "--out", tmp_path / "f.jsonl", "--json")
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["precision"] == "int8"
-    res = _run("eval", "--dataset", synth_ds, "--model-dir", out, "--output", tmp_path / "ev", "--json")
+    res = _run("eval", "--dataset", synth_ds, "--model-dir", out, "--out", tmp_path / "ev", "--json")
     assert res.exit_code == 0, res.output
     res = _run("index", "build", "-g", synth_ds, "--out", tmp_path / "idx", "--model-dir", out, "--json")
     assert res.exit_code == 0, res.output
@@ -84,6 +84,33 @@ def test_folder_runs_wherever_a_model_folder_does(quantized, synth_ds, tmp_path)
     assert res.exit_code == 2 and "runs on onnxruntime" in res.stderr
     res = _run("embed", synth_ds / "images", "--model-dir", out, "--out", tmp_path / "g.jsonl", "--precision", "fp32")
     assert res.exit_code == 2 and "is int8: it cannot run at fp32" in res.stderr
+
+
+def test_int8_of_the_index_model_counts_as_the_same_model(quantized, model_dir, other_model_dir, synth_ds, tmp_path):
+    """An index built with the fp32 folder is searched and grown with its int8 folder (quantize
+    records its source: the same weights) and the other way round; another model is refused."""
+    out = quantized["out"]
+    fp32_index, int8_index = tmp_path / "fp32", tmp_path / "int8"
+    assert _run("index", "build", "-g", synth_ds, "--out", fp32_index, "--model-dir", model_dir).exit_code == 0
+    assert _run("index", "build", "-g", synth_ds, "--out", int8_index, "--model-dir", out).exit_code == 0
+    query = synth_ds / (synth_ds / "query.txt").read_text().split()[0]
+    for index, model in ((fp32_index, out), (int8_index, model_dir)):
+        res = _run("search", query, "--index", index, "--model-dir", model, "-k", "1", "--json")
+        assert res.exit_code == 0 and not json.loads(res.stdout)["warnings"], res.output
+    (tmp_path / "more.txt").write_text(f"{query} q\n")
+    res = _run("index", "add", "--index", fp32_index, "-g", tmp_path / "more.txt", "--model-dir", out, "--json")
+    assert res.exit_code == 0 and json.loads(res.stdout)["added"] == 1, res.output
+    res = _run("search", query, "--index", int8_index, "--model-dir", other_model_dir)
+    assert res.exit_code == 2 and "not comparable" in res.stderr
+
+
+@pytest.fixture(scope="module")
+def other_model_dir(tmp_path_factory) -> str:
+    from imgfeat_cli.models.export import export_seeded
+
+    out = str(tmp_path_factory.mktemp("other") / "seed1")
+    export_seeded("PP-ShiTuV2_rec", out, seed=1)
+    return out
 
 
 def test_below_the_bar_is_refused_unless_forced(model_dir, calib, tmp_path):

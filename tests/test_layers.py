@@ -1,0 +1,126 @@
+"""The declared layering, checked on every import statement of the package (module level and inside
+functions alike, read with ``ast``): a module imports its own package, the floors below, and
+nothing above or beside it. The package root is the roof (it re-exports the public API): no module
+imports it back. README's "Architecture" describes the same floors."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Iterator, List, Optional, Tuple
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "imgfeat_cli"
+
+#: The floors, bottom first. Packages on one floor are siblings: they may not import each other.
+#: ``training`` sits above ``retrieval``: it scores checkpoints with retrieval's metrics.
+FLOORS: List[List[str]] = [["common"], ["imaging"], ["models"], ["pipeline"], ["datasets"],
+                           ["retrieval", "distributed"], ["training"], ["reports"], ["api"], ["serve"], ["cli"]]
+#: Modules of the root itself (``imgfeat_cli/X.py``) and their floor.
+ROOT_MODULES = {"__init__": "roof", "__main__": "cli"}
+#: Third-party packages that belong to the command line only.
+CLI_ONLY = ("typer", "rich", "click")
+
+
+def floor_of(package: str) -> int:
+    for i, names in enumerate(FLOORS):
+        if package in names:
+            return i
+    raise KeyError(package)
+
+
+def imports_of(path: Path, module: str) -> Iterator[Tuple[int, str]]:
+    """(line, imported module) for every import statement in ``path``, relative ones resolved."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    package = module.rsplit(".", 1)[0] if path.name != "__init__.py" else module
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+            for alias in node.names:  # `from imgfeat_cli import retrieval` imports the package retrieval
+                yield node.lineno, f"{base}.{alias.name}" if base == "imgfeat_cli" else base
+
+
+def violations(root: Path, name: str = "imgfeat_cli") -> List[str]:
+    """Every import of ``root`` (a package folder) that the floors do not allow, as ``file:line``."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).with_suffix("")
+        module = ".".join([name, *rel.parts]).removesuffix(".__init__")
+        mine = rel.parts[0] if len(rel.parts) > 1 else ROOT_MODULES.get(rel.parts[0], "common")
+        for line, target in imports_of(path, module):
+            why = _why_not(mine, target, name)
+            if why:
+                found.append(f"{path.relative_to(root.parent)}:{line}: {module} imports {target} ({why})")
+    return found
+
+
+def _why_not(mine: str, target: str, name: str) -> Optional[str]:
+    top = target.split(".")[0]
+    if top in CLI_ONLY and mine not in ("cli",):
+        return "typer/rich/click belong to the command line"
+    if top != name:
+        return None
+    parts = target.split(".")
+    if len(parts) == 1 or parts[1] in ("__version__",):
+        return None if mine == "roof" else "the package root is the roof"
+    other = parts[1]
+    if mine == "roof" or other == mine:
+        return None
+    if other in ROOT_MODULES:
+        return None if mine == "cli" else "an entry point module"
+    declared = {n for names in FLOORS for n in names}
+    if other not in declared:  # `from imgfeat_cli import create_model`: a name of the root's
+        return "the package root is the roof"
+    mine_floor, other_floor = floor_of(mine), floor_of(other)
+    if other_floor > mine_floor:
+        return f"{other} is above {mine}"
+    if other_floor == mine_floor:
+        return f"{other} is a sibling of {mine}"
+    return None
+
+
+def test_every_import_follows_the_floors():
+    found = violations(PACKAGE)
+    assert not found, "\n".join(found)
+
+
+def test_every_package_is_declared():
+    packages = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    declared = {name for names in FLOORS for name in names}
+    assert packages <= declared, f"declare {sorted(packages - declared)} in FLOORS (and README's Architecture)"
+
+
+@pytest.mark.parametrize("planted,needle", [
+    ("def f():\n    from imgfeat_cli.cli import app\n", "cli is above models"),
+    ("def f():\n    import imgfeat_cli.retrieval.index\n", "retrieval is above models"),
+    ("def f():\n    from ..pipeline import job\n", "pipeline is above models"),
+    ("def f():\n    from imgfeat_cli import create_model\n", "the package root is the roof"),
+    ("def f():\n    import typer\n", "typer/rich/click"),
+])
+def test_a_planted_function_level_upward_import_is_found(tmp_path, planted, needle):
+    """The checker sees imports inside functions (the blind spot of an import-time check)."""
+    root = tmp_path / "imgfeat_cli"
+    for pkg in ("models", "pipeline", "cli", "retrieval"):
+        (root / pkg).mkdir(parents=True)
+        (root / pkg / "__init__.py").write_text("")
+    (root / "__init__.py").write_text("")
+    (root / "models" / "clean.py").write_text("from imgfeat_cli.common import errors\n")
+    assert violations(root) == []
+    (root / "models" / "bad.py").write_text("import os\n\n\n" + planted)
+    found = violations(root)
+    assert len(found) == 1 and needle in found[0] and "models/bad.py:5" in found[0], found
+
+
+def test_siblings_may_not_import_each_other(tmp_path):
+    root = tmp_path / "imgfeat_cli"
+    for pkg in ("retrieval", "distributed"):
+        (root / pkg).mkdir(parents=True)
+        (root / pkg / "__init__.py").write_text("")
+    (root / "retrieval" / "x.py").write_text("def f():\n    from imgfeat_cli.distributed import folder\n")
+    assert "sibling" in violations(root)[0]
