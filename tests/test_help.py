@@ -117,6 +117,20 @@ def test_help_page_has_examples_and_no_placeholders(path):
     assert "<bool>" not in page and "<list[" not in page
     assert not re.search(r"<(str|int|float)>", page), "a value option without a metavar"
     assert not re.search(r"\S \.(\s|$)", page, re.M), "a space before a period: markup was eaten"
+    # one vocabulary: defaults printed one way, plain metavars on the usage line, --out everywhere
+    assert "[default: (" not in page, "a default printed in parentheses"
+    usage = next(line for line in page.splitlines() if "Usage:" in line)
+    assert "{" not in usage, usage
+    assert "--output" not in page, "--output is a hidden alias of --out"
+
+
+@pytest.mark.parametrize("path", [("embed",), ("search",), ("index", "build"), ("index", "add")])
+def test_options_a_command_cannot_do_without_are_marked_required(path):
+    cmd = click_command(path)
+    required = {p.opts[0] for p in cmd.params if getattr(p, "required", False) and p.opts[0].startswith("--")}
+    assert required == {"embed": {"--out"}, "search": {"--index"}, "build": {"--gallery", "--out"},
+                        "add": {"--index", "--gallery"}}[path[-1]]
+    assert "required" in render(path)
 
 
 @pytest.mark.parametrize("path,fn", LEAVES, ids=[" ".join(p) for p, _ in LEAVES])

@@ -32,15 +32,16 @@ class LazyModel:
     """A model loaded on first use: a gallery of embeddings (or nothing new to add) never loads
     one, and faiss and the index are checked before the seconds a model takes."""
 
-    def __init__(self, source: ModelSource, log: Log = _quiet) -> None:
-        self.source, self._log, self._model = source, log, None
+    def __init__(self, source: Callable[[], ModelSource], log: Log = _quiet) -> None:
+        self._source, self._log, self._model = source, log, None
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
         if self._model is None:
-            self._log(f"loading {self.source.label} ...")
-            self._model = self.source.load(FeatureModel, log=self._log)
+            source = self._source()
+            self._log(f"loading {source.label} ...")
+            self._model = source.load(FeatureModel, log=self._log)
             self._log(f"model {self._model.name}: {self._model.backend} {self._model.precision} on {self._model.device}")
         return getattr(self._model, name)
 
@@ -55,13 +56,15 @@ def _model_for(model: ModelLike, record: Optional[Dict[str, Any]], log: Log, all
     given = model if isinstance(model, ModelSource) else (as_source(model) if model is not None else ModelSource())
     from imgfeat_cli.common.schemas import defaults
 
-    source = modelrecord.source_for(record, given, log, default=defaults("index")["Global"]["model"])
-    if source.given and record and not allow_other:
-        ahead = source.fingerprint()
+    def choose() -> ModelSource:  # the index's own model is chosen (and said) only when one is needed
+        return modelrecord.source_for(record, given, log, default=defaults("index")["Global"]["model"])
+
+    if given.given and record and not allow_other:
+        ahead = given.fingerprint()
         if ahead is not None:
-            ahead["source"] = {"given": source.label}
+            ahead["source"] = {"given": given.label}
             modelrecord.check(record, ahead, what)
-    return LazyModel(source, log), source.batch
+    return LazyModel(choose, log), given.batch
 
 
 def build_index(gallery: Any, out: Optional[Any] = None, model: ModelLike = None, *,

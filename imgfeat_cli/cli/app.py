@@ -103,7 +103,7 @@ app = typer.Typer(
     epilog=examples("imgfeat download model PP-ShiTuV2_rec", "imgfeat embed photos/ --out feats.parquet",
                     "imgfeat embed --help"),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

@@ -18,7 +18,7 @@ def convert(
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", metavar="DIR", help="LabelMe folder.",
                                                    show_default=False)] = None,
     from_: Annotated[str, typer.Option("--from", metavar="FORMAT", help="Source annotation format.")] = "labelme",
-    out_dir: Annotated[Optional[str], typer.Option("--out", metavar="DIR", help="Write the dataset here (images "
+    out_dir: Annotated[Optional[str], typer.Option("--out", "-O", metavar="DIR", help="Write the dataset here (images "
                                                    "hard-linked) instead of in place.", show_default=False)] = None,
     config: ConfigOpt = None, override: override_opt("CheckDataset.split.seed=7") = None, json_: JsonOpt = False,
     quiet: QuietOpt = False,

@@ -62,7 +62,7 @@ def dataset(name: Annotated[str, typer.Argument(metavar="NAME", help="Inshop_exa
 def url(address: Annotated[str, typer.Argument(metavar="URL", help="http(s) URL.")],
         sha256: Annotated[Optional[str], typer.Option("--sha256", metavar="HEX", help="Expected checksum (hex).",
                                                       show_default=False)] = None,
-        dest: Annotated[Optional[str], typer.Option("--out", metavar="FILE", help="Target file.",
+        dest: Annotated[Optional[str], typer.Option("--out", "-O", metavar="FILE", help="Target file.",
                                                     show_default="the cache's files/NAME")] = None,
         refresh: RefreshOpt = False, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Fetch any file: resumable, retried, verified; an existing --out is replaced only by a

@@ -43,13 +43,12 @@ def summary_table(res: Dict[str, Any]) -> Table:
 
 
 def embed(
+    out_file: Annotated[str, typer.Option("--out", "-O", metavar="FILE", rich_help_panel=OUTPUT,
+                                          help="Output: a .jsonl, .npy or .parquet file, or a folder (ending in /, "
+                                          "or s3://...) of Parquet files.", show_default=False)],
     inputs: Annotated[Optional[List[str]], typer.Argument(
         metavar="IMAGES", help="Image files, folders (recursive), http(s) URLs, or - to read paths from stdin "
         "(s3:// and gs:// locations with --engine ray).", show_default=False)] = None,
-    out_file: Annotated[Optional[str], typer.Option("--out", "-O", metavar="FILE", rich_help_panel=OUTPUT,
-                                                    help="Output: a .jsonl, .npy or .parquet file, or a folder "
-                                                    "(ending in /, or s3://...) of Parquet files. Required.",
-                                                    show_default=False)] = None,
     model: ModelOpt = None,
     model_dir: ModelDirOpt = None,
     weights: WeightsOpt = None,
@@ -119,8 +118,6 @@ def embed(
     sources = pred["input"] if isinstance(pred["input"], list) else ([pred["input"]] if pred["input"] else [])
     if not sources:
         raise UsageError("no inputs given", hint="e.g. imgfeat embed photos/ --out feats.jsonl")
-    if not out_file:
-        raise UsageError("no output given", hint="use --out feats.jsonl (or .npy, .parquet, or a folder/)")
     if pred["engine"] != "ray" and (pred["ray_address"] or pred["actors"]):
         raise UsageError("--ray-address and --actors need --engine ray")
     options = EmbedOptions(fmt=pred["format"], fp16=pred["fp16"], resume=resume, overwrite=overwrite, shard=shard,

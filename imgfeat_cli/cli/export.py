@@ -19,7 +19,7 @@ def export(
                                                    help=".pdparams checkpoint (Export.weight_path).",
                                                    show_default=False)] = None,
     out_dir: Annotated[Optional[str], typer.Option(
-        "--out", metavar="DIR", help="Inference folder to create.",
+        "--out", "-O", metavar="DIR", help="Inference folder to create.",
         show_default=f"{shown_default('Global.output')}/inference, under Global.output")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", metavar="NAME", help="Architecture.",
                                                  show_default=shown_default("Global.model"))] = None,

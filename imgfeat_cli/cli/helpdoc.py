@@ -8,9 +8,11 @@ time is described in words at the option.
 """
 from __future__ import annotations
 
+import os
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 import typer
+from rich.markup import escape
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 from typing_extensions import Annotated
 
@@ -72,6 +74,10 @@ def tidy_params(params: Sequence[Any]) -> List[Any]:
     (``<list[str]>``) as well."""
     panelled = any(getattr(p, "rich_help_panel", None) for p in params)
     for param in params:
+        if isinstance(param.show_default, str):  # one way for every default: [default: 50], never (50)
+            shown = f"[default: {param.show_default}]"
+            param.help = f"{param.help or ''} {escape(shown) if rich_help() else shown}".strip()
+            param.show_default = False
         if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
             param.metavar = ""
             if panelled and "--help" in param.opts and param.rich_help_panel is None:
@@ -82,12 +88,25 @@ def tidy_params(params: Sequence[Any]) -> List[Any]:
     return sorted(params, key=lambda p: order.get(getattr(p, "rich_help_panel", None) or "", 0))
 
 
+def rich_help() -> bool:
+    """Whether typer renders help with rich (where ``[...]`` in a help text is markup); off with
+    Typer's documented ``TYPER_USE_RICH=0``."""
+    return os.getenv("TYPER_USE_RICH", "1").strip().lower() not in ("0", "false", "no", "off", "n", "f")
+
+
 class NamedArgument(TyperArgument):
     """A positional argument whose metavar (``IMAGES``, ``DIR``) replaces the type column, as
     typer's own options do."""
 
     def display_type_rich(self, ctx: Any) -> Optional[str]:
         return None
+
+    def get_usage_pieces(self, ctx: Any) -> List[str]:
+        """``MODEL_DIR`` (required) or ``[IMAGES]...`` on the usage line, as click writes them
+        (typer 0.29 wraps a required argument in braces: ``{MODEL_DIR}``)."""
+        name = self.metavar or (self.name or "").upper()
+        name = name if self.required else f"[{name}]"
+        return [name + ("..." if self.nargs != 1 else "")]
 
 
 class TidyParams:

@@ -36,9 +36,10 @@ def quantize(
     model_dir: Annotated[str, typer.Argument(metavar="MODEL_DIR", help="Inference folder to quantize (exported "
                                              "or official).", show_default=False)],
     calib: Annotated[Optional[str], typer.Option("--calib", metavar="DIR", help="Folder of calibration images, "
-                                                 "like the ones you will embed (recursive).",
-                                                 show_default=False)] = None,
-    out_dir: Annotated[Optional[str], typer.Option("--out", metavar="DIR", help="Output folder for the int8 model.",
+                                                 "like the ones you will embed (recursive). Required, here or as "
+                                                 "Quantize.calib in -c.", show_default=False)] = None,
+    out_dir: Annotated[Optional[str], typer.Option("--out", "-O", metavar="DIR", help="Output folder for the int8 "
+                                                   "model. Required, here or as Quantize.out in -c.",
                                                    show_default=False)] = None,
     calib_count: Annotated[Optional[int], typer.Option("--calib-count", metavar="N", help="Images to read from "
                                                        "--calib: half (at most 128) measure the result, the rest "

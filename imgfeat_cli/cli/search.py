@@ -29,10 +29,10 @@ def _stdout_lines(results: Any) -> int:
 
 
 def search(
+    index_dir: Annotated[str, typer.Option("--index", "-i", metavar="DIR", rich_help_panel=INPUT,
+                                           help="Index folder.", show_default=False)],
     inputs: Annotated[Optional[List[str]], typer.Argument(
         metavar="IMAGES", help="Query images, folders (recursive) or http(s) URLs.", show_default=False)] = None,
-    index_dir: Annotated[str, typer.Option("--index", "-i", metavar="DIR", rich_help_panel=INPUT,
-                                           help="Index folder. Required.", show_default=False)] = "",
     embeddings: Annotated[Optional[str], typer.Option("--embeddings", "-e", metavar="FILE", rich_help_panel=INPUT,
                                                       help="Search precomputed query vectors (.jsonl, .npy or "
                                                       ".parquet) instead of images.", show_default=False)] = None,
@@ -72,8 +72,6 @@ def search(
         "Search.top_k": top_k, "Search.threshold": threshold}, note=out.note, output_option="--out/-O",
         explicit=explicit)
     k, thr = cfg["Search"]["top_k"], None if no_threshold else cfg["Search"]["threshold"]
-    if not index_dir:
-        raise UsageError("no index given", hint="pass --index DIR (built with `imgfeat index build`)")
     if bool(inputs) == bool(embeddings):
         raise UsageError("give query images or --embeddings FILE (one of the two)",
                          hint="e.g. imgfeat search photo.jpg --index DIR")
