@@ -194,8 +194,9 @@ def test_missing_onnxruntime_says_how_to_install(monkeypatch, model_dir):
 
 
 def test_checkpoints_cannot_take_hpi_backends(tmp_path):
-    with pytest.raises(ModelError, match="inference folders, not .pdparams"):
+    with pytest.raises(UsageError, match="checkpoint runs on paddle fp32 only") as exc:  # one rule, one type
         create_model("PP-ShiTuV2_rec", weights=str(tmp_path / "x.pdparams"), backend="onnxruntime")
+    assert exc.value.exit_code == 2
     with pytest.raises(ModelError, match="unknown hpi_config keys: turbo"):
         create_model(model_dir=str(tmp_path), use_hpip=True, hpi_config={"turbo": True})
 
