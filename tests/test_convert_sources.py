@@ -144,6 +144,15 @@ def test_folders_hostile_tree_fifo_loops_escapes_and_odd_names(invoke, tmp_path)
     assert res.exit_code == 2 and "not UTF-8" in res.stderr and not (photos / "train.txt").exists()
 
 
+def test_folder_names_are_printed_as_text_not_markup(invoke, tmp_path):
+    photos = _classes(tmp_path / "photos", {"[/oops]": 3, "dog": 3})  # class "[" with nested "oops]/"
+    (photos / "[bold]").mkdir()
+    res = invoke("convert", "--from", "folders", photos, "--out", tmp_path / "[/ds]")
+    assert res.exit_code == 0, res.output
+    assert "class folder [bold] holds no images" in res.stderr and "[/oops]/0.jpg" in res.stderr
+    assert "[/ds]" in res.stdout and (tmp_path / "[/ds]" / "label.txt").read_text() == "[\ndog\n"
+
+
 @pytest.mark.parametrize("case", ["missing", "file", "empty", "no-images"])
 def test_folders_bad_sources_are_one_line_errors(invoke, tmp_path, case):
     src = tmp_path / "src"
@@ -163,7 +172,7 @@ def test_folders_bad_sources_are_one_line_errors(invoke, tmp_path, case):
         assert "--from list" in res.stderr
 
 
-def test_out_is_vetted_before_any_work_and_replaced_only_with_overwrite(invoke, tmp_path):
+def test_out_is_vetted_before_any_work_and_replaced_only_with_overwrite(invoke, tmp_path, monkeypatch):
     photos = _classes(tmp_path / "photos", {"cat": 3, "dog": 3})
     out = tmp_path / "ds"
     out.mkdir()
@@ -181,6 +190,11 @@ def test_out_is_vetted_before_any_work_and_replaced_only_with_overwrite(invoke, 
     (tmp_path / "empty").mkdir()
     assert invoke("convert", "--from", "folders", photos, "--out", tmp_path / "empty").exit_code == 0
     assert not (tmp_path / "empty.bak").exists()  # an empty folder is simply filled
+    (tmp_path / "here").mkdir()
+    (tmp_path / "here" / "f").write_text("x")
+    monkeypatch.chdir(tmp_path / "here")
+    assert invoke("convert", "--from", "folders", photos, "--out", ".", "--overwrite").exit_code == 0
+    assert (tmp_path / "here.bak" / "f").is_file() and (tmp_path / "here" / "train.txt").is_file()
 
 
 @pytest.mark.parametrize("stage", ["decode", "link", "lists"])

@@ -5,6 +5,7 @@ from collections import Counter
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 from typing_extensions import Annotated
 
 from imgfeat_cli.cli.common import ConfigOpt, JsonOpt, Output, QuietOpt, handle_errors
@@ -25,8 +26,8 @@ def _report(out: Output, res: Any) -> None:
         shown[p.code] += 1
         if shown[p.code] <= SHOWN_PER_CODE:
             say = out.warn if p.severity == "warning" else out.log
-            say(f"{p.file}:{p.line}: {p.message}" if p.file and p.line else f"{p.file}: {p.message}" if p.file
-                else p.message)
+            where = f"{p.file}:{p.line}: " if p.file and p.line else f"{p.file}: " if p.file else ""
+            say(escape(where + p.message))  # names from the user's disk are text, not rich markup
     for code, n in shown.items():
         if n > SHOWN_PER_CODE:
             out.log(f"... and {n - SHOWN_PER_CODE} more {code} (all of them with --json)")
@@ -73,7 +74,7 @@ def convert(
                           (sp["train_percent"], sp["gallery_percent"], sp["query_percent"]), sp["seed"],
                           from_.lower() if from_ else None, root, overwrite, progress)
     _report(out, res)
-    out.emit(res.to_dict(), counts_table(f"Converted into {res.dataset_path}", res.counts),
+    out.emit(res.to_dict(), counts_table(f"Converted into {escape(res.dataset_path)}", res.counts),
              essential=str(res.dataset_path))
 
 

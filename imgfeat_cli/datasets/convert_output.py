@@ -171,8 +171,9 @@ def _decode_error(path: Path) -> Optional[str]:
     try:
         decode_image(path)
         return None
-    except ImageDecodeError as exc:
-        return exc.message.rsplit(": ", 1)[-1]
+    except ImageDecodeError as exc:  # "<path>: <reason>"
+        prefix = f"{os.fsdecode(path)}: "
+        return exc.message[len(prefix):] if exc.message.startswith(prefix) else exc.message
 
 
 def drop_undecodable(items: Sequence[Item], skipped: List[Problem], progress: ProgressFn = null_progress) -> List[Item]:
@@ -289,6 +290,7 @@ def write_dataset(root: Path, dest: Path, items: Sequence[Item], classes: Sequen
     counts = {s: len(p) for s, p in zip(SPLITS, parts)}
     if in_place:
         return counts, [str(b) for b in write_lists(dest, lists, extra)]
+    dest = Path(os.path.abspath(dest))  # so that "--out ." has a name (and a .bak beside it)
     replaced = dest.is_dir() and any(dest.iterdir())
     with _new_folder(dest) as tmp:
         for i, (it, rel) in enumerate(zip(items, rels), start=1):
