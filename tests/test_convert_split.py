@@ -308,8 +308,11 @@ def test_convert_out_gives_same_named_different_images_distinct_files(invoke, tm
     assert by_path["images/y.bmp"] == {"0", "1"}  # identical bytes share a file
     notes = json.loads(res.stdout)["notes"]
     assert sum(n["code"] == "renamed_image" for n in notes) == 2
-    again = invoke("convert", "--dataset", root, "--out", out)  # rerun into the same folder: same result
+    again = invoke("convert", "--dataset", root, "--out", out)  # an existing --out is not merged into
+    assert again.exit_code == 2 and "exists and is not empty" in again.stderr
+    again = invoke("convert", "--dataset", root, "--out", out, "--overwrite")  # replaced: same result
     assert again.exit_code == 0, again.output
+    assert (tmp_path / "out.bak" / "train.txt").is_file()
     assert sorted(l.split()[0] for v in _lists(out).values() for l in v) == sorted(p for p, _ in rows)
 
 
@@ -363,7 +366,7 @@ def test_convert_reads_gbk_flags_and_json_as_paddlex_does_and_says_so(invoke, tm
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert doc["classes"] == list(classes) and sum(doc["counts"].values()) == 4
-    gbk = {(n["file"], n["code"]) for n in doc["notes"]}
+    gbk = {(n["file"], n["code"]) for n in doc["notes"] if n["code"] != "small_classes"}
     assert gbk == {("flags.txt", "read_as_gbk"), ("0.json", "read_as_gbk")}
     assert (root / "label.txt").read_text(encoding="utf-8") == "\n".join(classes) + "\n"
 

@@ -347,14 +347,19 @@ def test_offline_embed_with_the_default_model_fails_at_once_with_the_hint(invoke
     assert "--model-dir" in hint
 
 
-def test_download_model_hint_does_not_offer_options_it_lacks(invoke, unreachable_base, monkeypatch):
+def test_download_model_names_the_offline_routes_once(invoke, unreachable_base, monkeypatch):
+    """Issue 21: the offline hint (the routes to a model without internet) once, not the network hint twice."""
+    from imgfeat_cli.models.hub import offline_hint
+
     monkeypatch.setenv("IMGFEAT_BASE_URL", unreachable_base)
     res = invoke("download", "model", "PP-ShiTuV2_rec")
     assert res.exit_code == 1 and "cannot reach" in res.stderr
-    assert "--model-dir" not in res.stderr and "--weights" not in res.stderr and "IMGFEAT_BASE_URL" in res.stderr
+    hint = res.stderr.split("Hint: ", 1)[1].strip()
+    assert hint == offline_hint("PP-ShiTuV2_rec") and hint.count("IMGFEAT_BASE_URL") == 1
     monkeypatch.setenv("IMGFEAT_OFFLINE", "1")
     res = invoke("download", "model", "PP-ShiTuV2_rec")
-    assert res.exit_code == 1 and "--model-dir" not in res.stderr and "unset IMGFEAT_OFFLINE" in res.stderr
+    assert res.exit_code == 1 and offline_hint("PP-ShiTuV2_rec") in res.stderr and "unset IMGFEAT_OFFLINE" in res.stderr
+    assert res.stderr.count("IMGFEAT_BASE_URL") == 1
 
 
 @pytest.mark.parametrize("name", ["NOPE", "PP-ShiTuV2", "clip"])

@@ -90,6 +90,19 @@ def test_every_import_follows_the_floors():
     assert not found, "\n".join(found)
 
 
+def test_no_command_imports_another_command():
+    """cli/ modules that register a command only parse, call one entry point and render: what two
+    of them share lives in a shared cli module (common, embedopts, render, helpdoc, progress)."""
+    commands = {p.stem for p in (PACKAGE / "cli").glob("*.py") if "def register(" in p.read_text(encoding="utf-8")}
+    found = []
+    for name in sorted(commands):
+        for line, target in imports_of(PACKAGE / "cli" / f"{name}.py", f"imgfeat_cli.cli.{name}"):
+            other = target.split(".")[2] if target.startswith("imgfeat_cli.cli.") else None
+            if other in commands and other != name:
+                found.append(f"cli/{name}.py:{line} imports the command module cli/{other}.py")
+    assert not found, "\n".join(found)
+
+
 def test_every_package_is_declared():
     packages = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
     declared = {name for names in FLOORS for name in names}

@@ -15,7 +15,7 @@ from imgfeat_cli.common.progress import ProgressFn, null_progress
 from imgfeat_cli.models.source import ModelSource
 from imgfeat_cli.pipeline.embedder import Embedder, StreamPlan, collect_inputs, parse_shard, plan_streams
 from imgfeat_cli.pipeline.inputs import InputItem, expand, no_images
-from imgfeat_cli.pipeline.job import EmbedOptions, EmbedResult, run_job
+from imgfeat_cli.pipeline.job import EmbedOptions, run_job
 from imgfeat_cli.pipeline.predictor import FeatureModel
 from imgfeat_cli.pipeline.sinks import FileSink, MemorySink
 

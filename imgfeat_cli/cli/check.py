@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import typer
 from rich.console import Group
 from rich.table import Table
-from typing_extensions import Annotated
 
 from imgfeat_cli.cli.common import (ConfigOpt, DatasetOpt, JsonOpt, OutDirOpt, Output, OutputAliasOpt, QuietOpt,
                                      handle_errors)

@@ -13,7 +13,7 @@ import sys
 import time
 import traceback
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Iterator, Optional, Sequence, Tuple, TypeVar
 
 import typer
 from rich.console import Console

@@ -21,8 +21,6 @@ TagOpt = Annotated[str, typer.Option("--tag", metavar="TAG",
                                      help="Official weight tag (paddle3.0.0, paddle3.0rc0, ...).")]
 RefreshOpt = Annotated[bool, typer.Option("--refresh", help="Download again, replacing the cached copy and its "
                                                          "recorded checksum (after the server's file changed).")]
-#: What to do when `download model` cannot fetch (it has no --model-dir to fall back on).
-NETWORK_HINT = "check the network connection, or point IMGFEAT_BASE_URL at a mirror; rerun to resume"
 
 
 def _show(out: Output, path: Path, **details: Any) -> None:
@@ -44,7 +42,7 @@ def model(name: Annotated[str, typer.Argument(metavar="NAME", help="Model name (
         raise UsageError(f"unknown --kind {kind!r}", hint=f"use one of {', '.join(KINDS)}")
     spec = get_spec(name)
     with out.progress("bytes") as progress:
-        path = ensure_model_file(spec, kind, tag, progress, out.warn, refresh, hint=NETWORK_HINT)
+        path = ensure_model_file(spec, kind, tag, progress, out.warn, refresh)
     _show(out, path, model=name, kind=kind, tag=tag)
 
 

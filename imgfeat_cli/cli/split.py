@@ -4,24 +4,15 @@ from __future__ import annotations
 from typing import Optional
 
 import typer
-from rich.table import Table
 from typing_extensions import Annotated
 
 from imgfeat_cli.cli.common import ConfigOpt, DatasetOpt, JsonOpt, Output, QuietOpt, handle_errors
 from imgfeat_cli.cli.helpdoc import ImgfeatCommand, examples, override_opt, shown_default
+from imgfeat_cli.cli.render import counts_table
 
 SPLIT = "CheckDataset.split"
 EXAMPLES = examples("imgfeat split -d dataset/ --train 70 --gallery 20 --query 10",
                     "imgfeat split -d dataset/ --seed 7 --no-stratify --json")
-
-
-def counts_table(title: str, counts: dict) -> Table:
-    table = Table(title=title)
-    table.add_column("split")
-    table.add_column("images", justify="right")
-    for k, v in counts.items():
-        table.add_row(k, str(v))
-    return table
 
 
 def split(

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from imgfeat_cli.common import fsutil
-from imgfeat_cli.common.errors import DownloadError, UsageError, clip
+from imgfeat_cli.common.errors import DownloadError, Unreachable, UsageError, clip
 from imgfeat_cli.common.home import cache_dir, cache_root, home_error, offline  # noqa: F401 (the cache's API)
 from imgfeat_cli.common.progress import ProgressFn, null_progress
 
@@ -109,8 +109,8 @@ def _download(url: str, dest: Path, sha256: Optional[str], progress: ProgressFn,
     from imgfeat_cli.common.download import ChecksumMismatch, download_file, sha256_file
 
     if offline():
-        raise DownloadError(f"{dest.name} is not cached and IMGFEAT_OFFLINE is set",
-                            hint=f"unset IMGFEAT_OFFLINE or place the file at {dest}")
+        raise Unreachable(f"{dest.name} is not cached and IMGFEAT_OFFLINE is set",
+                          hint=f"unset IMGFEAT_OFFLINE or place the file at {dest}")
     entry = None if refresh else trusted_entry(url)
     known = sha256 or (entry or {}).get("sha256")
     cache_dir()  # a cache that cannot be written fails here, in one line, before any transfer

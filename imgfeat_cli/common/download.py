@@ -30,7 +30,7 @@ from typing import Callable, Optional
 from urllib.parse import urlsplit
 
 from imgfeat_cli.common import fsutil
-from imgfeat_cli.common.errors import DownloadError, IOFailure, UsageError, clip
+from imgfeat_cli.common.errors import DownloadError, IOFailure, Unreachable, UsageError, clip
 from imgfeat_cli.common.progress import ProgressFn, null_progress
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
@@ -105,19 +105,19 @@ def _connect(session: "object", url: str, offset: int, timeout: float) -> "objec
     try:
         return session.get(url, stream=True, timeout=timeout, headers=headers)  # type: ignore[attr-defined]
     except requests.exceptions.SSLError as exc:
-        raise DownloadError(f"TLS error talking to {urlsplit(url).netloc}: {clip(exc, 200)}",
-                            hint="check the system clock and certificates, or use a mirror (IMGFEAT_BASE_URL)") from None
+        raise Unreachable(f"TLS error talking to {urlsplit(url).netloc}: {clip(exc, 200)}",
+                          hint="check the system clock and certificates, or use a mirror (IMGFEAT_BASE_URL)") from None
     except (requests.ConnectionError, requests.Timeout) as exc:
         why = unreachable(exc)
         if why:
-            raise DownloadError(f"cannot reach {urlsplit(url).netloc} for {clip(url)}: {why}",
-                                hint="check the network connection (or IMGFEAT_BASE_URL for a mirror)") from None
+            raise Unreachable(f"cannot reach {urlsplit(url).netloc} for {clip(url)}: {why}",
+                              hint="check the network connection (or IMGFEAT_BASE_URL for a mirror)") from None
         raise _Retry("timed out" if isinstance(exc, requests.Timeout) else f"connection failed ({exc.__class__.__name__})") from None
     except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema) as exc:
         raise UsageError(f"{clip(url)} is not a valid URL ({clip(exc, 150)})", hint="check the URL") from None
     except requests.RequestException as exc:  # too many redirects, a malformed answer...
-        raise DownloadError(f"cannot download {clip(url)}: {exc.__class__.__name__}: {clip(exc, 200)}",
-                            hint="check the URL (or IMGFEAT_BASE_URL for a mirror)") from None
+        raise Unreachable(f"cannot download {clip(url)}: {exc.__class__.__name__}: {clip(exc, 200)}",
+                          hint="check the URL (or IMGFEAT_BASE_URL for a mirror)") from None
 
 
 def _attempt(session: "object", url: str, part: Path, timeout: float, progress: ProgressFn, label: str) -> None:
@@ -134,8 +134,8 @@ def _attempt(session: "object", url: str, part: Path, timeout: float, progress: 
         if status in RETRY_STATUS:
             raise _Retry(f"HTTP {status}", retry_after=resp.headers.get("Retry-After"))  # type: ignore[attr-defined]
         if status not in (200, 206):
-            raise DownloadError(f"HTTP {status} for {clip(url)}",
-                                hint="check the URL (or IMGFEAT_BASE_URL for a mirror)")
+            raise Unreachable(f"HTTP {status} for {clip(url)}",
+                              hint="check the URL (or IMGFEAT_BASE_URL for a mirror)")
         if status == 200 and offset:
             offset = 0  # the server ignored Range: start over
         length = resp.headers.get("Content-Length")  # type: ignore[attr-defined]
@@ -190,8 +190,8 @@ def download_file(url: str, dest: Path, sha256: Optional[str] = None, retries: i
                     break
                 except _Retry as exc:
                     if attempt == retries:
-                        raise DownloadError(f"download of {clip(url)} failed after {retries + 1} attempts: {exc.reason}",
-                                            hint="check the network and rerun: the download resumes") from None
+                        raise Unreachable(f"download of {clip(url)} failed after {retries + 1} attempts: {exc.reason}",
+                                          hint="check the network and rerun: the download resumes") from None
                     delay = backoff * (2 ** attempt)
                     if exc.retry_after and exc.retry_after.isdigit():
                         delay = max(delay, min(float(exc.retry_after), 60.0))

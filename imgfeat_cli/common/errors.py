@@ -84,6 +84,12 @@ class DownloadError(ImgfeatError):
     """A download failed (HTTP status, checksum, offline, disk)."""
 
 
+class Unreachable(DownloadError):
+    """The network did not deliver the file: ``IMGFEAT_OFFLINE``, no route, a refused connection, TLS,
+    an HTTP error, retries exhausted. Callers that know a way round the network (a local model) say
+    so; a checksum or archive failure is not this."""
+
+
 class PartialFailure(ImgfeatError):
     """Work completed, but some inputs were skipped; the result is still written."""
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from imgfeat_cli.common import filetxn, fsutil
+from imgfeat_cli.datasets.convert_folders import class_folder_problems
 from imgfeat_cli.datasets.dataset import SPLITS, Entry, Problem, image_problem, read_list, resolve_inside
 from imgfeat_cli.common.errors import UsageError
 from imgfeat_cli.imaging.decode import extension_matches, probe_bytes
@@ -106,6 +107,7 @@ def run_check(dataset_dir: str, output_dir: str = "output", num_workers: Optiona
     problems: List[Problem] = [Problem("repaired_update", "info", f"{name} completed: an update of the list files "
                                        "was interrupted (the new set is in place, the old one in .bak)", name)
                                for name in filetxn.recover(root)]
+    problems.extend(class_folder_problems(root))  # photos/<class>/*.jpg: say which command makes a dataset
     splits: Dict[str, List[Entry]] = {}
     for split in SPLITS:
         lf = read_list(root, split)

@@ -1,6 +1,7 @@
-"""``convert``: LabelMe classification annotations -> ShiTuRecDataset.
+"""``convert``: LabelMe classification flags, class sub-folders or a ``path label`` list ->
+ShiTuRecDataset; this module reads LabelMe and holds the one entry point, :func:`run_convert`.
 
-Two layouts are accepted:
+LabelMe: two layouts are accepted:
 
 * PaddleX demo: ``<root>/images/``, ``<root>/annotations/*.json``, ``<root>/label.txt``;
 * labelme's own: ``x.json`` beside ``x.jpg`` (any depth), classes in ``flags.txt`` where
@@ -8,50 +9,35 @@ Two layouts are accepted:
 
 Each image takes the one flag set to true. Unlike upstream (which emits one line per true flag, so
 multi-flag images appear twice, and slices unshuffled), images with zero or several true flags are
-reported and skipped, and the split is deterministic and stratified (see
-:func:`imgfeat_cli.datasets.dataset.allocate`). The list files and ``label.txt`` are written together
-(all or none); the previous set is kept as ``.bak``.
+reported and skipped. ``flags.txt``/``label.txt`` and the JSON files are read as PaddleX reads them
+(UTF-8, else GBK, which is reported; a BOM is ignored).
 
-Paths with spaces cannot be listed (PaddleX splits list lines on spaces): with ``--out`` such images
-are linked under names with ``_`` for each space; in place, convert refuses before writing anything.
-With ``--out``, two different images that would land on one name (same file name from different
-folders) get distinct names (``x_2.jpg``); identical bytes share one. ``flags.txt``/``label.txt`` and
-the JSON files are read as PaddleX reads them (UTF-8, else GBK, which is reported; a BOM is ignored).
+Class folders: :mod:`imgfeat_cli.datasets.convert_folders`; lists:
+:mod:`imgfeat_cli.datasets.convert_list`. Whatever the source, images that do not decode are
+reported and left out, the split is deterministic and stratified
+(:func:`imgfeat_cli.datasets.dataset.allocate`), and the dataset is written as
+:mod:`imgfeat_cli.datasets.convert_output` describes (in place, or a separate ``--out`` folder with
+the images hard-linked, assembled beside it and renamed into place).
 """
 from __future__ import annotations
 
-import filecmp
 import json
-import os
-import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
-from imgfeat_cli.common import fsutil
 from imgfeat_cli.common.errors import DatasetError, UsageError
+from imgfeat_cli.common.progress import ProgressFn, null_progress
 from imgfeat_cli.datasets import textio
-from imgfeat_cli.datasets.dataset import (SPACE_RULE, SPLITS, UNLISTABLE, Entry, Problem, allocate, unlistable,
-                                          validate_percents, write_lists)
+from imgfeat_cli.datasets.convert_folders import scan_class_folders
+from imgfeat_cli.datasets.convert_list import list_root, read_labelled_list
+from imgfeat_cli.datasets.convert_output import (ConvertResult, Item, check_destination, class_order, drop_repeats,
+                                                 drop_undecodable, shown, write_dataset)
+from imgfeat_cli.datasets.dataset import Problem, validate_percents
 from imgfeat_cli.imaging.decode import IMAGE_EXTENSIONS
 
 IGNORE_FLAG = "__ignore__"
-
-
-@dataclass
-class ConvertResult:
-    dataset_path: str
-    layout: str
-    classes: List[str]
-    counts: Dict[str, int]
-    skipped: List[Problem] = field(default_factory=list)
-    backups: List[str] = field(default_factory=list)
-    notes: List[Problem] = field(default_factory=list)
-
-    def to_dict(self) -> Dict[str, object]:
-        return {"dataset_path": self.dataset_path, "layout": self.layout, "classes": self.classes,
-                "counts": self.counts, "skipped": [p.to_dict() for p in self.skipped], "backups": self.backups,
-                "notes": [p.to_dict() for p in self.notes]}
+#: Source formats, the first the default (``imgfeat convert --from``).
+FORMATS = ("labelme", "folders", "list")
 
 
 def _decode(path: Path, rel: str) -> Tuple[Optional[str], Optional[Problem]]:
@@ -155,113 +141,70 @@ def _collect(root: Path, anns: List[Path], classes: List[str], names_file: Optio
     return picked
 
 
-def _listed_paths_in_place(picked: List[Tuple[Path, str]], root: Path) -> List[str]:
-    """Paths relative to ``root``; images outside it or with spaces cannot be listed in place."""
-    rels = []
-    for image, _ in picked:
-        if not _inside(image, root):
-            raise DatasetError(f"image {image} lies outside {root}", hint="use --out to build a self-contained copy")
-        rels.append(image.resolve().relative_to(root.resolve()).as_posix())
-    spaced = [r for r in rels if unlistable(r)]
-    if spaced:
-        raise UsageError(f"{len(spaced)} images have spaces in their paths (e.g. {spaced[0]!r}): {SPACE_RULE}, so "
-                         "they cannot be listed in place; nothing was changed",
-                         hint="pass --out DIR (the images are linked there under names with '_' for spaces), "
-                              "or rename them")
-    return rels
-
-
-def _plan_copies(picked: List[Tuple[Path, str]], root: Path, notes: List[Problem]) -> List[str]:
-    """Paths under ``images/`` in a separate output folder: spaces become ``_``, and two different
-    images that would share a name get distinct ones (identical bytes share one file)."""
-    taken: Dict[str, Path] = {}
-    rels = []
-    for image, _ in picked:
-        inside = _inside(image, root)
-        rel = image.resolve().relative_to(root.resolve()).as_posix() if inside else image.name
-        rel = "images/" + (rel[len("images/"):] if rel.startswith("images/") else rel)
-        wanted = "".join("_" if c in UNLISTABLE else c for c in rel)
-        stem, dot, ext = wanted.rpartition(".") if "." in wanted.rsplit("/", 1)[-1] else (wanted, "", "")
-        cand, n = wanted, 1
-        while cand in taken and not _same_file(taken[cand], image):
-            n += 1
-            cand = f"{stem}_{n}{dot}{ext}"
-        taken.setdefault(cand, image)
-        if cand != rel:
-            why = "another image has the same name" if cand != wanted else "list paths cannot hold spaces"
-            notes.append(Problem("renamed_image", "info", f"{image} is listed as {cand} ({why})", None))
-        rels.append(cand)
-    return rels
-
-
-def run_convert(dataset_dir: str, out_dir: Optional[str] = None, percents: Tuple[float, float, float] = (50, 30, 20),
-                seed: int = 0) -> ConvertResult:
-    """Convert the LabelMe dataset at ``dataset_dir``; write the ShiTuRecDataset to ``out_dir``
-    (default: in place). When ``out_dir`` differs, images are hard-linked (or copied) into
-    ``out_dir/images/`` so the result is self-contained."""
-    root = Path(dataset_dir)
-    if not root.is_dir():
-        raise UsageError(f"dataset folder {dataset_dir} does not exist", hint="pass the LabelMe folder with --dataset")
-    why = validate_percents(*percents)
-    if why:
-        raise UsageError(f"bad split percentages: {why}", hint="e.g. -o CheckDataset.split.train_percent=60")
-    dest = fsutil.check_output_dir(out_dir or root)
+def _labelme_items(root: Path, skipped: List[Problem], notes: List[Problem]) -> Tuple[List[Item], List[str], str]:
+    """The LabelMe images with their class, the classes in id order (the names file's, else sorted),
+    and the layout found."""
     layout, anns, names_file = detect_layout(root)
     if not anns:
         raise DatasetError(f"no LabelMe .json annotations found under {root}",
-                           hint="expected annotations/*.json (PaddleX demo) or x.json beside x.jpg (labelme)")
-    skipped: List[Problem] = []
-    notes: List[Problem] = []
+                           hint="expected annotations/*.json (PaddleX demo) or x.json beside x.jpg (labelme); for "
+                                "class sub-folders use --from folders, for a 'path label' list --from list")
     classes = _read_names(names_file, notes) if names_file else []
     picked = _collect(root, anns, classes, names_file, skipped, notes)
-    if not classes:
-        classes = sorted({n for _, n in picked})
     if not picked:
         raise DatasetError(f"no usable annotation in {root} ({len(skipped)} skipped)",
                            hint="each image needs exactly one flag set to true")
-    class_id = {n: i for i, n in enumerate(classes)}
-    same_root = dest.resolve() == root.resolve()
-    rels = _listed_paths_in_place(picked, root) if same_root else _plan_copies(picked, root, notes)
-    if not same_root:
-        for (image, _), rel in zip(picked, rels):
-            _place(image, dest / rel)
-    rows = [(rel, class_id[name]) for rel, (_, name) in zip(rels, picked)]
-    parts = allocate(rows, [r[1] for r in rows], percents, seed, stratify=True)
-    backups = write_lists(dest, {split: [Entry(p, lab) for p, lab in sorted(part)] for split, part in zip(SPLITS, parts)},
-                          {"label.txt": "".join(f"{n}\n" for n in classes)})
-    counts = {s: len(p) for s, p in zip(SPLITS, parts)}
-    for split in ("gallery", "query"):
-        if not counts[split]:
-            skipped.append(Problem("empty_split", "warning",
-                                   f"{split}.txt is empty: no class has enough images (a class needs 2+ images to "
-                                   "reach gallery and query); `imgfeat check` will fail", f"{split}.txt"))
-    return ConvertResult(str(dest), layout, classes, counts, skipped, [str(b) for b in backups], notes)
+    real = root.resolve()
+    items = [Item(image, image.resolve().relative_to(real).as_posix() if real in image.resolve().parents else None,
+                  name, shown(str(image))) for image, name in picked]
+    return items, classes or sorted({n for _, n in picked}), layout
 
 
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root.resolve())
-        return True
-    except ValueError:
-        return False
+def _source_root(fmt: str, source: str, root: Optional[str]) -> Tuple[Path, List[Path]]:
+    """The folder the dataset's paths are relative to, and the inputs ``--out`` must not swallow."""
+    if fmt == "list":
+        base = list_root(Path(source), root)
+        return base, [base, Path(source)]
+    path = Path(source)
+    if not path.is_dir():
+        what = "is a file, not a folder" if path.exists() else "does not exist"
+        hint = ("for a 'path label' list use --from list FILE" if path.is_file()
+                else "pass the folder of class sub-folders" if fmt == "folders" else "pass the LabelMe folder")
+        raise UsageError(f"{'dataset' if fmt == 'labelme' else 'source'} folder {source} {what}", hint=hint)
+    return path, [path]
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    """Same file, or the same bytes (size first, then content)."""
-    try:
-        return os.path.samefile(a, b) or filecmp.cmp(a, b, shallow=False)
-    except OSError:
-        return False
+def run_convert(source: str, out_dir: Optional[str] = None, percents: Tuple[float, float, float] = (50, 30, 20),
+                seed: int = 0, fmt: Optional[str] = None, root: Optional[str] = None, overwrite: bool = False,
+                progress: ProgressFn = null_progress) -> ConvertResult:
+    """Convert ``source`` (a LabelMe folder, a folder of class sub-folders, or a list file whose paths
+    are relative to ``root``, default its folder) into a ShiTuRecDataset in ``out_dir`` (default: in
+    place, the source folder). ``fmt`` is one of :data:`FORMATS` (default the first). Everything is
+    checked before anything is written."""
+    fmt = fmt or FORMATS[0]
+    if fmt not in FORMATS:
+        raise UsageError(f"--from {fmt!r} is not supported", hint=f"use one of {', '.join(FORMATS)}")
+    why = validate_percents(*percents)
+    if why:
+        raise UsageError(f"bad split percentages: {why}", hint="e.g. -o CheckDataset.split.train_percent=60")
+    base, inputs = _source_root(fmt, source, root)
+    dest = Path(out_dir) if out_dir else base
+    check_destination(dest, base, inputs, overwrite, forbid_inside=fmt == "folders")
+    skipped: List[Problem] = []
+    notes: List[Problem] = []
+    classes: List[str] = []
+    if fmt == "labelme":
+        items, classes, layout = _labelme_items(base, skipped, notes)
+    elif fmt == "folders":
+        items, layout = scan_class_folders(base, skipped, notes), "class folders"
+    else:
+        items, layout = read_labelled_list(Path(source), base, skipped, notes), "path label list"
+    items = drop_undecodable(drop_repeats(items, skipped), skipped, progress)
+    if not items:
+        first = f": {len(skipped)} left out, e.g. {skipped[0].message}" if skipped else ""
+        raise DatasetError(f"no usable image in {source}{first}",
+                           hint="expected DIR/<class>/<image> for --from folders, 'path label' lines for --from list")
+    classes = classes or class_order([it.label for it in items])
+    counts, backups = write_dataset(base, dest, items, classes, percents, seed, skipped, notes, progress)
+    return ConvertResult(str(dest), layout, classes, counts, skipped, backups, notes, fmt)
 
-
-def _place(src: Path, dst: Path) -> None:
-    """Hard-link (cheap, same bytes) or copy ``src`` to ``dst``; never overwrite a different file."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.exists():
-        if _same_file(src, dst):
-            return
-        raise DatasetError(f"{dst} already exists with different content", hint="choose an empty --out folder")
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)

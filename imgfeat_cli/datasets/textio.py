@@ -15,7 +15,7 @@ from __future__ import annotations
 import codecs
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from imgfeat_cli.common.errors import DatasetError
 
@@ -89,3 +89,13 @@ def line_list(numbers: List[int], limit: int = 10) -> str:
         return f"line {numbers[0]}"
     shown = ", ".join(map(str, numbers[:limit]))
     return "lines " + shown + (f" ... ({len(numbers)} lines)" if len(numbers) > limit else "")
+
+
+def split_labelled(line: str) -> Tuple[str, str]:
+    """``(path, label)`` of a ``path<TAB or space>label`` line (PaddleX's gallery lists, PaddleClas'
+    tab-separated ones): split once, at the first tab when there is one (paths may then hold
+    spaces), else at the first space (labels may hold spaces); both sides stripped. Either may be
+    empty when the line has no label."""
+    text = line.strip()
+    path, _, label = text.partition("\t" if "\t" in text else " ")
+    return path.strip(), label.strip()

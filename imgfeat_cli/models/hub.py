@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Callable, List
 
 from imgfeat_cli.common.cache import (CacheEntry, Log, cache_dir, cache_root, entry_size, fetch, fetch_and_extract,
                                       offline)
-from imgfeat_cli.common.errors import DownloadError, ModelError, UsageError
+from imgfeat_cli.common.errors import DownloadError, ModelError, Unreachable, UsageError
 from imgfeat_cli.common.progress import ProgressFn, null_progress
 
 KINDS = ("inference", "pretrained", "backbone")
@@ -16,14 +16,40 @@ def inference_dir(name: str, tag: str) -> Path:
     return cache_root() / "models" / name / tag / "inference"
 
 
-#: What to do when an official model cannot be fetched, for callers that can use a local model.
-LOCAL_MODEL_HINT = "with no network, pass --model-dir DIR (an inference folder) or --weights X.pdparams"
+#: The ways to a model with no internet, by what is missing: every failure to fetch an official
+#: model names them (:func:`offline_hint`), and docs/offline.md explains them.
+OFFLINE_ROUTES = {
+    "inference": "no internet? use a local inference folder, --model-dir DIR (embed, eval, index, search): "
+                 "examples/output/inference, which `bash examples/quickstart.sh` trains offline in a source checkout; "
+                 "one `imgfeat export --weights CKPT.pdparams --out DIR` makes from a checkpoint; or one copied from a "
+                 "machine with internet, where `imgfeat download model {name}` prints its path",
+    "weights": "no internet? train from random initialisation with -o Train.pretrain_weight_path=none, or from a "
+               "checkpoint with -o Train.pretrain_weight_path=FILE.pdparams, e.g. one copied from a machine with "
+               "internet, where `imgfeat download model {name} --kind {kind}` prints its path",
+}
+MIRROR_ROUTE = "or point IMGFEAT_BASE_URL at a mirror of the official files"
+
+
+def offline_hint(name: str, kind: str = "inference") -> str:
+    """What to do when model ``name``'s official ``kind`` files cannot be fetched: the offline routes."""
+    routes = OFFLINE_ROUTES["inference" if kind == "inference" else "weights"]
+    return f"{routes.format(name=name, kind=kind)}; {MIRROR_ROUTE}"
+
+
+def _fetch_model(spec: Any, kind: str, tag: str, get: Callable[[], Path]) -> Path:
+    """``get()``, with a failure to reach the network turned into one error naming the offline routes."""
+    try:
+        return get()
+    except Unreachable as exc:
+        raise ModelError(f"cannot get model {spec.name} ({kind}, {tag}): {exc.message}",
+                         hint=offline_hint(spec.name, kind)) from None
+    except DownloadError as exc:  # a checksum or archive problem: its own hint says what to do
+        raise ModelError(f"cannot get model {spec.name} ({kind}, {tag}): {exc.message}", hint=exc.hint) from None
 
 
 def ensure_inference_model(spec: Any, tag: str, progress: ProgressFn = null_progress, log: Log = None,
-                           refresh: bool = False, hint: Optional[str] = LOCAL_MODEL_HINT) -> Path:
-    """The unpacked official inference folder for ``spec``/``tag``, downloading it if needed.
-    ``hint`` says what to do instead when it cannot be fetched (the caller knows its options)."""
+                           refresh: bool = False) -> Path:
+    """The unpacked official inference folder for ``spec``/``tag``, downloading it if needed."""
     target = inference_dir(spec.name, tag)
 
     def ready(path: Path) -> bool:
@@ -33,27 +59,25 @@ def ensure_inference_model(spec: Any, tag: str, progress: ProgressFn = null_prog
         return target
     if offline():
         raise ModelError(f"model {spec.name} ({tag}) is not in the cache {cache_root()} and IMGFEAT_OFFLINE is set",
-                         hint="; ".join(filter(None, [hint, "or unset IMGFEAT_OFFLINE to download it"])))
+                         hint=f"{offline_hint(spec.name)}; or unset IMGFEAT_OFFLINE to download it")
     url = spec.pretrained_cfg(tag).inference_url
-    try:
-        return fetch_and_extract(url, cache_dir("models", spec.name, tag) / f"{spec.name}_infer.tar", target, ready,
-                                 progress, log, refresh, refresh_hint=f"imgfeat download model {spec.name} --refresh")
-    except DownloadError as exc:
-        raise ModelError(f"cannot get model {spec.name}: {exc.message}",
-                         hint="; ".join(filter(None, [exc.hint, hint]))) from None
+    return _fetch_model(spec, "inference", tag, lambda: fetch_and_extract(
+        url, cache_dir("models", spec.name, tag) / f"{spec.name}_infer.tar", target, ready, progress, log, refresh,
+        refresh_hint=f"imgfeat download model {spec.name} --refresh"))
 
 
 def ensure_model_file(spec: Any, kind: str, tag: str, progress: ProgressFn = null_progress, log: Log = None,
-                      refresh: bool = False, hint: Optional[str] = LOCAL_MODEL_HINT) -> Path:
+                      refresh: bool = False) -> Path:
     """Fetch ``inference`` (folder), ``pretrained`` or ``backbone`` (.pdparams) for a model."""
     if kind == "inference":
-        return ensure_inference_model(spec, tag, progress, log, refresh, hint)
+        return ensure_inference_model(spec, tag, progress, log, refresh)
     cfg = spec.pretrained_cfg(tag)
     url = cfg.pretrained_url if kind == "pretrained" else cfg.backbone_url
     if url is None:
         raise UsageError(f"{spec.name} has no {kind} weights", hint="backbone weights exist for the CLIP models")
-    return fetch(url, cache_dir("models", spec.name) / url.rsplit("/", 1)[-1], progress=progress, log=log,
-                 refresh=refresh, refresh_hint=f"imgfeat download model {spec.name} --kind {kind} --refresh")
+    return _fetch_model(spec, kind, tag, lambda: fetch(
+        url, cache_dir("models", spec.name) / url.rsplit("/", 1)[-1], progress=progress, log=log, refresh=refresh,
+        refresh_hint=f"imgfeat download model {spec.name} --kind {kind} --refresh"))
 
 
 def list_cached_models(tag: str) -> List[CacheEntry]:

@@ -23,6 +23,7 @@ import numpy as np
 
 from imgfeat_cli.common.errors import UsageError
 from imgfeat_cli.common.progress import ProgressFn, null_progress
+from imgfeat_cli.datasets.textio import split_labelled
 
 EMBEDDING_SUFFIXES = (".jsonl", ".npy", ".parquet")
 #: Gallery rows per add: images are embedded and vectors added this many at a time, so building or
@@ -93,8 +94,7 @@ def parse_label_lines(text: str, name: str) -> List[Tuple[int, str, str]]:
         line = raw.rstrip("\r").strip()
         if not line:
             continue
-        path, _, label = line.partition("\t" if "\t" in line else " ")
-        path, label = path.strip(), label.strip()
+        path, label = split_labelled(line)
         if not path or not label:
             raise UsageError(f"{name}:{no}: expected '<path> <label>' (space or tab separated), got {line[:100]!r}",
                              hint="every gallery line needs an image path and a label")

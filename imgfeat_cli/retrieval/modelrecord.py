@@ -76,7 +76,7 @@ def source_for(recorded: Optional[Dict[str, Any]], given: ModelSource, log: Call
         return given
     if recorded and recorded.get("source"):
         src = recorded["source"]
-        kind, where = src.get("kind"), src.get("resolved") or src.get("given")
+        kind = src.get("kind")
         if kind == "official":
             chosen = given.replace(name=recorded.get("name"), tag=src.get("tag"))
         elif kind == "checkpoint":
