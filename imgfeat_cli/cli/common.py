@@ -114,8 +114,8 @@ class Output:
 
     # stderr -------------------------------------------------------------------------------------
     def log(self, message: str) -> None:
-        if not self.quiet:
-            self.err.print(message)
+        if not self.quiet:  # text, never markup: file names may hold [brackets]
+            self.err.print(message, markup=False, highlight=False)
 
     def note(self, message: str) -> None:
         """Something worth knowing that needs no action (e.g. ignored PaddleX keys)."""

@@ -27,7 +27,7 @@ def _report(out: Output, res: Any) -> None:
         if shown[p.code] <= SHOWN_PER_CODE:
             say = out.warn if p.severity == "warning" else out.log
             where = f"{p.file}:{p.line}: " if p.file and p.line else f"{p.file}: " if p.file else ""
-            say(escape(where + p.message))  # names from the user's disk are text, not rich markup
+            say(where + p.message)  # log and warn print text, never markup
     for code, n in shown.items():
         if n > SHOWN_PER_CODE:
             out.log(f"... and {n - SHOWN_PER_CODE} more {code} (all of them with --json)")
