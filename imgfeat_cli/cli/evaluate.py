@@ -11,9 +11,12 @@ from typing_extensions import Annotated
 from imgfeat_cli.cli.common import (ConfigOpt, DatasetOpt, DeviceOpt, JsonOpt, ModelDirOpt, ModelOpt, Output,
                                      OutputDirOpt, QuietOpt, WeightsOpt, handle_errors)
 from imgfeat_cli.cli.helpdoc import INPUT, ImgfeatCommand, examples, override_opt, shown_default
+from imgfeat_cli.cli.reportopts import ImageRootOpt, ReportOpt, ReportOverwriteOpt, ReportRowsOpt
+from imgfeat_cli.reports.limits import DEFAULT_QUERY_ROWS
 
 EXAMPLES = examples("imgfeat eval -d dataset/ --model-dir output/inference",
-                    "imgfeat eval --query q.jsonl --gallery g.jsonl --k 1 --k 10 --json")
+                    "imgfeat eval --query q.jsonl --gallery g.jsonl --k 1 --k 10 --json",
+                    "imgfeat eval -d dataset/ --model-dir output/inference --report eval_report/")
 
 
 def _use_checkpoint_export(cfg: dict, out: Output) -> None:
@@ -54,6 +57,8 @@ def eval_(
         show_default=False)] = None,
     device: DeviceOpt = None,
     output: OutputDirOpt = None,
+    report: ReportOpt = None, report_rows: ReportRowsOpt = DEFAULT_QUERY_ROWS, overwrite: ReportOverwriteOpt = False,
+    image_root: ImageRootOpt = None,
     config: ConfigOpt = None, override: override_opt("Predict.batch_size=32") = None, json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -64,6 +69,7 @@ def eval_(
     from imgfeat_cli.common.errors import UsageError
     from imgfeat_cli.retrieval.embfiles import load_query_gallery
     from imgfeat_cli.retrieval.evaluate import eval_dataset, write_result
+    from imgfeat_cli.reports.eval_report import EvalReport
     from imgfeat_cli.retrieval.metrics import evaluate
 
     out = Output(json_, quiet)
@@ -75,6 +81,8 @@ def eval_(
     if (query or gallery) and cfg["Global"]["dataset_dir"]:
         raise UsageError("give either --dataset or --query/--gallery, not both")
     fsutil.check_output_dir(cfg["Global"]["output"])  # before embedding a dataset, not after
+    pages = EvalReport(report, overwrite, report_rows, image_root or cfg["Global"]["dataset_dir"],
+                       ev["recall_k"]) if report else None
     with out.progress("items") as progress:
         if query or gallery:
             if not (query and gallery):
@@ -82,12 +90,13 @@ def eval_(
             (qf, ql, qp), (gf, gl, gp) = load_query_gallery(query, gallery, query_labels, gallery_labels)
             if ev["exclude_same_path"] and (qp is None or gp is None):
                 raise UsageError("--exclude-same-path needs input paths in both embedding files")
-            metrics = evaluate(qf, ql, gf, gl, ev["recall_k"], qp, gp, ev["exclude_same_path"], progress=progress)
+            metrics = evaluate(qf, ql, gf, gl, ev["recall_k"], qp, gp, ev["exclude_same_path"], progress=progress,
+                               collect=pages)
         elif cfg["Global"]["dataset_dir"]:
             _use_checkpoint_export(cfg, out)
             feature_model = load_model(cfg, out)
             metrics = eval_dataset(cfg["Global"]["dataset_dir"], feature_model, ev["recall_k"],
-                                   ev["exclude_same_path"], cfg["Predict"]["batch_size"], progress)
+                                   ev["exclude_same_path"], cfg["Predict"]["batch_size"], progress, pages)
         else:
             raise UsageError("nothing to evaluate", hint="pass --dataset DIR, or --query Q --gallery G")
     path = write_result(cfg["Global"]["output"], metrics)
@@ -100,6 +109,8 @@ def eval_(
         table.add_row(name, f"{value:.4f}")
     out.emit(metrics.to_dict(), table, essential=str(path))
     out.log(f"wrote {path}")
+    if pages is not None:
+        out.log(f"wrote report {pages.write(metrics)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -12,10 +12,13 @@ from imgfeat_cli.cli.common import (BackendOpt, BatchSizeOpt, ConfigOpt, DeviceO
                                      Output, PrecisionOpt, QuietOpt, WeightsOpt, handle_errors)
 from imgfeat_cli.cli.helpdoc import INPUT, OUTPUT, ImgfeatCommand, examples, override_opt, shown_default
 from imgfeat_cli.cli.index import batch_size, lazy_model, model_flags
+from imgfeat_cli.cli.reportopts import ImageRootOpt, ReportOpt, ReportOverwriteOpt, ReportRowsOpt
+from imgfeat_cli.reports.limits import DEFAULT_QUERY_ROWS
 
 EXAMPLES = examples("imgfeat search photo.jpg shelf/ --index drink_index --top-k 3",
                     "imgfeat search --embeddings queries.jsonl --index drink_index --out results.jsonl",
-                    "imgfeat search photo.jpg --index drink_index --no-threshold --json")
+                    "imgfeat search photo.jpg --index drink_index --no-threshold --json",
+                    "imgfeat search shelf/ --index drink_index --out results.jsonl --report search_report/")
 
 
 def _stdout_lines(results: Any) -> int:
@@ -49,6 +52,8 @@ def search(
     out_file: Annotated[Optional[str], typer.Option("--out", "-O", metavar="FILE", rich_help_panel=OUTPUT,
                                                     help="Write results here (JSONL) instead of stdout.",
                                                     show_default=False)] = None,
+    report: ReportOpt = None, report_rows: ReportRowsOpt = DEFAULT_QUERY_ROWS, overwrite: ReportOverwriteOpt = False,
+    image_root: ImageRootOpt = None,
     model: ModelOpt = None, model_dir: ModelDirOpt = None, weights: WeightsOpt = None, device: DeviceOpt = None,
     batch: BatchSizeOpt = None, backend: BackendOpt = None, precision: PrecisionOpt = None,
     config: ConfigOpt = None, override: override_opt("Search.top_k=10") = None, json_: JsonOpt = False,
@@ -61,6 +66,7 @@ def search(
     from imgfeat_cli.common import config as cfgmod
     from imgfeat_cli.common.errors import ImgfeatError, PartialFailure, UsageError
     from imgfeat_cli.pipeline.inputs import expand
+    from imgfeat_cli.reports.search_report import SearchReport
     from imgfeat_cli.retrieval.index import Index
     from imgfeat_cli.retrieval.search import read_query_vectors, search_images, search_vectors, write_results
 
@@ -74,6 +80,7 @@ def search(
     if bool(inputs) == bool(embeddings):
         raise UsageError("give query images or --embeddings FILE (one of the two)",
                          hint="e.g. imgfeat search photo.jpg --index DIR")
+    pages = SearchReport(report, overwrite, report_rows, image_root) if report else None
     index = Index.load(index_dir)
     for note in index.notes:
         out.warn(note)
@@ -88,6 +95,7 @@ def search(
                 raise UsageError("no images found in the inputs")
             results = search_images(index, lazy_model(cfg, out), items, k, thr, errors, batch_size(cfg),
                                     progress)
+        results = pages.watch(results) if pages else results
         doc: Dict[str, Any] = {"index": index_dir, "metric_type": index.metric_type, "top_k": k,
                                "threshold": thr}
         if json_:
@@ -104,6 +112,9 @@ def search(
         out.json(doc)
     if out_file:
         out.log(f"wrote {count} results to {out_file}")
+    if pages is not None:
+        page = pages.write(index, {"index": index_dir, "top_k": k, "threshold": thr}, errors)
+        out.log(f"wrote report {page}")
     for path, why in errors[:5]:
         out.warn(why if why.startswith(path) else f"{path}: {why}")
     if errors and not count:
