@@ -8,38 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from htmlpage import Page
+from reportdata import make_embeddings, photo, write_jsonl
 
 pytest.importorskip("jinja2")
 
-# Gallery: two A, two B, two C (one B/C item sits between B and C). Queries: A (first match right),
-# B (its first match is the C item: the worst query), C, and D (no gallery image: unscorable).
-G = [([1, 0, 0], "A", "g/a0.png"), ([0.9, 0.1, 0], "A", "g/a1.png"), ([0, 1, 0], "B", "g/b0.png"),
-     ([0.1, 0.9, 0], "B", "g/b1.png"), ([0, 0, 1], "C", "g/c0.png"), ([0.6, 0.8, 0], "C", "g/gone.png")]
-Q = [([1, 0.05, 0], "A", "q/a.png"), ([0.62, 0.78, 0.02], "B", "q/b.png"), ([0, 0.1, 1], "C", "q/c.png"),
-     ([0.5, 0.5, 0.5], "D", "q/d.png")]
-
-
-def _photo(path: Path, seed: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).resize((96, 72)).save(path)
-
-
-def _jsonl(path: Path, rows) -> Path:
-    path.write_text("".join(json.dumps({"input_path": p, "label": lab, "feature": f}) + "\n" for f, lab, p in rows))
-    return path
-
-
 @pytest.fixture
 def embeddings(tmp_path):
-    root = tmp_path / "imgs"
-    for i, (_, _, p) in enumerate(G + Q):
-        if "gone" not in p:
-            _photo(root / p, i)
-    return _jsonl(tmp_path / "q.jsonl", Q), _jsonl(tmp_path / "g.jsonl", G), root
+    return make_embeddings(tmp_path)
 
 
 def _refs_stay_inside(page: Page, folder: Path) -> None:
@@ -168,9 +145,9 @@ def test_check_report_shows_problems_with_their_images(invoke, synth_ds, tmp_pat
 def test_labels_and_paths_are_escaped(invoke, tmp_path, label):
     root = tmp_path / "imgs"
     odd = f"odd <b>{label[:8]}</b> &.png".replace("/", "_")
-    _photo(root / odd, 0)
-    g = _jsonl(tmp_path / "g.jsonl", [([1, 0], label, odd), ([0, 1], "x", odd)])
-    q = _jsonl(tmp_path / "q.jsonl", [([0.9, 0.1], label, odd)])
+    photo(root / odd, 0)
+    g = write_jsonl(tmp_path / "g.jsonl", [([1, 0], label, odd), ([0, 1], "x", odd)])
+    q = write_jsonl(tmp_path / "q.jsonl", [([0.9, 0.1], label, odd)])
     res = invoke("eval", "--query", q, "--gallery", g, "--output", tmp_path / "o", "--report", tmp_path / "rep",
                  "--image-root", root)
     assert res.exit_code == 0, res.output
