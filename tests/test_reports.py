@@ -230,7 +230,17 @@ def test_an_earlier_report_is_replaced_whole(invoke, embeddings, tmp_path):
     stale.write_bytes(b"old")
     assert invoke(*_eval_args(embeddings, tmp_path, folder, "--report-rows", "1")).exit_code == 0
     assert not stale.exists() and len(Page(folder / "index.html").by_id("worst-queries").find("div", "row")) == 1
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left behind
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [".rep.lock"]  # no staging left
+
+
+def test_report_into_the_output_folder(invoke, embeddings, tmp_path):
+    """The output folder appears during the work: judged then, by the same rules."""
+    res = invoke(*_eval_args(embeddings, tmp_path, tmp_path / "o"))
+    assert res.exit_code == 2 and "holds other files" in res.stderr
+    assert sorted(os.listdir(tmp_path / "o")) == ["config.eval.yaml", "evaluate_result.json"]
+    res = invoke(*_eval_args(embeddings, tmp_path, tmp_path / "o", "--overwrite"))
+    assert res.exit_code == 0, res.output
+    assert {"config.eval.yaml", "evaluate_result.json", "index.html"} <= set(os.listdir(tmp_path / "o"))
 
 
 def test_images_that_vanished_become_placeholders(invoke, embeddings, tmp_path):
@@ -243,3 +253,17 @@ def test_images_that_vanished_become_placeholders(invoke, embeddings, tmp_path):
     page = Page(tmp_path / "rep" / "index.html")
     assert [i.attrs["src"] for i in page.find("img")] == ["files/recall_at_k.png"]
     assert {d.text() for d in page.find("div", "missing")} == {"file not found"}
+
+
+def test_one_writer_per_report_folder(tmp_path):
+    from imgfeat_cli.common.errors import UsageError
+    from imgfeat_cli.reports.target import ReportDir
+
+    first = ReportDir(tmp_path / "rep")
+    with pytest.raises(UsageError, match="another imgfeat is writing"):
+        ReportDir(tmp_path / "rep")
+    with first.staging() as stage:
+        (stage / "index.html").write_text("x")
+        (stage / "imgfeat-report.json").write_text('{"imgfeat_report": "test"}')
+    assert (tmp_path / "rep" / "index.html").read_text() == "x"
+    ReportDir(tmp_path / "rep")  # released once the report is in place

@@ -13,7 +13,11 @@ take a report costs a one-line usage error (exit 2) instead of an evaluation:
 
 The report is assembled in a hidden staging folder (inside ``DIR`` when it exists, so the moves
 are renames on one file system) and moved in with Ctrl-C held back: the pictures first, the page,
-then the manifest. A failure or Ctrl-C before that leaves ``DIR`` as it was.
+then the manifest. A failure or Ctrl-C before that leaves ``DIR`` as it was. One writer at a time:
+a lock (``.DIR.lock`` beside ``DIR``, as for indexes), taken with the checks and held until the
+report is in place, refuses a second report into the same folder.
+A ``DIR`` that appeared during the work (``--report`` naming the ``--output`` folder) is judged
+again by the same rules before anything moves.
 """
 from __future__ import annotations
 
@@ -58,13 +62,33 @@ class ReportDir:
 
     def __init__(self, path: "os.PathLike[str] | str", overwrite: bool = False) -> None:
         self.path = Path(path)
+        self.overwrite = overwrite
         fsutil.check_output_dir(self.path)
         self.exists = self.path.is_dir()
         self.displaced: List[str] = []
         if self.exists:
             self._plan(overwrite)
+        self._lock = self._take_lock()
+
+    def _take_lock(self) -> Any:
+        from filelock import Timeout
+
+        lock = fsutil.writer_lock(self.path)
+        try:
+            lock.acquire()
+        except Timeout:
+            if not os.path.exists(lock.lock_file):  # not held elsewhere: it could not be created
+                raise UsageError(f"cannot write in {self.path.parent} (the report's lock file)",
+                                 hint="choose a location you may write to") from None
+            raise UsageError(f"another imgfeat is writing a report into {self.path}",
+                             hint="wait for it to finish, or choose another folder") from None
+        except OSError as exc:
+            raise UsageError(f"cannot write in {self.path.parent}: {exc.strerror or exc}",
+                             hint="choose a location you may write to") from None
+        return lock
 
     def _plan(self, overwrite: bool) -> None:
+        """Refuse a folder holding a user's files (without ``overwrite``); list the names to keep as .bak."""
         entries = sorted(e for e in os.listdir(self.path) if not e.startswith(f".{STAGING}."))
         ours = set(OWN) if _is_report(self.path / MANIFEST) else set()
         foreign = [e for e in entries if e not in ours]
@@ -81,15 +105,20 @@ class ReportDir:
     @contextlib.contextmanager
     def staging(self) -> Iterator[Path]:
         """An empty folder to assemble the report in; moved into ``DIR`` when the block succeeds."""
-        if not self.exists:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = fsutil.temp_dir(self.path / STAGING if self.exists else self.path)
         try:
-            (tmp / ASSETS).mkdir()
-            yield tmp
-            self._publish(tmp)
+            tmp = fsutil.temp_dir(self.path / STAGING if self.exists else self.path)
+            try:
+                (tmp / ASSETS).mkdir()
+                yield tmp
+                if not self.exists and os.path.lexists(self.path):  # made meanwhile: judge it now
+                    fsutil.check_output_dir(self.path)
+                    self.exists = True
+                    self._plan(self.overwrite)
+                self._publish(tmp)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            self._lock.release()
 
     def _publish(self, tmp: Path) -> None:
         with fsutil.deferred_interrupt():

@@ -41,7 +41,7 @@ def _write(source: Path, dest: Path) -> Optional[str]:
         text = str(exc)
         prefix = f"{os.fsdecode(source)}: "
         return text[len(prefix):] if text.startswith(prefix) else text
-    img.save(dest, format="JPEG", quality=THUMB_QUALITY, optimize=True)
+    img.save(dest, format="JPEG", quality=THUMB_QUALITY)
     return None
 
 
