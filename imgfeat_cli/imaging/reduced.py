@@ -16,40 +16,24 @@ from typing import Union
 from PIL import Image, ImageOps
 
 from imgfeat_cli.common.errors import ImageDecodeError
-from imgfeat_cli.imaging.decode import _DECODE_ERRORS, DEFAULT_LIMITS, Limits, _decode_failure, read_bounded
+from imgfeat_cli.imaging.decode import DEFAULT_LIMITS, Limits, check_pixels, decode_errors, read_bounded
 
 
 def open_reduced(source: Union[str, "os.PathLike[str]"], max_side: int, mode: str = "RGB",
                  limits: Limits = DEFAULT_LIMITS) -> Image.Image:
     """``source`` decoded in ``mode`` (``RGB`` or ``L``), upright, no side longer than ``max_side``."""
     label = os.fsdecode(source)
-    try:
+    with decode_errors(label):
         data = read_bounded(source, limits.max_bytes)
         if not data:
             raise ImageDecodeError(f"{label}: zero-byte file")
         with Image.open(io.BytesIO(data)) as img:  # the header only, so far
-            width, height = img.size
-            if width * height > limits.max_pixels:
-                raise ImageDecodeError(f"{label}: {width} x {height} pixels is over the "
-                                       f"{limits.max_pixels / 1e6:.0f} MP limit")
+            check_pixels(img, label, limits)
             if img.format in ("JPEG", "MPO"):
                 img.draft(mode, (max_side, max_side))  # DCT scaling: never below max_side
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)
             img.load()
-            upright = ImageOps.exif_transpose(img) or img
-            small = upright.convert(mode)
+            small = (ImageOps.exif_transpose(img) or img).convert(mode)
         small.thumbnail((max_side, max_side))
         return small
-    except ImageDecodeError:
-        raise
-    except FileNotFoundError:
-        raise ImageDecodeError(f"{label}: file not found") from None
-    except (IsADirectoryError, NotADirectoryError):
-        raise ImageDecodeError(f"{label}: not an image file") from None
-    except PermissionError:
-        raise ImageDecodeError(f"{label}: permission denied") from None
-    except MemoryError:
-        raise ImageDecodeError(f"{label}: out of memory while decoding") from None
-    except _DECODE_ERRORS as exc:
-        raise ImageDecodeError(f"{label}: {_decode_failure(exc)}") from None
