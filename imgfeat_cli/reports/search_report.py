@@ -56,8 +56,10 @@ class SearchReport:
         query = Tile(q.src, f"query {n}", caption=path or "", missing=why)
         matches = []
         for label, score, i in list(zip(res["labels"], res["scores"], res["ids"]))[:limits.MAX_MATCHES]:
-            t = thumbs.get(self._local(index.paths.get(int(i))))
-            matches.append(Tile(t.src, str(label), float(score), caption=f"id {i}", missing=t.missing))
+            path = index.paths.get(int(i))
+            t = thumbs.get(self._local(path))
+            caption = f"id {i} {Path(path).name}" if path else f"id {i}"
+            matches.append(Tile(t.src, str(label), float(score), caption=caption, missing=t.missing))
         note = "" if matches else "no match passes the threshold"
         return MatchRow(query, matches, note)
 
