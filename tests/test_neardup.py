@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from jsonschema import Draft202012Validator
 from PIL import Image
 
 from conftest import shared_path
+from imgfeat_cli.common.schemas import load_schema
 
 pytest.importorskip("imagehash")
 pytest.importorskip("faiss")
@@ -87,6 +89,7 @@ def test_copies_are_found_with_both_file_lines_and_distinct_photos_are_not(invok
     res = invoke("check", "--dataset", root, "--output", tmp_path / "o", "--near-duplicates", "--json")
     assert res.exit_code == 0, res.output  # warnings only
     doc = json.loads(res.stdout)
+    Draft202012Validator(load_schema("check_result")).validate(doc)  # "related" is part of the schema
     assert _pairs(doc["problems"]) == {("query.txt", 1, "gallery.txt", 1), ("query.txt", 2, "gallery.txt", 2),
                                        ("query.txt", 3, "gallery.txt", 4), ("query.txt", 5, "train.txt", 5),
                                        ("gallery.txt", 7, "gallery.txt", 5)}
