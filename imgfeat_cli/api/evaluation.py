@@ -16,6 +16,7 @@ from imgfeat_cli.common.errors import UsageError
 from imgfeat_cli.common.progress import ProgressFn, null_progress
 from imgfeat_cli.pipeline.predictor import FeatureModel
 from imgfeat_cli.pipeline.readers import recorded_model
+from imgfeat_cli.reports.spec import ReportSpec
 from imgfeat_cli.retrieval import modelrecord
 from imgfeat_cli.retrieval.metrics import RetrievalMetrics
 
@@ -25,9 +26,12 @@ Log = Callable[[str], None]
 def evaluate(dataset: Optional[str] = None, model: ModelLike = None, *, query: Optional[str] = None,
              gallery: Optional[str] = None, query_labels: Optional[str] = None, gallery_labels: Optional[str] = None,
              ks: Sequence[int] = (1, 5), exclude_same_path: bool = False, allow_other_model: bool = False,
-             progress: ProgressFn = null_progress, log: Log = lambda m: None) -> RetrievalMetrics:
+             report: Optional[ReportSpec] = None, progress: ProgressFn = null_progress,
+             log: Log = lambda m: None) -> RetrievalMetrics:
     """Score retrieval: a ``dataset`` folder with ``model``, or ``query`` and ``gallery``
-    embedding files (labels from their ``label`` column or from label files). Example::
+    embedding files (labels from their ``label`` column or from label files). With ``report``
+    (a :class:`~imgfeat_cli.reports.spec.ReportSpec`), also write the HTML report; its path is
+    ``metrics.report``. Example::
 
         from imgfeat_cli import ModelSource, evaluate
         m = evaluate("dataset/", ModelSource(model_dir="output/inference"))
@@ -35,15 +39,23 @@ def evaluate(dataset: Optional[str] = None, model: ModelLike = None, *, query: O
     """
     if (query or gallery) and dataset:
         raise UsageError("give either a dataset or query/gallery embeddings, not both")
-    if query or gallery:
-        return _from_files(query, gallery, query_labels, gallery_labels, ks, exclude_same_path, allow_other_model,
-                           progress)
-    if not dataset:
+    if not (query or gallery or dataset):
         raise UsageError("nothing to evaluate", hint="pass --dataset DIR, or --query Q --gallery G")
-    from imgfeat_cli.retrieval.evaluate import eval_dataset
+    from imgfeat_cli.reports.eval_report import EvalReport
 
-    loaded, batch = _dataset_model(model, log)
-    return eval_dataset(dataset, loaded, ks, exclude_same_path, batch, progress)
+    pages = EvalReport(report.folder, report.overwrite, report.rows, report.image_root or dataset, ks) \
+        if report is not None else None  # the report folder is vetted before any work
+    if query or gallery:
+        metrics = _from_files(query, gallery, query_labels, gallery_labels, ks, exclude_same_path, allow_other_model,
+                              progress, pages)
+    else:
+        from imgfeat_cli.retrieval.evaluate import eval_dataset
+
+        loaded, batch = _dataset_model(model, log)
+        metrics = eval_dataset(dataset, loaded, ks, exclude_same_path, batch, progress, pages)
+    if pages is not None:
+        metrics.report = str(pages.write(metrics))
+    return metrics
 
 
 def _dataset_model(model: ModelLike, log: Log) -> Any:
@@ -67,7 +79,7 @@ def _dataset_model(model: ModelLike, log: Log) -> Any:
 
 def _from_files(query: Optional[str], gallery: Optional[str], query_labels: Optional[str],
                 gallery_labels: Optional[str], ks: Sequence[int], exclude_same_path: bool, allow_other: bool,
-                progress: ProgressFn) -> RetrievalMetrics:
+                progress: ProgressFn, pages: Any = None) -> RetrievalMetrics:
     from imgfeat_cli.retrieval.embfiles import load_query_gallery
     from imgfeat_cli.retrieval.metrics import evaluate as score
 
@@ -78,4 +90,4 @@ def _from_files(query: Optional[str], gallery: Optional[str], query_labels: Opti
                       allow_other, what_of=f"the gallery vectors of {gallery}")
     if exclude_same_path and (qp is None or gp is None):
         raise UsageError("--exclude-same-path needs input paths in both embedding files")
-    return score(qf, ql, gf, gl, ks, qp, gp, exclude_same_path, progress=progress)
+    return score(qf, ql, gf, gl, ks, qp, gp, exclude_same_path, progress=progress, collect=pages)

@@ -18,6 +18,7 @@ from imgfeat_cli.common.progress import ProgressFn, null_progress
 from imgfeat_cli.models.source import ModelSource
 from imgfeat_cli.pipeline.inputs import expand, no_images
 from imgfeat_cli.pipeline.predictor import FeatureModel
+from imgfeat_cli.reports.spec import ReportSpec
 from imgfeat_cli.retrieval import builder, layout, modelrecord
 from imgfeat_cli.retrieval.index import Index
 
@@ -130,11 +131,21 @@ class SearchRun:
     warnings: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)  # worth knowing, nothing to act on
     model: Optional[str] = None  # the model the queries were embedded with, in a few words
+    pages: Any = None  # the HTML report being gathered (``report=``), written by finish()
+    folder: Optional[str] = None  # the index folder, when the index was given as one
+
+    def finish(self) -> Optional[str]:
+        """Once ``results`` is consumed: write the HTML report, if one was asked for; its path."""
+        if self.pages is None:
+            return None
+        settings = {"index": self.folder, "top_k": self.top_k, "threshold": self.threshold}
+        return str(self.pages.write(self.index, settings, self.errors))
 
 
 def search(index: Any, queries: Optional[Sequence[Any]] = None, model: ModelLike = None, *,
            embeddings: Optional[str] = None, top_k: int = 5, threshold: Optional[float] = None,
-           allow_other_model: bool = False, progress: ProgressFn = null_progress, log: Log = _quiet) -> SearchRun:
+           allow_other_model: bool = False, report: Optional[ReportSpec] = None, progress: ProgressFn = null_progress,
+           log: Log = _quiet) -> SearchRun:
     """Search ``index`` (an :class:`Index` or its folder) with query images (embedded with the
     index's own model unless ``model`` is given) or with precomputed ``embeddings`` (a feature
     file). Example::
@@ -149,13 +160,17 @@ def search(index: Any, queries: Optional[Sequence[Any]] = None, model: ModelLike
     if (queries is None) == (embeddings is None):
         raise UsageError("give query images or an embeddings file (one of the two)",
                          hint="e.g. imgfeat search photo.jpg --index DIR")
+    from imgfeat_cli.reports.search_report import SearchReport
+
+    pages = SearchReport(report.folder, report.overwrite, report.rows, report.image_root) if report else None
     idx = index if isinstance(index, Index) else Index.load(index)
-    run = SearchRun(idx, top_k, threshold, iter(()), warnings=list(idx.notes), notes=modelrecord.notes_for(idx.model))
+    run = SearchRun(idx, top_k, threshold, iter(()), warnings=list(idx.notes), notes=modelrecord.notes_for(idx.model),
+                    pages=pages, folder=None if isinstance(index, Index) else str(index))
     if embeddings is not None:
         feats, paths, recorded = read_query_vectors(embeddings)
         idx.check_features(feats[:1], "query features")  # a dim mismatch fails before any result
         _check(idx, recorded, f"the query vectors of {embeddings}", allow_other_model, run)
-        run.results = search_vectors(idx, feats, paths, top_k, threshold, progress)
+        run.results = _watched(search_vectors(idx, feats, paths, top_k, threshold, progress), pages)
         return run
     items = [it.source for it in expand(list(queries or []))]
     if not items:
@@ -163,8 +178,13 @@ def search(index: Any, queries: Optional[Sequence[Any]] = None, model: ModelLike
     loaded, batch = _model_for(model, idx.model, log, allow_other_model)
     _check(idx, loaded.record(idx.dim), "the query vectors", allow_other_model, run)
     run.model = modelrecord.describe(loaded.record(idx.dim))
-    run.results = search_images(idx, loaded, items, top_k, threshold, run.errors, batch or None, progress)
+    run.results = _watched(search_images(idx, loaded, items, top_k, threshold, run.errors, batch or None, progress),
+                           pages)
     return run
+
+
+def _watched(results: Iterator[Dict[str, Any]], pages: Any) -> Iterator[Dict[str, Any]]:
+    return pages.watch(results) if pages is not None else results
 
 
 def _check(index: Index, record: Optional[Dict[str, Any]], what: str, allow: bool, run: SearchRun) -> None:

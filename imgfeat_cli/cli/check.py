@@ -2,19 +2,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import typer
 from rich.console import Group
 from rich.table import Table
+from typing_extensions import Annotated
 
-from imgfeat_cli.cli.common import (ConfigOpt, DatasetOpt, JsonOpt, OutDirOpt, Output, OutputAliasOpt, QuietOpt,
-                                     handle_errors)
-from imgfeat_cli.cli.helpdoc import ImgfeatCommand, examples, override_opt
+from imgfeat_cli.cli.common import (ConfigOpt, DatasetOpt, DeviceOpt, JsonOpt, ModelDirOpt, ModelOpt, Output,
+                                     OutDirOpt, OutputAliasOpt, QuietOpt, WeightsOpt, handle_errors)
+from imgfeat_cli.cli.helpdoc import ImgfeatCommand, examples, override_opt, shown_default
+from imgfeat_cli.cli.reportopts import ReportOpt, ReportOverwriteOpt
 from imgfeat_cli.common.errors import CheckFailed
 
 EXAMPLES = examples("imgfeat check -d dataset/",
-                    "imgfeat check -d dataset/ --out reports/ --json")
+                    "imgfeat check -d dataset/ --out reports/ --json",
+                    "imgfeat check -d dataset/ --near-duplicates --report check_report/",
+                    "imgfeat check -d dataset/ --near-duplicates --model-dir output/inference --min-cosine 0.95")
 SEVERITY_STYLE = {"error": "red", "warning": "yellow", "info": "cyan"}
 
 
@@ -72,27 +76,56 @@ def check(
     dataset: DatasetOpt = None,
     out_dir: OutDirOpt = None,
     output: OutputAliasOpt = None,
+    report: ReportOpt = None, overwrite: ReportOverwriteOpt = False,
+    near_duplicates: Annotated[Optional[bool], typer.Option(
+        "--near-duplicates", help="Also look for near-duplicate images across splits and within the gallery "
+        "(perceptual hashes; with a model, embedding similarity too).", show_default=False)] = None,
+    hash_distance: Annotated[Optional[int], typer.Option(
+        "--hash-distance", metavar="BITS", help="Near-duplicate when the perceptual hashes differ in at most "
+        "this many of 64 bits.", show_default=shown_default("CheckDataset.near_duplicate_hash_distance"))] = None,
+    min_cosine: Annotated[Optional[float], typer.Option(
+        "--min-cosine", metavar="COS", help="Near-duplicate when the embeddings' cosine is at least this "
+        "(with --model, --model-dir or --weights).",
+        show_default=shown_default("CheckDataset.near_duplicate_min_cosine"))] = None,
+    model: ModelOpt = None, model_dir: ModelDirOpt = None, weights: WeightsOpt = None, device: DeviceOpt = None,
     config: ConfigOpt = None, override: override_opt("CheckDataset.imbalance_ratio=20") = None,
     json_: JsonOpt = False, quiet: QuietOpt = False,
 ) -> None:
     """Validate a ShiTuRecDataset: list files, images, leakage, class balance. Exit 3 when it fails."""
     from imgfeat_cli.common import config as cfgmod
     from imgfeat_cli.common import fsutil
+    from imgfeat_cli.cli.embedopts import model_source
     from imgfeat_cli.datasets.check import run_check
+    from imgfeat_cli.datasets.neardup import NearDupOptions
+    from imgfeat_cli.reports.check_report import CheckReport
     from imgfeat_cli.common.errors import UsageError
 
     out = Output(json_, quiet)
     cfg = cfgmod.resolve("check", config, override or [],
-                         {"Global.dataset_dir": dataset, "Global.output": out_dir or output}, note=out.note,
-                         output_option="--out/-O")
+                         {"Global.dataset_dir": dataset, "Global.output": out_dir or output, "Global.model": model,
+                          "Global.device": device, "Predict.model_dir": model_dir, "Predict.weights": weights,
+                          "CheckDataset.near_duplicates": near_duplicates,
+                          "CheckDataset.near_duplicate_hash_distance": hash_distance,
+                          "CheckDataset.near_duplicate_min_cosine": min_cosine},
+                         note=out.note, output_option="--out/-O")
     if not cfg["Global"]["dataset_dir"]:
         raise UsageError("no dataset given", hint="use --dataset DIR (or Global.dataset_dir in -c/-o)")
     cd = cfg["CheckDataset"]
     fsutil.check_output_dir(cfg["Global"]["output"])  # before decoding every image, not after
+    pages = CheckReport(report, overwrite) if report else None
+    near = NearDupOptions(cd["near_duplicate_hash_distance"], cd["near_duplicate_min_cosine"], None,
+                          cfg["Predict"]["batch_size"], cd["num_workers"]) if cd["near_duplicates"] else None
+    if near is None and (model or model_dir or weights):
+        raise UsageError("--model, --model-dir and --weights serve --near-duplicates only",
+                         hint="add --near-duplicates to use embedding similarity as a second signal")
+    if near is not None and (model or model_dir or weights or cfg["Predict"]["model_dir"]):
+        near.model = model_source(cfg)  # loaded by the check when it has images to compare
     with out.progress("images") as progress:
         result = run_check(cfg["Global"]["dataset_dir"], cfg["Global"]["output"], cd["num_workers"],
-                           cd["demo_samples"], cd["imbalance_ratio"], progress=progress)
+                           cd["demo_samples"], cd["imbalance_ratio"], progress=progress, near_duplicates=near)
     fsutil.write_text(Path(cfg["Global"]["output"]) / "config.check.yaml", cfgmod.dump_yaml(cfg))
+    if pages is not None:
+        out.log(f"wrote report {pages.write(result)}")
     out.emit(result.to_dict(), render(result), essential=str(Path(result.output_dir) / "check_dataset_result.json"))
     if not result.check_pass:
         n = result.counts("error")

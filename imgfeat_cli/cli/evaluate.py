@@ -12,9 +12,12 @@ from imgfeat_cli.cli.common import (AllowOtherOpt, BackendOpt, BatchSizeOpt, Con
                                      JsonOpt, ModelDirOpt, ModelOpt, OutDirOpt, Output, OutputAliasOpt, PrecisionOpt,
                                      QuietOpt, WeightsOpt, handle_errors)
 from imgfeat_cli.cli.helpdoc import INPUT, ImgfeatCommand, examples, override_opt, shown_default
+from imgfeat_cli.cli.reportopts import ImageRootOpt, ReportOpt, ReportOverwriteOpt, ReportRowsOpt
+from imgfeat_cli.reports.limits import DEFAULT_QUERY_ROWS
 
 EXAMPLES = examples("imgfeat eval -d dataset/ --model-dir output/inference --out eval_out/",
-                    "imgfeat eval --query q.jsonl --gallery g.jsonl --k 1 --k 10 --json")
+                    "imgfeat eval --query q.jsonl --gallery g.jsonl --k 1 --k 10 --json",
+                    "imgfeat eval -d dataset/ --model-dir output/inference --report eval_report/")
 
 
 def eval_(
@@ -44,6 +47,8 @@ def eval_(
     allow_other_model: AllowOtherOpt = False,
     out_dir: OutDirOpt = None,
     output: OutputAliasOpt = None,
+    report: ReportOpt = None, report_rows: ReportRowsOpt = DEFAULT_QUERY_ROWS, overwrite: ReportOverwriteOpt = False,
+    image_root: ImageRootOpt = None,
     config: ConfigOpt = None, override: override_opt("Predict.batch_size=32") = None, json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -52,6 +57,8 @@ def eval_(
     from imgfeat_cli.cli.embedopts import model_flags, model_source
     from imgfeat_cli.common import config as cfgmod
     from imgfeat_cli.common import fsutil
+    from imgfeat_cli.common.errors import UsageError
+    from imgfeat_cli.reports.spec import ReportSpec
     from imgfeat_cli.retrieval.evaluate import write_result
 
     out = Output(json_, quiet)
@@ -61,10 +68,14 @@ def eval_(
         "Evaluate.exclude_same_path": exclude_same_path}, note=out.note, output_option="--out/-O")
     ev, where = cfg["Evaluate"], cfg["Global"]["output"]
     fsutil.check_output_dir(where)  # before embedding a dataset, not after
+    if report and not overwrite and Path(report).resolve() == Path(where).resolve():
+        raise UsageError(f"--report {report} is the --out folder, which also receives evaluate_result.json",
+                         hint="give the report a folder of its own, or pass --overwrite to share it (files are kept)")
     with out.progress("items") as progress:
         metrics = evaluate(cfg["Global"]["dataset_dir"], model_source(cfg), query=query, gallery=gallery,
                            query_labels=query_labels, gallery_labels=gallery_labels, ks=ev["recall_k"],
                            exclude_same_path=ev["exclude_same_path"], allow_other_model=allow_other_model,
+                           report=ReportSpec(report, overwrite, report_rows, image_root) if report else None,
                            progress=progress, log=out.log)
     path = write_result(where, metrics)
     fsutil.write_text(Path(where) / "config.eval.yaml", cfgmod.dump_yaml(cfg))
@@ -75,7 +86,7 @@ def eval_(
     for name, value in metrics.metrics().items():
         table.add_row(name, f"{value:.4f}")
     out.emit(metrics.to_dict(), table, essential=str(path))
-    out.log(f"wrote {path}")
+    out.log(f"wrote {path}" + (f" and the report {metrics.report}" if metrics.report else ""))
 
 
 def register(app: typer.Typer) -> None:

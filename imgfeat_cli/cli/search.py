@@ -11,10 +11,13 @@ from typing_extensions import Annotated
 from imgfeat_cli.cli.common import (AllowOtherOpt, BackendOpt, BatchSizeOpt, ConfigOpt, DeviceOpt, JsonOpt,
                                      ModelDirOpt, ModelOpt, Output, PrecisionOpt, QuietOpt, WeightsOpt, handle_errors)
 from imgfeat_cli.cli.helpdoc import INPUT, OUTPUT, ImgfeatCommand, examples, override_opt, shown_default
+from imgfeat_cli.cli.reportopts import ImageRootOpt, ReportOpt, ReportOverwriteOpt, ReportRowsOpt
+from imgfeat_cli.reports.limits import DEFAULT_QUERY_ROWS
 
 EXAMPLES = examples("imgfeat search photo.jpg shelf/ --index drink_index --top-k 3",
                     "imgfeat search --embeddings queries.jsonl --index drink_index --out results.jsonl",
-                    "imgfeat search photo.jpg --index drink_index --no-threshold --json")
+                    "imgfeat search photo.jpg --index drink_index --no-threshold --json",
+                    "imgfeat search shelf/ --index drink_index --out results.jsonl --report search_report/")
 
 
 def _stdout_lines(results: Any) -> int:
@@ -48,6 +51,8 @@ def search(
     out_file: Annotated[Optional[str], typer.Option("--out", "-O", metavar="FILE", rich_help_panel=OUTPUT,
                                                     help="Write results here (JSONL) instead of stdout.",
                                                     show_default=False)] = None,
+    report: ReportOpt = None, report_rows: ReportRowsOpt = DEFAULT_QUERY_ROWS, overwrite: ReportOverwriteOpt = False,
+    image_root: ImageRootOpt = None,
     model: ModelOpt = None, model_dir: ModelDirOpt = None, weights: WeightsOpt = None, device: DeviceOpt = None,
     batch: BatchSizeOpt = None, backend: BackendOpt = None, precision: PrecisionOpt = None,
     allow_other_model: AllowOtherOpt = False,
@@ -63,6 +68,7 @@ def search(
     from imgfeat_cli.cli.embedopts import model_flags, model_source
     from imgfeat_cli.common import config as cfgmod
     from imgfeat_cli.common.errors import ImgfeatError, UsageError
+    from imgfeat_cli.reports.spec import ReportSpec
     from imgfeat_cli.retrieval.search import write_results
 
     out = Output(json_, quiet)
@@ -78,6 +84,7 @@ def search(
     with out.progress("queries") as progress:
         run = run_search(index_dir, list(inputs) if inputs else None, model_source(cfg, explicit),
                          embeddings=embeddings, top_k=k, threshold=thr, allow_other_model=allow_other_model,
+                         report=ReportSpec(report, overwrite, report_rows, image_root) if report else None,
                          progress=progress, log=out.log)
         for note in run.notes:
             out.note(note)
@@ -95,10 +102,15 @@ def search(
         else:
             count = _stdout_lines(run.results)
     doc["errors"] = [{"input_path": p, "error": e} for p, e in run.errors]
+    page = run.finish()
+    if page:
+        doc["report"] = page
     if json_:
         out.json(doc)
     if out_file:
         out.log(f"wrote {count} results to {out_file}")
+    if page:
+        out.log(f"wrote report {page}")
     if run.errors and not count:
         raise ImgfeatError(f"no query image could be read ({len(run.errors)} failed; first: {run.errors[0][1]})")
     out.partial(len(run.errors), len(run.errors) + count, "query images could not be read and have no result",

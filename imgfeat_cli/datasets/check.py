@@ -98,8 +98,9 @@ def _class_stats(entries: List[Entry]) -> Tuple[Dict[str, Any], Dict[str, int]]:
 
 def run_check(dataset_dir: str, output_dir: str = "output", num_workers: Optional[int] = None,
               demo_samples: int = 10, imbalance_ratio: float = 50.0, write_outputs: bool = True,
-              progress: ProgressFn = null_progress) -> CheckResult:
-    """Validate the dataset at ``dataset_dir``; write the report under ``output_dir``."""
+              progress: ProgressFn = null_progress, near_duplicates: Optional[Any] = None) -> CheckResult:
+    """Validate the dataset at ``dataset_dir``; write the report under ``output_dir``.
+    ``near_duplicates``: a :class:`~imgfeat_cli.datasets.neardup.NearDupOptions` to look for them."""
     root = Path(dataset_dir)
     if not root.is_dir():
         raise UsageError(f"dataset folder {dataset_dir} does not exist or is not a folder",
@@ -160,6 +161,11 @@ def run_check(dataset_dir: str, output_dir: str = "output", num_workers: Optiona
                                         f"{split}.txt", e.line))
 
     problems.extend(_cross_split_problems(splits, resolved, status, imbalance_ratio))
+    if near_duplicates is not None:
+        from imgfeat_cli.datasets.neardup import find_near_duplicates
+
+        decoded = {path: st.digest for path, st in status.items() if st.error is None}
+        problems.extend(find_near_duplicates(splits, resolved, decoded, near_duplicates, progress))
 
     class_stats: Dict[str, Dict[str, Any]] = {}
     per_class: Dict[str, Dict[str, int]] = {}

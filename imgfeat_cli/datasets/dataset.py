@@ -40,17 +40,23 @@ class Entry:
 
 @dataclass
 class Problem:
-    """One finding; ``severity`` is ``error`` (fails the check), ``warning`` or ``info``."""
+    """One finding; ``severity`` is ``error`` (fails the check), ``warning`` or ``info``.
+    ``related``: the other list lines a finding is about (``(file, line)``; a near-duplicate pair
+    names both sides), kept apart so that a report can show them side by side."""
 
     code: str
     severity: str
     message: str
     file: Optional[str] = None
     line: Optional[int] = None
+    related: Tuple[Tuple[str, int], ...] = ()
 
     def to_dict(self) -> Dict[str, object]:
-        return {"code": self.code, "severity": self.severity, "file": self.file, "line": self.line,
-                "message": self.message}
+        doc: Dict[str, object] = {"code": self.code, "severity": self.severity, "file": self.file,
+                                  "line": self.line, "message": self.message}
+        if self.related:
+            doc["related"] = [{"file": f, "line": n} for f, n in self.related]
+        return doc
 
 
 @dataclass

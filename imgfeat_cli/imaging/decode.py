@@ -21,9 +21,10 @@ import io
 import os
 import stat
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import Iterator, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -124,30 +125,19 @@ def read_bounded(path: Union[str, os.PathLike], max_bytes: int) -> bytes:
     return data
 
 
-def decode_image(source: Source, name: Optional[str] = None, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
-    """Decode a file path or encoded bytes to an ``HxWx3`` uint8 **RGB** array.
+def check_pixels(img: Image.Image, label: str, limits: Limits) -> None:
+    """Refuse an image whose header claims more than ``limits.max_pixels``, before any pixel is decoded."""
+    width, height = img.size
+    if width * height > limits.max_pixels:
+        raise ImageDecodeError(f"{label}: {width} x {height} pixels is over the {limits.max_pixels / 1e6:.0f} MP limit",
+                               hint="raise Predict.max_image_pixels if this image is meant to be embedded")
 
-    Raises :class:`ImageDecodeError` with a specific reason (empty, truncated, not an image, too
-    large, not a regular file...).
-    """
-    label = name or (os.fsdecode(source) if not isinstance(source, bytes) else "<bytes>")
+
+@contextmanager
+def decode_errors(label: str) -> Iterator[None]:
+    """What reading and decoding ``label`` may raise, as one :class:`ImageDecodeError` with the reason."""
     try:
-        data = source if isinstance(source, bytes) else read_bounded(source, limits.max_bytes)
-        if not data:
-            raise ImageDecodeError(f"{label}: {'empty data' if isinstance(source, bytes) else 'zero-byte file'}")
-        with Image.open(io.BytesIO(data)) as img:  # reads the header only
-            width, height = img.size
-            if width * height > limits.max_pixels:
-                raise ImageDecodeError(f"{label}: {width} x {height} pixels is over the {limits.max_pixels / 1e6:.0f} MP limit",
-                                       hint="raise Predict.max_image_pixels if this image is meant to be embedded")
-            fast = _decode_complete_jpeg(data) if img.format in ("JPEG", "MPO") else None
-            if fast is not None:
-                return fast
-            if getattr(img, "n_frames", 1) > 1:
-                img.seek(0)
-            img.load()
-            img = ImageOps.exif_transpose(img) or img
-            return np.ascontiguousarray(_to_rgb8(img))
+        yield
     except ImageDecodeError:
         raise
     except FileNotFoundError:
@@ -160,6 +150,29 @@ def decode_image(source: Source, name: Optional[str] = None, limits: Limits = DE
         raise ImageDecodeError(f"{label}: out of memory while decoding") from None
     except _DECODE_ERRORS as exc:
         raise ImageDecodeError(f"{label}: {_decode_failure(exc)}") from None
+
+
+def decode_image(source: Source, name: Optional[str] = None, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
+    """Decode a file path or encoded bytes to an ``HxWx3`` uint8 **RGB** array.
+
+    Raises :class:`ImageDecodeError` with a specific reason (empty, truncated, not an image, too
+    large, not a regular file...).
+    """
+    label = name or (os.fsdecode(source) if not isinstance(source, bytes) else "<bytes>")
+    with decode_errors(label):
+        data = source if isinstance(source, bytes) else read_bounded(source, limits.max_bytes)
+        if not data:
+            raise ImageDecodeError(f"{label}: {'empty data' if isinstance(source, bytes) else 'zero-byte file'}")
+        with Image.open(io.BytesIO(data)) as img:  # reads the header only
+            check_pixels(img, label, limits)
+            fast = _decode_complete_jpeg(data) if img.format in ("JPEG", "MPO") else None
+            if fast is not None:
+                return fast
+            if getattr(img, "n_frames", 1) > 1:
+                img.seek(0)
+            img.load()
+            img = ImageOps.exif_transpose(img) or img
+            return np.ascontiguousarray(_to_rgb8(img))
 
 
 _DECODE_ERRORS = (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError, EOFError)

@@ -35,9 +35,12 @@ def split_paths(root: Path, split: str) -> Tuple[List[str], List[Any], List[str]
 
 
 def eval_dataset(dataset_dir: str, model: Any, ks: Sequence[int] = (1, 5), exclude_same_path: bool = False,
-                 batch_size: Optional[int] = None, progress: ProgressFn = null_progress) -> RetrievalMetrics:
+                 batch_size: Optional[int] = None, progress: ProgressFn = null_progress,
+                 collect: Optional[Any] = None) -> RetrievalMetrics:
     """Embed the dataset's gallery and query lists with ``model`` (in memory, through the
-    embedding pipeline: an image listed in both is embedded once) and score them."""
+    embedding pipeline: an image listed in both is embedded once) and score them. ``collect``: see
+    :func:`~imgfeat_cli.retrieval.metrics.evaluate` (its paths are the listed ones, relative to the
+    dataset folder)."""
     from imgfeat_cli.pipeline.embedder import embed_to_memory
 
     root = Path(dataset_dir)
@@ -55,7 +58,8 @@ def eval_dataset(dataset_dir: str, model: Any, ks: Sequence[int] = (1, 5), exclu
     feats = got.features
     g = feats[[row[p] for p in g_full]]
     q = feats[[row[p] for p in q_full]]
-    return evaluate(q, q_labels, g, g_labels, ks, q_listed, g_listed, exclude_same_path, progress=progress)
+    return evaluate(q, q_labels, g, g_labels, ks, q_listed, g_listed, exclude_same_path, progress=progress,
+                    collect=collect)
 
 
 def write_result(output_dir: str, metrics: RetrievalMetrics) -> Path:

@@ -38,6 +38,7 @@ class RetrievalMetrics:
     num_scored: int
     num_gallery: int
     ks: List[int] = field(default_factory=list)
+    report: Optional[str] = None  # the HTML report written with these figures, if any
 
     def metrics(self) -> Dict[str, float]:
         out = {f"recall{k}": self.recall[k] for k in self.ks}
@@ -47,7 +48,7 @@ class RetrievalMetrics:
     def to_dict(self) -> Dict[str, Any]:
         return {"done_flag": True, "metrics": self.metrics(), "num_queries": self.num_queries,
                 "num_scored": self.num_scored, "num_unscorable": self.num_queries - self.num_scored,
-                "num_gallery": self.num_gallery}
+                "num_gallery": self.num_gallery, **({"report": self.report} if self.report else {})}
 
 
 _INT = re.compile(r"[+-]?[0-9]+", re.ASCII)
@@ -105,8 +106,10 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 def evaluate(query: np.ndarray, query_labels: Sequence[Any], gallery: np.ndarray, gallery_labels: Sequence[Any],
              ks: Sequence[int] = (1, 5), query_paths: Optional[Sequence[str]] = None,
              gallery_paths: Optional[Sequence[str]] = None, exclude_same_path: bool = False,
-             budget: int = 1 << 23, progress: ProgressFn = null_progress) -> RetrievalMetrics:
-    """Recall@k and mAP of ``query`` against ``gallery`` (see module docstring)."""
+             budget: int = 1 << 23, progress: ProgressFn = null_progress, collect: Optional[Any] = None
+             ) -> RetrievalMetrics:
+    """Recall@k and mAP of ``query`` against ``gallery`` (see module docstring). ``collect``, a
+    :class:`~imgfeat_cli.retrieval.ranking.QueryRanking`, keeps the per-query results."""
     if query.ndim != 2 or gallery.ndim != 2 or query.shape[1] != gallery.shape[1]:
         raise UsageError(f"feature shapes do not fit: query {query.shape}, gallery {gallery.shape}",
                          hint="embed query and gallery with the same model")
@@ -124,6 +127,8 @@ def evaluate(query: np.ndarray, query_labels: Sequence[Any], gallery: np.ndarray
         raise UsageError(f"no query can be scored: no query label occurs in the gallery (query labels "
                          f"{_examples(query_labels)}; gallery labels {_examples(gallery_labels)})",
                          hint="query and gallery must share one label space")
+    if collect is not None:
+        collect.begin(query_labels, gallery_labels, query_paths, gallery_paths)
     q, g = _normalise(query), _normalise(gallery)
     n_g = len(g)
     g_index: Dict[str, List[int]] = {}
@@ -154,7 +159,10 @@ def evaluate(query: np.ndarray, query_labels: Sequence[Any], gallery: np.ndarray
             hits[k] += int(rel[valid, :k].any(axis=1).sum())
         cum = np.cumsum(rel, axis=1)
         prec = np.where(rel, cum / positions, 0.0)
-        ap_sum += float((prec.sum(axis=1)[valid] / n_rel[valid]).sum())
+        ap = prec.sum(axis=1) / np.maximum(n_rel, 1)
+        ap_sum += float(ap[valid].sum())
+        if collect is not None:
+            collect.block(start, sims, order, rel, valid, ap)
         progress("Scoring queries", min(start + block, len(q)), len(q))
     if len(q) and not scored:
         raise UsageError("no query can be scored: each query's only same-label gallery items have its own path",
