@@ -22,14 +22,19 @@ from imgfeat_cli.common.errors import (EXIT_BROKEN_PIPE, EXIT_CHECK_FAILED, EXIT
                                        EXIT_PARTIAL, EXIT_USAGE)
 
 
-def usage_error_line(exc: Any) -> int:
+def usage_error_line(exc: Any, argv: Sequence[str] = ()) -> int:
     """Print a command-line parsing error of Typer's (duck-typed: ``format_message``,
-    ``exit_code``, ``ctx``) as ``Error:``/``Hint:`` lines; return the exit code (2)."""
+    ``exit_code``, ``ctx``) as ``Error:``/``Hint:`` lines; return the exit code (2). A missing
+    ``--out`` beside ``-o FILE`` (a config override without ``=``) was meant as ``-O``: say so."""
     if type(exc).__name__ == "NoArgsIsHelpError":  # `imgfeat` alone: Typer has printed the help
         return EXIT_USAGE
     message = exc.format_message()
     ctx = getattr(exc, "ctx", None)
     hint = f"see '{ctx.command_path} --help'" if ctx is not None else "see 'imgfeat --help'"
+    slip = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("-o", "--override") and "=" not in argv[i + 1]),
+                None)
+    if slip is not None and "'--out'" in message:
+        hint = f"did you mean --out/-O {slip}? (-o sets a config key: -o Section.key=value)"
     print_error(message[0].lower() + message[1:] if message[:1].isupper() and message[1:2].islower() else message,
                 hint)
     return int(getattr(exc, "exit_code", EXIT_USAGE) or EXIT_USAGE)
@@ -63,7 +68,7 @@ class ImgfeatGroup(TidyParams, TyperGroup):
             code = report_error(exc)
         except Exception as exc:  # noqa: BLE001 - parse errors and Abort, duck-typed
             if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
-                code = usage_error_line(exc)
+                code = usage_error_line(exc, list(args) if args is not None else sys.argv[1:])
             elif type(exc).__name__ == "Abort":  # Ctrl-C or EOF while Typer was prompting/parsing
                 code = report_error(KeyboardInterrupt())
             else:
