@@ -211,7 +211,7 @@ def test_predict_can_show_a_progress_bar(photos, model_dir, capsys):
 
 def test_a_full_disk_while_publishing_keeps_the_part_for_resume(invoke, photos, model_dir, tmp_path, monkeypatch):
     import errno
-    from imgfeat_cli.pipeline import formats
+    from imgfeat_cli.pipeline import arrayparts as formats
     out = tmp_path / "f.npy"
     real = formats.shutil.copyfileobj
 

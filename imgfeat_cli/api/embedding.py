@@ -17,7 +17,8 @@ from imgfeat_cli.pipeline.embedder import Embedder, StreamPlan, collect_inputs, 
 from imgfeat_cli.pipeline.inputs import InputItem, expand, no_images
 from imgfeat_cli.pipeline.job import EmbedOptions, run_job
 from imgfeat_cli.pipeline.predictor import FeatureModel
-from imgfeat_cli.pipeline.sinks import FileSink, MemorySink
+from imgfeat_cli.pipeline.memory import MemorySink
+from imgfeat_cli.pipeline.sinks import FileSink
 
 ModelLike = Union[ModelSource, FeatureModel, str, os.PathLike, None]
 
@@ -33,7 +34,7 @@ def embed(inputs: Any, out: Optional[str] = None, model: ModelLike = None, *, ba
     ``engine="ray"``) with ``model`` (a :class:`ModelSource`, a model from ``create_model``, an
     inference folder, or ``None``: the default official model).
 
-    * ``out=None``: in memory; returns a :class:`~imgfeat_cli.pipeline.sinks.MemorySink`
+    * ``out=None``: in memory; returns a :class:`~imgfeat_cli.pipeline.memory.MemorySink`
       (``.paths``, ``.features`` (N, D), ``.errors``).
     * ``out="feats.jsonl"`` (or ``.npy``, ``.parquet``): a resumable file; ``out="feats/"``, an
       existing folder or an object-store prefix: a folder of Parquet files. Returns an

@@ -1,4 +1,5 @@
-"""Cross-process locks for files imgfeat writes, kept out of the user's sight.
+"""Cross-process locks for files imgfeat writes: kept out of the user's sight (:func:`path_lock`),
+or held on an output's own open file (:func:`lock_open_file`).
 
 ``filelock`` leaves its lock file behind on release (deleting it would race with a process about
 to take it), so a lock beside ``--out model.bin`` or in each cache folder is a stray 0-byte file
@@ -10,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from imgfeat_cli.common.errors import UsageError
 from imgfeat_cli.common.home import cache_dir
 
 
@@ -26,3 +28,26 @@ def path_lock(target: Path, timeout: float = -1) -> Any:
     from filelock import FileLock
 
     return FileLock(str(lock_file(target)), timeout=timeout)
+
+
+def lock_open_file(fh: IO[bytes], what: Path) -> None:
+    """Hold an exclusive lock on an open file for as long as it is open (POSIX flock, Windows
+    msvcrt): a second writer of the same output fails at once."""
+    try:
+        import fcntl
+
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            raise _busy(what) from None
+    except BlockingIOError:
+        raise _busy(what) from None
+
+
+def _busy(what: Path) -> UsageError:
+    return UsageError(f"another imgfeat run is writing {what}",
+                      hint="wait for it to finish, or give this run another --out")

@@ -34,7 +34,8 @@ from imgfeat_cli.common.errors import ImgfeatError, UsageError
 from imgfeat_cli.distributed.storage import iter_files, join, resolve
 from imgfeat_cli.pipeline.formats import json_path, parquet_cannot_store, parquet_schema
 from imgfeat_cli.models.engines import same_features
-from imgfeat_cli.pipeline.sinks import labels_digest, lock_open_file, show_value
+from imgfeat_cli.common.locks import lock_open_file
+from imgfeat_cli.pipeline.sinks import labels_digest, show_value
 
 ERRORS_FILE, CONFIG_FILE, LOCK_FILE = "_errors.jsonl", "_imgfeat.yaml", ".imgfeat.lock"
 

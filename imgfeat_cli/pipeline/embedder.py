@@ -22,7 +22,7 @@ from imgfeat_cli.common.system import cpu_count, default_batch_size, parse_devic
 from imgfeat_cli.pipeline.batch import BatchResult
 from imgfeat_cli.imaging.decode import DEFAULT_LIMITS, Limits
 from imgfeat_cli.pipeline.inputs import InputItem, expand
-from imgfeat_cli.pipeline.sinks import MemorySink
+from imgfeat_cli.pipeline.memory import MemorySink
 from imgfeat_cli.pipeline.workers import StreamPool, ThreadDriver
 
 TASK = "Embedding"

@@ -1,5 +1,5 @@
-"""Where embedded rows go: :class:`MemorySink` (``predict``, ``eval``, ``index``) and
-:class:`FileSink` (``embed``: JSONL, NPY or Parquet, resumable).
+"""Where an embedding job's rows go when they go to a file: :class:`FileSink` (``embed``: JSONL,
+NPY or Parquet, resumable; rows kept in memory go to :class:`~imgfeat_cli.pipeline.memory.MemorySink`).
 
 A file output is a set of files that change together: ``FILE`` (and ``FILE.paths.txt`` for NPY),
 ``FILE.config.yaml`` (the settings that produced it, with an ``Output`` section naming the format,
@@ -25,58 +25,9 @@ from imgfeat_cli.common.version import __version__
 from imgfeat_cli.common import fsutil
 from imgfeat_cli.common.errors import UsageError
 from imgfeat_cli.models.engines import same_features
+from imgfeat_cli.common.locks import lock_open_file
 from imgfeat_cli.pipeline.formats import PartFile, json_path, open_part, output_format
 from imgfeat_cli.pipeline.readers import read_output_identity
-
-
-class MemorySink:
-    """Rows kept in memory, in input order: ``paths``, ``features`` (N, D) float32, ``errors``."""
-
-    def __init__(self) -> None:
-        self.paths: List[str] = []
-        self._chunks: List[np.ndarray] = []
-        self.errors: List[Tuple[str, str]] = []
-
-    def cannot_store(self, path: str) -> Optional[str]:
-        return None
-
-    def write(self, paths: Sequence[str], feats: np.ndarray) -> None:
-        self.paths.extend(paths)
-        self._chunks.append(feats)
-
-    def error(self, path: str, reason: str) -> None:
-        self.errors.append((path, reason))
-
-    @property
-    def features(self) -> np.ndarray:
-        if not self._chunks:
-            return np.empty((0, 0), np.float32)
-        if len(self._chunks) > 1:
-            self._chunks = [np.concatenate(self._chunks)]
-        return self._chunks[0]
-
-
-def lock_open_file(fh: IO[bytes], what: Path) -> None:
-    """Hold an exclusive lock on an open file for as long as it is open (POSIX flock, Windows
-    msvcrt): a second writer of the same output fails at once."""
-    try:
-        import fcntl
-
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except ImportError:  # Windows
-        import msvcrt
-
-        try:
-            msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
-        except OSError:
-            raise _busy(what) from None
-    except BlockingIOError:
-        raise _busy(what) from None
-
-
-def _busy(what: Path) -> UsageError:
-    return UsageError(f"another imgfeat run is writing {what}",
-                      hint="wait for it to finish, or give this run another --out")
 
 
 class FileSink:
