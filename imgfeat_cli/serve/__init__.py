@@ -14,14 +14,13 @@ from imgfeat_cli.common.errors import ImgfeatError
 
 def run(*args: Any, **kwargs: Any) -> None:
     """Check, load, listen and serve (see :func:`imgfeat_cli.serve.server.run`)."""
-    try:
-        import fastapi  # noqa: F401
-        import multipart  # noqa: F401  (python-multipart: uploads)
-        import prometheus_client  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError as exc:
-        raise ImgfeatError(f"imgfeat serve needs {exc.name}, which is not installed",
-                           hint="pip install 'imgfeat[serve]'") from None
+    from importlib.util import find_spec
+
+    for module, package in (("fastapi", "fastapi"), ("uvicorn", "uvicorn"), ("prometheus_client", "prometheus-client"),
+                            ("multipart", "python-multipart")):
+        if find_spec(module) is None:
+            raise ImgfeatError(f"imgfeat serve needs {package}, which is not installed",
+                               hint="pip install 'imgfeat[serve]'")
     from imgfeat_cli.serve.server import run as run_server
 
     run_server(*args, **kwargs)

@@ -91,8 +91,10 @@ def read_consistent(folder: Path) -> Snapshot:
         before = stamp(folder)
         try:
             index = backend.load_index(folder)
-        except ImgfeatError as exc:  # e.g. the folder is gone for the instant between two renames
-            last = exc
+        except ImgfeatError as exc:
+            if stamp(folder) == before:  # nothing moved: the folder itself is wrong
+                raise
+            last = exc  # a swap under the reader (the folder is gone between its two renames)
             time.sleep(0.05)
             continue
         if stamp(folder) == before:

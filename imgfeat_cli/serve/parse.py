@@ -15,13 +15,14 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
+from imgfeat_cli.common.errors import UsageError
 from imgfeat_cli.serve.errors import BadRequest, HTTPError, UnsupportedMedia, validation_message
 
 M = TypeVar("M", bound=BaseModel)
 ENCODINGS = ("json", "float16_base64")
 
 
-class Invalid(HTTPError):
+class Invalid(HTTPError, UsageError):
     status, code = 422, "invalid_request"
 
 

@@ -113,7 +113,6 @@ def run(cfg: Dict[str, Any], indexes: Any, log_line: Callable[[str], None], warn
         ready: Callable[[Dict[str, Any]], None], quiet: bool = False) -> None:
     """Check everything, load the model, listen, serve until SIGTERM or Ctrl-C (see module doc)."""
     settings = from_config(cfg, list(indexes), warn)
-    logging.config.dictConfig(log_config("warning" if quiet else "info"))
     log_line(f"loading {settings.model.model_dir or settings.model.weights or settings.model.name} ...")
     model = backend.load_model(settings.model, settings.max_batch, log_line)
     log_line(f"model {backend.describe_model(model)}")
@@ -125,6 +124,7 @@ def run(cfg: Dict[str, Any], indexes: Any, log_line: Callable[[str], None], warn
         app = model = None
     for line in describe(settings):
         log_line(line)
+    logging.config.dictConfig(log_config("warning" if quiet else "info"))
     sock = bind(settings.host, settings.port)
     metrics_dir = tempfile.mkdtemp(prefix="imgfeat-metrics-") if settings.workers > 1 else None
     if metrics_dir:
