@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import pytest
 import requests
 
 from imgfeat_cli.common import config as cfgmod
@@ -57,6 +58,33 @@ def settings(model_dir: str, indexes: List[Path], data_dir: Path, **serve: Any) 
     flags.update({f"Serve.{k}": v for k, v in serve.items()})
     cfg = cfgmod.resolve("serve", None, [], flags)
     return from_config(cfg, [str(p) for p in indexes], lambda line: None)
+
+
+@pytest.fixture(scope="session")
+def serve_model(model_dir):
+    """The seeded PP-ShiTuV2_rec, loaded as the server loads it (shared by the in-process apps)."""
+    from imgfeat_cli.serve import backend
+
+    return backend.load_model(settings(model_dir, [], Path("unused")).model, 8, lambda line: None)
+
+
+@pytest.fixture(scope="session")
+def template(tmp_path_factory, serve_model):
+    root = tmp_path_factory.mktemp("serve-gallery")
+    ds = make_gallery(root / "ds")
+    return ds, build(ds, root / "idx", serve_model)
+
+
+@pytest.fixture
+def ds(template):
+    """The gallery's images (read only)."""
+    return template[0]
+
+
+@pytest.fixture
+def idx(template, tmp_path):
+    """A fresh copy of the gallery's index (12 items, labels c00..c03), served as 'idx'."""
+    return copy_index(template[1], tmp_path / "idx")
 
 
 class LiveServer:

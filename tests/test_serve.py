@@ -29,32 +29,10 @@ from pydantic import BaseModel, ConfigDict  # noqa: E402
 
 from imgfeat_cli.serve import backend  # noqa: E402
 from imgfeat_cli.serve.app import create_app  # noqa: E402
-from serve_support import build, copy_index, extra_images, make_gallery, settings  # noqa: E402
+from serve_support import ds, extra_images, idx, serve_model, settings, template  # noqa: E402,F401  (fixtures)
 
 
 # --- fixtures -------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def serve_model(model_dir):
-    return backend.load_model(settings(model_dir, [], Path("unused")).model, 8, lambda line: None)
-
-
-@pytest.fixture(scope="session")
-def template(tmp_path_factory, serve_model):
-    root = tmp_path_factory.mktemp("serve-gallery")
-    ds = make_gallery(root / "ds")
-    return ds, build(ds, root / "idx", serve_model)
-
-
-@pytest.fixture
-def ds(template):
-    return template[0]
-
-
-@pytest.fixture
-def idx(template, tmp_path):
-    return copy_index(template[1], tmp_path / "idx")
-
-
 @pytest.fixture
 def make_client(model_dir, serve_model, idx, tmp_path):
     clients = []

@@ -6,6 +6,7 @@ Images come as multipart ``image`` parts or JSON (base64 or allowed URLs); see
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, List, Literal, Optional
 
 from fastapi import APIRouter, Path, Request
@@ -112,7 +113,7 @@ async def indexes(request: Request) -> Dict[str, Any]:
 @router.get("/indexes/{name}", summary="Type, metric, size, labels and model of an index")
 async def info(request: Request, name: str = IndexName) -> Dict[str, Any]:
     snap = service_of(request).registry.get(name).snapshot
-    return {**snapshot_doc(name, snap), **backend.index_info(snap.index)}
+    return {**snapshot_doc(name, snap), **backend.index_info(snap.index), "worker": os.getpid()}
 
 
 @router.post("/indexes/{name}/add", summary="Embed images and add them with their labels",

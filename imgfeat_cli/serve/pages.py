@@ -6,6 +6,7 @@ served with a Content-Security-Policy that allows only this server.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Dict
 
@@ -37,7 +38,7 @@ async def readyz(request: Request) -> JSONResponse:
     svc = request.app.state.service
     problems = dict(svc.registry.problems)
     doc: Dict[str, Any] = {"status": "ready" if not problems else "degraded", "model": svc.identity.get("name"),
-                           "indexes": svc.registry.names(), "queue": svc.batcher.depth}
+                           "indexes": svc.registry.names(), "queue": svc.batcher.depth, "worker": os.getpid()}
     if problems:
         doc["problems"] = problems
     return JSONResponse(doc, status_code=200 if not problems else 503)
