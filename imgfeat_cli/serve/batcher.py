@@ -73,13 +73,17 @@ class MicroBatcher:
             self._admitted -= n
 
     # work ----------------------------------------------------------------------------------------
+    def put(self, row: np.ndarray, fut: asyncio.Future, loop: asyncio.AbstractEventLoop) -> None:
+        """Queue one model input row (from any thread); ``fut`` gets its feature on ``loop``."""
+        self._rows.put(_Row(row, fut, loop))
+
     async def embed(self, rows: Sequence[np.ndarray]) -> np.ndarray:
         """Features of ``rows`` (model input rows), computed in shared batches."""
         loop = asyncio.get_running_loop()
         futures = []
         for row in rows:
             fut = loop.create_future()
-            self._rows.put(_Row(row, fut, loop))
+            self.put(row, fut, loop)
             futures.append(fut)
         return np.stack(await asyncio.gather(*futures))
 
@@ -122,7 +126,7 @@ class MicroBatcher:
             feats = self._run(np.stack([r.array for r in group]))
         except BaseException as exc:  # noqa: BLE001 - every waiter gets the error
             for r in group:
-                r.loop.call_soon_threadsafe(_fail, r.future, exc)
+                r.loop.call_soon_threadsafe(fail, r.future, exc)
             return
         for r, feat in zip(group, feats):
             r.loop.call_soon_threadsafe(_done, r.future, feat)
@@ -140,7 +144,7 @@ def _done(fut: asyncio.Future, value: Any) -> None:
         fut.set_result(value)
 
 
-def _fail(fut: asyncio.Future, exc: BaseException) -> None:
+def fail(fut: asyncio.Future, exc: BaseException) -> None:
     if not fut.done():
         fut.set_exception(exc)
 
