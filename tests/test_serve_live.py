@@ -252,3 +252,18 @@ def test_two_workers_see_an_update_within_a_second(template, model_dir, tmp_path
         assert max(seen_at.values()) < 5.0, seen_at  # POLL_S is 0.25 s; the bound is loose for busy machines
         metrics = requests.get(server.url + "/metrics", timeout=30).text
         assert 'imgfeat_index_items{index="idx"} 13.0' in metrics  # one exposition over both workers
+
+
+def test_the_paddlex_client_example_runs(live, template, tmp_path):
+    import subprocess
+    import sys
+
+    ds, _ = template
+    example = Path(__file__).resolve().parents[1] / "examples" / "serve_paddlex_client.py"
+    img = lambda c, i: str(ds / f"images/c0{c}/00{i}.jpg")  # noqa: E731
+    res = subprocess.run([sys.executable, str(example), live.url, f"{img(0, 0)}=cat", f"{img(1, 0)}=dog",
+                          f"{img(2, 0)}=cow", "--add", f"{img(3, 0)}=owl", "--remove", "1", "--infer", img(3, 0),
+                          "--out", str(tmp_path / "out.jpg")], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Number of images indexed: 3\nNumber of images indexed: 4\nNumber of images indexed: 3" in res.stdout
+    assert "'label': 'owl'" in res.stdout and (tmp_path / "out.jpg").stat().st_size > 0

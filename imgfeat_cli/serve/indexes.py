@@ -209,7 +209,8 @@ class Registry:
         return live
 
     def names(self) -> List[str]:
-        return sorted(self._live)
+        """The ``--index`` names in their order, then the data folder's keys, sorted."""
+        return [n for n in self.named if n in self._live] + sorted(n for n in self._live if n not in self.named)
 
     def folder_of(self, name: str) -> Path:
         if not isinstance(name, str) or not self._valid(name):
