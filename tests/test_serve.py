@@ -525,3 +525,18 @@ def test_a_swap_cut_between_its_renames_is_restored_at_start(make_client, idx, d
     client = make_client(warn=warnings.append)
     assert idx.is_dir() and "restored its last complete state" in warnings[0]
     healthy(client, ds)
+
+
+def test_an_index_another_process_is_writing_answers_409_with_retry_after(client, ds, idx):
+    from imgfeat_cli.common import fsutil
+
+    lock = fsutil.writer_lock(idx)  # `imgfeat index add` running in a shell
+    lock.acquire()
+    try:
+        res = client.post("/v1/indexes/idx/add", files=[("image", jpeg(extra_images(ds)[0]))], data={"label": "x"})
+        assert res.status_code == 409 and res.headers["retry-after"] == "1"
+        assert res.json()["error"]["code"] == "index_busy"
+    finally:
+        lock.release()
+    res = client.post("/v1/indexes/idx/add", files=[("image", jpeg(extra_images(ds)[0]))], data={"label": "x"})
+    assert res.status_code == 200 and res.json()["count"] == 13
