@@ -208,7 +208,8 @@ def main() -> None:
             print(f"| {clients} | {med['rps']:.1f} | {med['rps'] / off:.2f} | {med['p50']:.1f} | {med['p95']:.1f} | "
                   f"{med['p99']:.1f} | {med['p99'] / med['p50']:.2f} | {med['batch']:.2f} | "
                   f"{sum(r['errors'] for r in results[clients])} |")
-        print(f"1 client p50 - offline single-image latency: {statistics.median(r['p50'] for r in results[levels[0]]) - one:+.1f} ms")
+        first = statistics.median(r["p50"] for r in results[levels[0]])
+        print(f"{levels[0]} client(s) p50 - offline single-image latency: {first - one:+.1f} ms")
         if args.soak:
             before = rss_mb(pid)
             elapsed, out = asyncio.run(level(host, int(port), bodies, 16, args.soak, 24 * 3600))

@@ -27,7 +27,6 @@ with warnings.catch_warnings():  # starlette 1.x asks for httpx2 instead of http
     from fastapi.testclient import TestClient  # noqa: E402
 from pydantic import BaseModel, ConfigDict  # noqa: E402
 
-from imgfeat_cli.serve import backend  # noqa: E402
 from imgfeat_cli.serve.app import create_app  # noqa: E402
 from serve_support import ds, extra_images, idx, serve_model, settings, template  # noqa: E402,F401  (fixtures)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from imgfeat_cli.common import fsutil
-from imgfeat_cli.common.errors import ImgfeatError, UsageError
+from imgfeat_cli.common.errors import ImgfeatError
 from imgfeat_cli.serve import backend
 from imgfeat_cli.serve.errors import BadRequest, NotFound
 from imgfeat_cli.serve.settings import NAME_PATTERN
@@ -145,14 +145,15 @@ class LiveIndex:
             self._snapshot = snap
         return True
 
-    def update(self, change: Callable[[Path], Any]) -> Snapshot:
-        """Apply ``change(folder) -> new index`` (a backend write) and publish the result."""
+    def update(self, change: Callable[[Path], Tuple[Any, Any]]) -> Tuple[Snapshot, Any]:
+        """Apply ``change(folder) -> (new index, outcome)`` (a backend write), publish the new
+        snapshot; return it with the outcome."""
         from filelock import FileLock, Timeout
 
         with self._write_lock:
             try:
                 with FileLock(str(_side(self.folder, "serve.lock")), timeout=WRITER_WAIT_S):
-                    index = change(self.folder)
+                    index, outcome = change(self.folder)
                     generation = read_generation(self.folder) + 1
                     fsutil.write_text(_side(self.folder, "generation"), f"{generation}\n")
                     snap = Snapshot(index, generation, stamp(self.folder), gallery_root(index))
@@ -160,7 +161,7 @@ class LiveIndex:
                 raise backend.IndexBusy(f"index {self.name} is being changed by another request",
                                         hint="retry shortly") from None
             self._snapshot = snap
-        return snap
+        return snap, outcome
 
 
 class Registry:
@@ -250,8 +251,3 @@ class Registry:
                                 live.snapshot.generation, exc.message)
                 self.problems[live.name] = exc.message
 
-
-def require_name(name: Any) -> str:
-    if not isinstance(name, str) or not name:
-        raise UsageError("an index name is needed")
-    return name

@@ -17,7 +17,7 @@ import signal
 import socket
 import sys
 import tempfile
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict
 
 import uvicorn
 

@@ -141,31 +141,19 @@ class Service:
         return snap, results, emb
 
     async def add(self, name: str, sources: Sequence[Source], labels: Sequence[str]) -> Tuple[Snapshot, List[int]]:
-        live = self.registry.get(name)
+        """Embed ``sources`` and add them with ``labels``: the new snapshot and the ids given."""
+        self.registry.get(name)  # an unknown index fails before anything is embedded
         feats = await self.embed_all(sources)
-        ids: List[int] = []
-
-        def change(folder: Path) -> Any:
-            index, new_ids = backend.add_to_index(folder, feats, labels)
-            ids.extend(new_ids)
-            return index
-
-        snap = await self.in_pool(live.update, change)
-        self.observe_index(name, snap)
-        return snap, ids
+        return await self._update(name, lambda folder: backend.add_to_index(folder, feats, labels))
 
     async def remove(self, name: str, ids: Sequence[int], label: Optional[str] = None) -> Tuple[Snapshot, int]:
-        live = self.registry.get(name)
-        removed: List[int] = []
+        """Remove ids and/or a label's items: the new snapshot and how many went."""
+        return await self._update(name, lambda folder: backend.remove_from_index(folder, ids, label))
 
-        def change(folder: Path) -> Any:
-            index, count = backend.remove_from_index(folder, ids, label)
-            removed.append(count)
-            return index
-
-        snap = await self.in_pool(live.update, change)
+    async def _update(self, name: str, change: Callable[[Path], Tuple[Any, Any]]) -> Tuple[Snapshot, Any]:
+        snap, outcome = await self.in_pool(self.registry.get(name).update, change)
         self.observe_index(name, snap)
-        return snap, removed[0]
+        return snap, outcome
 
     async def build(self, sources: Sequence[Source], labels: Sequence[str]) -> Tuple[str, Snapshot]:
         """A new index under the data folder (PaddleX's ``/shitu-index-build``)."""
