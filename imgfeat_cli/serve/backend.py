@@ -9,6 +9,7 @@ write here inherits).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -71,6 +72,24 @@ def load_index(folder: Path) -> Any:
     from imgfeat_cli.retrieval.index import Index
 
     return Index.load(folder)
+
+
+def restore_backup(folder: Path, bak: Path) -> bool:
+    """Rename a whole ``bak`` index to the missing ``folder`` under the writer lock; False when
+    another process restored (or wrote) it meanwhile."""
+    from imgfeat_cli.common import fsutil
+    from imgfeat_cli.retrieval.builder import locked
+
+    lock = locked(folder)
+    try:
+        if folder.exists():
+            return False
+        load_index(bak)  # only a whole index is restored
+        os.replace(bak, folder)
+        fsutil.fsync_dir(folder.parent)
+        return True
+    finally:
+        lock.release()
 
 
 def check_model(index: Any, identity: Dict[str, Any], allow_other: bool, warn: Callable[[str], None],

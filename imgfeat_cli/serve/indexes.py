@@ -106,19 +106,8 @@ def read_consistent(folder: Path) -> Snapshot:
 def recover(folder: Path) -> Optional[str]:
     """Restore ``folder`` from ``.bak`` when a swap was cut between its two renames."""
     bak = folder.with_name(folder.name + ".bak")
-    if folder.exists() or not bak.is_dir():
+    if folder.exists() or not bak.is_dir() or not backend.restore_backup(folder, bak):
         return None
-    from imgfeat_cli.retrieval.builder import locked
-
-    lock = locked(folder)
-    try:
-        if folder.exists():
-            return None
-        backend.load_index(bak)  # only a whole index is restored
-        os.replace(bak, folder)
-        fsutil.fsync_dir(folder.parent)
-    finally:
-        lock.release()
     return f"index {folder} was missing (a write was cut short); restored its last complete state from {bak.name}"
 
 

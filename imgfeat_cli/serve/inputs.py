@@ -21,6 +21,8 @@ from imgfeat_cli.common.errors import ImageDecodeError, clip
 from imgfeat_cli.serve.errors import BadRequest, InputRefused
 
 MAX_REDIRECTS = 3
+#: Longest label a request may give (labels go into id_map.yaml and every search reply).
+MAX_LABEL_CHARS = 1000
 _CHUNK = 1 << 16
 
 
@@ -126,4 +128,6 @@ def label_of(value: Optional[str], name: str) -> str:
     """A label from a request: text, one line, not empty."""
     if not isinstance(value, str) or not value.strip() or "\n" in value or "\r" in value:
         raise BadRequest(f"{name}: a label must be one non-empty line of text")
+    if len(value) > MAX_LABEL_CHARS:
+        raise BadRequest(f"{name}: a label of {len(value)} characters is longer than {MAX_LABEL_CHARS}")
     return value.strip()

@@ -160,6 +160,9 @@ def from_config(cfg: Mapping[str, Any], indexes: Sequence[str], warn: Callable[[
                          device=glob["device"], backend=pred["backend"], precision=pred["precision"],
                          cpu_threads=pred["cpu_threads"])
     max_batch = srv["max_batch"] or pred["batch_size"] or default_batch_size(glob["device"])
+    if os.path.exists(srv["data_dir"]) and not os.path.isdir(srv["data_dir"]):
+        raise UsageError(f"--data-dir {clip(srv['data_dir'])} is a file, not a folder",
+                         hint="indexes built over HTTP live in a folder there; choose another --data-dir")
     return Settings(
         model=model, indexes=index_folders(indexes), data_dir=os.path.abspath(srv["data_dir"]),
         host=srv["host"], port=int(srv["port"]), workers=int(srv["workers"]), token=token,
