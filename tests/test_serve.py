@@ -477,6 +477,7 @@ def test_cors_is_off_unless_an_origin_is_given(make_client):
     (["--allow-url", "http://user:pw@x/"], "is not an http(s)://host/path prefix"),
     (["--index", "nowhere"], "index folder"),
     (["--workers", "0"], "Serve.workers"),
+    (["--data-dir", "short"], "--data-dir short is a file, not a folder"),
 ])
 def test_serve_refuses_bad_settings_before_listening(invoke, model_dir, tmp_path, args, needle, monkeypatch,
                                                      busy_port):
