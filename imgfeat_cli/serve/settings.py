@@ -156,16 +156,18 @@ def from_config(cfg: Mapping[str, Any], indexes: Sequence[str], warn: Callable[[
         raise UsageError("give either --model-dir or --weights, not both")
     token = read_token(srv["token_file"], warn) if srv["token_file"] else None
     check_exposure(srv["host"], token, srv["no_auth"], warn)
+    workers = int(srv["workers"])
+    threads = pred["cpu_threads"] or (max(1, cpu_count() // workers) if workers > 1 else None)  # cores split
     model = ModelOptions(name=glob["model"], model_dir=pred["model_dir"], weights=pred["weights"],
                          device=glob["device"], backend=pred["backend"], precision=pred["precision"],
-                         cpu_threads=pred["cpu_threads"])
+                         cpu_threads=threads)
     max_batch = srv["max_batch"] or pred["batch_size"] or default_batch_size(glob["device"])
     if os.path.exists(srv["data_dir"]) and not os.path.isdir(srv["data_dir"]):
         raise UsageError(f"--data-dir {clip(srv['data_dir'])} is a file, not a folder",
                          hint="indexes built over HTTP live in a folder there; choose another --data-dir")
     return Settings(
         model=model, indexes=index_folders(indexes), data_dir=os.path.abspath(srv["data_dir"]),
-        host=srv["host"], port=int(srv["port"]), workers=int(srv["workers"]), token=token,
+        host=srv["host"], port=int(srv["port"]), workers=workers, token=token,
         max_batch=int(max_batch), max_wait_ms=float(srv["max_wait_ms"]), queue_size=int(srv["queue_size"]),
         decode_threads=int(srv["decode_threads"] or cpu_count()),
         max_body_bytes=int(float(srv["max_body_mb"]) * (1 << 20)), max_images=int(srv["max_images"]),
