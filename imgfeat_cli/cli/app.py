@@ -127,10 +127,10 @@ def _root(version: Annotated[Optional[bool], typer.Option(
 
 
 def _register() -> None:
-    from imgfeat_cli.cli import (check, convert, download, embed, evaluate, export, index, quantize, search, split,
-                                 train)
+    from imgfeat_cli.cli import (check, convert, download, embed, evaluate, export, index, quantize, search, serve,
+                                 split, train)
 
-    for mod in (check, convert, split, train, evaluate, embed, export, quantize, download, index, search):
+    for mod in (check, convert, split, train, evaluate, embed, export, quantize, download, index, search, serve):
         mod.register(app)
 
 
