@@ -41,7 +41,7 @@ from imgfeat_cli.pipeline.batch import embed_rows
 from imgfeat_cli.imaging.decode import DEFAULT_LIMITS, Limits
 from imgfeat_cli.pipeline.embedder import collect_inputs
 from imgfeat_cli.pipeline.formats import parquet_schema
-from imgfeat_cli.pipeline.inputs import InputItem
+from imgfeat_cli.pipeline.inputs import InputItem, no_images
 
 #: Columns an input batch may hold: the encoded image, then where it came from.
 BYTES_COLUMN, PATH_COLUMNS = "bytes", ("input_path", "path")
@@ -294,9 +294,9 @@ def embed_dataset(data: Any, model_dir: Optional[str] = None, *, model: Optional
         sources = [os.fspath(data)] if isinstance(data, (str, os.PathLike)) else [os.fspath(s) for s in data]
         items = expand_locations(sources)
         if not items:
-            raise UsageError("no images found in the inputs")
+            raise no_images()
         data = ray.data.from_items(input_rows(items))
-    return map_embedder(data, package, cluster_plan(device, actors, threads, batch_size), fp16, limits)
+    return map_embedder(data, package, cluster_plan(device, actors, threads, source.batch), fp16, limits)
 
 
 __all__ = ["ImageEmbedder", "ModelPackage", "driver_copy", "embed_dataset", "package_model", "expand_locations", "map_embedder",
