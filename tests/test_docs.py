@@ -512,6 +512,10 @@ def test_files_and_modules_the_docs_name_exist(doc):
             break
         if obj is None:
             missing.append(dotted)
+    section = (REPO / "pyproject.toml").read_text(encoding="utf-8").split("[project.optional-dependencies]")[1]
+    extras = set(re.findall(r"^([\w-]+) = \[", section.split("\n[")[0], re.M))
+    missing += [f"extra [{e}]" for group in re.findall(r"\.\[([\w,-]+)\]", text)
+                for e in group.split(",") if e not in extras]
     assert not missing, f"{doc.name} names what does not exist: {sorted(missing)}"
 
 
