@@ -15,7 +15,7 @@ from imgfeat_cli.cli.render import counts_table
 EXAMPLES = examples("imgfeat convert --from folders photos/ --out dataset/",
                     "imgfeat convert --from list gallery/drink_label.txt --out drink_ds/",
                     "imgfeat convert -d labelme_folder/",
-                    "imgfeat convert -d labelme_folder/ --out dataset/ -o CheckDataset.split.seed=7")
+                    "imgfeat convert -d labelme_folder/ --out labelme_ds/ -o CheckDataset.split.seed=7")
 #: Problems of one kind printed on stderr; the rest are counted (all of them are in --json).
 SHOWN_PER_CODE = 10
 

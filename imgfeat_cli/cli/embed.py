@@ -14,7 +14,7 @@ from imgfeat_cli.cli.helpdoc import (INPUT, MODEL, OUTPUT, PERFORMANCE, RAY, Img
                                      shown_default)
 
 EXAMPLES = examples("imgfeat embed photos/ --out feats.parquet",
-                    "find shots -name '*.jpg' | imgfeat embed - --out feats.jsonl --resume",
+                    "find photos -name '*.jpg' | imgfeat embed - --out feats.jsonl --resume",
                     "imgfeat embed s3://bucket/photos/ --engine ray --ray-address head:6379 --out s3://bucket/feats/")
 
 
