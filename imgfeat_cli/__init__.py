@@ -6,7 +6,7 @@ names below are the whole surface, each documented with an example in ``docs/pyt
 * models: :func:`create_model` (PaddleX style), :class:`ModelSource` (what to load and how to run
   it), :func:`list_models`;
 * jobs: :func:`embed` (memory, a file or a folder; this machine or Ray), :func:`read_features`,
-  :func:`evaluate`, :func:`search`;
+  :func:`evaluate`, :func:`search` (:class:`ReportSpec`: their HTML reports);
 * indexes: :class:`Index`, :func:`build_index`, :func:`add_to_index`, :func:`remove_from_index`;
 * errors: :class:`ImgfeatError` and its subclasses, each with the ``exit_code`` the CLI uses.
 
@@ -35,6 +35,7 @@ _EXPORTS = {
     "build_index": "imgfeat_cli.api.retrieval",
     "add_to_index": "imgfeat_cli.api.retrieval",
     "remove_from_index": "imgfeat_cli.api.retrieval",
+    "ReportSpec": "imgfeat_cli.reports.spec",
     "ImgfeatError": "imgfeat_cli.common.errors",
     "UsageError": "imgfeat_cli.common.errors",
     "ConfigError": "imgfeat_cli.common.errors",
@@ -43,8 +44,6 @@ _EXPORTS = {
     "UnknownModel": "imgfeat_cli.common.errors",
     "ImageDecodeError": "imgfeat_cli.common.errors",
     "IndexFormatError": "imgfeat_cli.common.errors",
-    "CheckFailed": "imgfeat_cli.common.errors",
-    "PartialFailure": "imgfeat_cli.common.errors",
     "Interrupted": "imgfeat_cli.common.errors",
 }
 

@@ -259,7 +259,7 @@ def test_openvino_missing_says_how_to_install(monkeypatch):
     monkeypatch.setattr(engines, "need_openvino", openvino.need_openvino)
     with pytest.raises(UsageError) as err:
         engines.validate("openvino", "fp32", "cpu")
-    assert "imgfeat[openvino]" in (err.value.hint or "")
+    assert "pip install openvino" in (err.value.hint or "")
 
 
 @pytest.mark.parametrize("content", ["garbage{{", "", "[1, 2]", '{"backend": 5}', '"str"', "FIFO", "DIR"])

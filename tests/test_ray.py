@@ -343,4 +343,4 @@ def test_missing_ray_is_a_usage_error(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(UsageError, match="not installed") as err:
         require_ray()
-    assert 'pip install "imgfeat[ray]"' in err.value.hint
+    assert 'pip install "ray[data]>=2.51"' in err.value.hint

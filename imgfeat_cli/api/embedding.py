@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -57,9 +57,16 @@ def embed(inputs: Any, out: Optional[str] = None, model: ModelLike = None, *, ba
         opts = dataclasses.replace(opts, labels=read_labels(opts.labels_from))
     sink = open_sink(str(out), opts)
     sink.check()  # a wrong name or an existing output fails before anything is loaded
+    if opts.labels is not None and not inputs:  # the list itself names the images
+        inputs = list(opts.labels)
     items = _collect(inputs, opts)
-    if opts.labels is not None:  # keyed by the paths as this run names them
+    if opts.labels is not None:  # only the listed images, keyed by the paths as this run names them
+        items, left_out = _listed(items, opts.labels)
         sink.labels = _labels_by_input(items, opts.labels)
+        if left_out and log:
+            log(f"{left_out} images the labels list does not name were left out")
+        if not items:
+            raise no_images(opts.shard)
     if opts.engine == "ray":
         driver = _ray_driver(model, batch_size, opts, progress, log)
     else:
@@ -94,6 +101,14 @@ def read_labels(path: str) -> Dict[str, str]:
     return {os.path.abspath(p): lab for p, lab in listed}
 
 
+def _listed(items: List[InputItem], labels: Dict[str, str]) -> Tuple[List[InputItem], int]:
+    """The items the labels name (all of them when a listed path is missing: that one fails with
+    its reason), and how many others were left out."""
+    keys = labels if all(os.path.isabs(k) for k in labels) else {os.path.abspath(k) for k in labels}
+    kept = [it for it in items if it.input_path is None or os.path.abspath(it.input_path) in keys]
+    return kept, len(items) - len(kept)
+
+
 def _labels_by_input(items: Sequence[InputItem], labels: Dict[str, str]) -> Dict[str, str]:
     by_abs = labels if all(os.path.isabs(k) for k in labels) else {os.path.abspath(k): v for k, v in labels.items()}
     return {it.input_path: by_abs[os.path.abspath(it.input_path)] for it in items
@@ -112,7 +127,7 @@ def _collect(inputs: Any, opts: EmbedOptions) -> List[InputItem]:
         items = expand_locations([os.fspath(s) for s in sources], shard)
     elif uris:
         raise UsageError(f"{uris[0]} is an object-store location, which the Ray engine reads",
-                         hint="add --engine ray (pip install \"imgfeat[ray]\"), or copy the images here")
+                         hint="add --engine ray (pip install \"ray[data]>=2.51\"), or copy the images here")
     else:
         items = collect_inputs(sources, shard)
     if not items:

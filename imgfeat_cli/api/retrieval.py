@@ -143,20 +143,25 @@ class SearchRun:
 
 
 def search(index: Any, queries: Optional[Sequence[Any]] = None, model: ModelLike = None, *,
-           embeddings: Optional[str] = None, top_k: int = 5, threshold: Optional[float] = None,
+           embeddings: Optional[str] = None, top_k: Optional[int] = None, threshold: Any = "default",
            allow_other_model: bool = False, report: Optional[ReportSpec] = None, progress: ProgressFn = null_progress,
            log: Log = _quiet) -> SearchRun:
     """Search ``index`` (an :class:`Index` or its folder) with query images (embedded with the
     index's own model unless ``model`` is given) or with precomputed ``embeddings`` (a feature
-    file). Example::
+    file). ``top_k`` and ``threshold`` default as in ``imgfeat search`` (5, and PaddleX's 0.5:
+    a query whose best score is lower has no match); ``threshold=None`` keeps every top k. Example::
 
         from imgfeat_cli import search
         run = search("drink_index", ["shelf/"], top_k=3)
         for res in run.results:
             print(res["input_path"], res["labels"][:1], res["scores"][:1])
     """
+    from imgfeat_cli.common.schemas import defaults
     from imgfeat_cli.retrieval.search import read_query_vectors, search_images, search_vectors
 
+    preset = defaults("search")["Search"]  # the CLI's defaults: top 5, PaddleX's threshold 0.5
+    top_k = preset["top_k"] if top_k is None else int(top_k)
+    threshold = preset["threshold"] if threshold == "default" else threshold
     if (queries is None) == (embeddings is None):
         raise UsageError("give query images or an embeddings file (one of the two)",
                          hint="e.g. imgfeat search photo.jpg --index DIR")

@@ -34,7 +34,7 @@ def summary_table(res: Dict[str, Any]) -> Table:
         rows.append(("streams", str(res["streams"])))
     if res.get("shard"):
         rows.append(("shard", res["shard"]))
-    many = len(res["files"]) > 4  # a folder output may hold thousands
+    many = res["layout"] == "folder" and len(res["files"]) > 4  # a folder may hold thousands
     rows.append(("files", f"{len(res['files']) - 1} new Parquet files and {res['files'][-1]}" if many
                  else "\n".join(res["files"])))
     for k, v in rows:
@@ -57,7 +57,8 @@ def embed(
     labels: Annotated[Optional[str], typer.Option(
         "--labels", metavar="FILE", rich_help_panel=INPUT, show_default=False,
         help="A 'path label' list (e.g. a dataset's gallery.txt): each row gets a label column, so eval and index "
-        "build read the output as it is; images it does not list are skipped.")] = None,
+        "build read the output as it is. Without IMAGES, the list's images are embedded; with IMAGES, only those "
+        "the list names.")] = None,
     fmt: Annotated[Optional[str], typer.Option("--format", metavar="FORMAT", rich_help_panel=OUTPUT,
                                                help="jsonl, npy or parquet.",
                                                show_default=shown_default("Predict.format", "from --out"))] = None,
@@ -116,7 +117,7 @@ def embed(
         note=out.note, output_option="--out/-O")
     pred = cfg["Predict"]
     sources = pred["input"] if isinstance(pred["input"], list) else ([pred["input"]] if pred["input"] else [])
-    if not sources:
+    if not sources and not pred["labels"]:
         raise UsageError("no inputs given", hint="e.g. imgfeat embed photos/ --out feats.jsonl")
     if pred["engine"] != "ray" and (pred["ray_address"] or pred["actors"]):
         raise UsageError("--ray-address and --actors need --engine ray")

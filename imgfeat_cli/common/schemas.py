@@ -29,7 +29,7 @@ def schema_dir() -> Path:
         if (cand / "sections.schema.json").is_file():
             return cand
     raise ConfigError("the JSON schemas shipped with imgfeat were not found",
-                      hint="reinstall the package (pip install --force-reinstall imgfeat)")
+                      hint="reinstall imgfeat (in its clone: pip install -e .)")
 
 
 @lru_cache(maxsize=None)

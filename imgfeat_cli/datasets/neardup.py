@@ -79,7 +79,7 @@ def faiss_or_fail() -> Any:
     try:
         import faiss
     except ImportError:
-        raise UsageError("--near-duplicates needs faiss", hint='pip install "imgfeat[retrieval]"') from None
+        raise UsageError("--near-duplicates needs faiss", hint="pip install faiss-cpu (or faiss-gpu)") from None
     return faiss
 
 

@@ -43,6 +43,8 @@ ERRORS_FILE, CONFIG_FILE, LOCK_FILE = "_errors.jsonl", "_imgfeat.yaml", ".imgfea
 class ParquetFolder:
     """One resumable output folder (see the module docstring)."""
 
+    layout = "folder"
+
     def __init__(self, location: str, dtype: Any, resume: bool = False, overwrite: bool = False,
                  rows_per_file: int = 2048, labels: Optional[Mapping[str, str]] = None) -> None:
         import numpy as np

@@ -55,7 +55,7 @@ def require_ray() -> Any:
         import ray.data  # noqa: F401  (the Data library comes with the [data] extra)
     except ImportError:
         raise UsageError("the Ray engine needs Ray Data, which is not installed",
-                         hint='pip install "imgfeat[ray]"') from None
+                         hint='pip install "ray[data]>=2.51" (the ray extra)') from None
     return ray
 
 

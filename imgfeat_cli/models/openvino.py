@@ -32,7 +32,7 @@ def openvino_available() -> bool:
 
 def need_openvino() -> None:
     if not openvino_available():
-        raise UsageError("the openvino backend needs OpenVINO", hint='pip install "imgfeat[openvino]"')
+        raise UsageError("the openvino backend needs OpenVINO", hint='pip install openvino')
 
 
 class OpenVinoRunner:

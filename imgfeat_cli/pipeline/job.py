@@ -27,6 +27,7 @@ class Sink(Protocol):
     ``MemorySink`` (write/error only: no lifecycle)."""
 
     location: str  # how messages name the output
+    layout: str  # "file" (one feature file and its sidecars) or "folder" (Parquet files)
 
     def check(self) -> None:
         """Refuse what can be refused before any work, changing nothing."""
@@ -90,6 +91,7 @@ class EmbedResult:
     files: List[str] = field(default_factory=list)
     engine: str = "local"
     errors: List[Tuple[str, str]] = field(default_factory=list)  # the first few (input path, reason)
+    layout: str = "file"  # or "folder": a folder of Parquet files
     details: Dict[str, Any] = field(default_factory=dict)  # the driver's own (Ray: actors, nodes...)
 
     @property
@@ -184,4 +186,4 @@ def run_job(items: Sequence[InputItem], sink: Any, driver: Any, engine: str = "l
     return EmbedResult(sink.location, getattr(sink, "fmt", "parquet"), s["model"], s["backend"], s["precision"],
                        s["device"], s["batch_size"], len(items), stats.embedded, already, stats.failed,
                        time.perf_counter() - t0, errors_file, shard, stats.streams, files, engine,
-                       counting.first_errors, dict(getattr(stats, "details", {}) or {}))
+                       counting.first_errors, sink.layout, dict(getattr(stats, "details", {}) or {}))

@@ -33,6 +33,8 @@ from imgfeat_cli.pipeline.readers import read_output_identity
 class FileSink:
     """One resumable output file set (see the module docstring)."""
 
+    layout = "file"
+
     def __init__(self, out: str, fmt: Optional[str] = None, fp16: bool = False, resume: bool = False,
                  overwrite: bool = False, labels: Optional[Mapping[str, str]] = None) -> None:
         self.out = Path(out)

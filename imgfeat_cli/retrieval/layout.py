@@ -41,7 +41,7 @@ def faiss_module() -> Any:
         import faiss
     except ImportError:
         raise ImgfeatError("faiss is not installed (needed for gallery indexes)",
-                           hint="pip install 'imgfeat[retrieval]' (faiss-cpu), or install faiss-gpu") from None
+                           hint="pip install faiss-cpu (or faiss-gpu; the retrieval extra installs faiss-cpu)") from None
     return faiss
 
 

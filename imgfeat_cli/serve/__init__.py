@@ -20,7 +20,7 @@ def run(*args: Any, **kwargs: Any) -> None:
                             ("multipart", "python-multipart")):
         if find_spec(module) is None:
             raise ImgfeatError(f"imgfeat serve needs {package}, which is not installed",
-                               hint="pip install 'imgfeat[serve]'")
+                               hint='pip install fastapi uvicorn python-multipart prometheus-client (the serve extra: pip install -e ".[serve]" in a clone)')
     from imgfeat_cli.serve.server import run as run_server
 
     run_server(*args, **kwargs)
