@@ -120,7 +120,8 @@ def _bad_images(tmp_path: Path) -> Path:
     ("out inside the model", 2, "inside it"),
     ("out not empty", 2, "exists and is not empty"),
     ("onnx folder", 2, "already an ONNX folder"),
-    ("model is a file", 1, "is a file, not a folder"),
+    ("model is a file", 2, "is a file, not a folder"),
+    ("model missing", 2, "does not exist"),
     ("out holds the model", 2, "holds the model folder"),
     ("out is the calib folder", 2, "is the calibration folder"),
     ("out is busy", 2, "another imgfeat quantize is writing"),
@@ -150,6 +151,8 @@ def test_hostile_inputs_are_one_line_errors(case, code, needle, model_dir, calib
         model = quantized["out"]
     elif case == "model is a file":
         model = Path(model_dir) / "inference.yml"
+    elif case == "model missing":
+        model = tmp_path / "no-such-model"
     elif case == "out holds the model":
         out = Path(model_dir).parent
         extra = ["--overwrite"]  # would move the model into OUT.bak, and the next --overwrite delete it

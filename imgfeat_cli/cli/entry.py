@@ -10,11 +10,17 @@ def main() -> None:
 
         app()
     except KeyboardInterrupt:
-        from imgfeat_cli.common.errors import EXIT_INTERRUPTED, INTERRUPTED_MESSAGE
+        from imgfeat_cli.common.errors import CODE_INTERRUPTED, EXIT_INTERRUPTED, INTERRUPTED_MESSAGE, error_document
 
         try:
             sys.stderr.write(f"Error: {INTERRUPTED_MESSAGE}\n")
             sys.stderr.flush()
+            if "--json" in sys.argv[1:]:  # before the CLI could take over: its promise all the same
+                import json
+
+                doc = error_document(CODE_INTERRUPTED, INTERRUPTED_MESSAGE, None, EXIT_INTERRUPTED)
+                sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+                sys.stdout.flush()
         except (OSError, ValueError):
             pass
         sys.exit(EXIT_INTERRUPTED)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
-from imgfeat_cli.common.errors import ModelError
+from imgfeat_cli.common.errors import ModelError, ModelPathError
 
 ONNX_FILE = "inference.onnx"
 
@@ -52,10 +52,10 @@ def find_inference_files(model_dir: Path) -> InferenceFiles:
     if (model_dir / ONNX_FILE).is_file():
         return InferenceFiles(model_dir, onnx=model_dir / ONNX_FILE)
     if model_dir.exists() and not model_dir.is_dir():
-        raise ModelError(f"model folder {model_dir} is a file, not a folder",
+        raise ModelPathError(f"model folder {model_dir} is a file, not a folder",
                          hint="pass the inference folder that holds it (an official *_infer.tar: unpack it first)")
     if not model_dir.is_dir():
-        raise ModelError(f"model folder {model_dir} does not exist",
+        raise ModelPathError(f"model folder {model_dir} does not exist",
                          hint="pass an exported inference folder (imgfeat export) or an unpacked official *_infer.tar")
     missing = [] if params.is_file() else ["inference.pdiparams"]
     if not (model_dir / "inference.json").is_file() and not (model_dir / "inference.pdmodel").is_file():
