@@ -31,8 +31,8 @@ from typing import Dict, List, Optional, Tuple
 from imgfeat_cli.common import fsutil
 from imgfeat_cli.common.errors import DatasetError, UsageError
 from imgfeat_cli.datasets import textio
-from imgfeat_cli.datasets.dataset import (SPACE_RULE, SPLITS, UNLISTABLE, Entry, Problem, allocate, unlistable,
-                                          validate_percents, write_lists)
+from imgfeat_cli.datasets.dataset import (SPACE_RULE, SPLITS, UNLISTABLE, Entry, Problem, allocate, resolve_inside,
+                                          unlistable, validate_percents, write_lists)
 from imgfeat_cli.imaging.decode import IMAGE_EXTENSIONS
 
 IGNORE_FLAG = "__ignore__"
@@ -95,10 +95,20 @@ def detect_layout(root: Path) -> Tuple[str, List[Path], Optional[Path]]:
     return "labelme", files, None
 
 
-def _image_for(ann: Path, data: dict) -> Optional[Path]:
+class EscapesRoot(Exception):
+    """An annotation's ``imagePath`` leaves the dataset folder."""
+
+
+def _image_for(ann: Path, data: dict, root: Path) -> Optional[Path]:
+    """The image an annotation names (its ``imagePath``, relative to the annotation's folder, and
+    never outside ``root``: :class:`EscapesRoot`, as ``check``'s ``path_escapes_root``), or one
+    beside it with the same stem when the path is missing or stale."""
     rel = data.get("imagePath")
     if isinstance(rel, str) and rel:
-        cand = (ann.parent / rel.replace("\\", "/")).resolve()
+        inside = resolve_inside(root, f"{ann.parent.relative_to(root).as_posix()}/{rel.replace(chr(92), '/')}")
+        if inside is None or rel.startswith(("/", "\\")) or (len(rel) > 1 and rel[1] == ":"):
+            raise EscapesRoot(rel)
+        cand = inside.resolve()
         if cand.is_file():
             return cand
     for ext in sorted(IMAGE_EXTENSIONS):  # imagePath missing or stale: an image with the same stem
@@ -147,7 +157,12 @@ def _collect(root: Path, anns: List[Path], classes: List[str], names_file: Optio
             skipped.append(Problem("unknown_class", "warning",
                                    f"class {name!r} is not in {names_file.name if names_file else ''}; skipped", rel_ann))
             continue
-        image = _image_for(ann, data)
+        try:
+            image = _image_for(ann, data, root)
+        except EscapesRoot as exc:
+            skipped.append(Problem("path_escapes_root", "warning", f"imagePath {str(exc)!r} is absolute or points "
+                                   "outside the dataset folder; skipped", rel_ann))
+            continue
         if image is None:
             skipped.append(Problem("missing_image", "warning", f"image {data.get('imagePath')!r} not found", rel_ann))
             continue
