@@ -189,3 +189,54 @@ def test_embed_drink_gallery_subset(invoke, model_dir, tmp_path):
     n_images = len([p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".png", ".jpeg")])
     assert doc["embedded"] == n_images - 1
     assert "corrupt.jpg" in (tmp_path / "d.jsonl.errors.jsonl").read_text()
+
+
+def _damaged_copy(model_dir: str, tmp_path: Path, how: str) -> Path:
+    """A copy of the model folder with one file damaged as a disk, a copy or a download can."""
+    folder = tmp_path / f"model-{how}"
+    shutil.copytree(model_dir, folder, ignore=shutil.ignore_patterns(".imgfeat"))
+    params, program = folder / "inference.pdiparams", folder / "inference.json"
+    if how.startswith("flip"):  # a bit flipped in a tensor header: paddle2onnx aborted (exit 134)
+        data = bytearray(params.read_bytes())
+        data[int(how[4:])] ^= 0x40
+        params.write_bytes(bytes(data))
+    elif how == "truncated-json":  # paddle2onnx exited 255
+        program.write_bytes(program.read_bytes()[:len(program.read_bytes()) // 2])
+    elif how == "truncated-params":
+        params.write_bytes(params.read_bytes()[:-1000])
+    elif how == "empty-params":
+        params.write_bytes(b"")
+    elif how == "extra-bytes":
+        params.write_bytes(params.read_bytes() + b"\0" * 8)
+    return folder
+
+
+@pytest.mark.parametrize("how", ["flip16", "flip19", "flip23", "truncated-json", "truncated-params", "empty-params",
+                                 "extra-bytes"])
+def test_damaged_model_files_are_one_line_errors(invoke, photos, model_dir, tmp_path, how):
+    """Model files are checked before paddle, paddle2onnx or onnxruntime read them: one line
+    naming the folder and the file, exit 1, never a native abort (134) or 255."""
+    folder = _damaged_copy(model_dir, tmp_path, how)
+    res = invoke("embed", photos, "--model-dir", folder, "--out", tmp_path / "f.jsonl")
+    assert res.exit_code == 1, (res.exit_code, res.stderr)
+    error = [ln for ln in res.stderr.splitlines() if ln.startswith("Error:")]
+    assert len(error) == 1 and str(folder) in error[0], res.stderr
+    assert ("inference.json" if how == "truncated-json" else "inference.pdiparams") in error[0]
+    assert "re-export" in res.stderr and not (tmp_path / "f.jsonl").exists()
+
+
+def test_a_conversion_that_crashes_falls_back_to_paddle(invoke, photos, model_dir, tmp_path, monkeypatch):
+    """paddle2onnx runs in a child process: when it aborts (as it does on programs it cannot read)
+    embed says why in one line and runs paddle, as documented."""
+    import imgfeat_cli.models.onnx as onnx
+
+    monkeypatch.setattr(onnx, "_CONVERT", "import os\nos.abort()\n")
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder, ignore=shutil.ignore_patterns(".imgfeat"))
+    res = invoke("embed", photos, "--model-dir", folder, "--out", tmp_path / "f.jsonl")
+    assert res.exit_code == 0, res.stderr
+    assert "paddle2onnx crashed (SIGABRT); running paddle instead" in res.stderr
+    assert ": paddle-inference" in res.stderr
+    assert not list(folder.rglob("*.part")) and not list(folder.rglob("*.onnx"))
+    res = invoke("embed", photos, "--model-dir", folder, "--out", tmp_path / "g.jsonl", "--backend", "onnxruntime")
+    assert res.exit_code == 1 and "paddle2onnx crashed (SIGABRT)" in res.stderr and "Traceback" not in res.stderr

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 from imgfeat_cli.common.errors import ModelError, ModelPathError
+from imgfeat_cli.models.filecheck import check_onnx_file, check_paddle_files
 
 ONNX_FILE = "inference.onnx"
 
@@ -43,13 +44,16 @@ class InferenceFiles:
 
 def find_inference_files(model_dir: Path) -> InferenceFiles:
     """The model files of ``model_dir``: ``inference.json`` preferred over ``inference.pdmodel``, and
-    ``inference.onnx`` when neither paddle program is there; a one-line error naming what is missing."""
+    ``inference.onnx`` when neither paddle program is there; a one-line error naming what is missing
+    or damaged (:mod:`imgfeat_cli.models.filecheck`: checked before any native code reads them)."""
     model_dir = Path(model_dir)
     params = model_dir / "inference.pdiparams"
     for prog in (model_dir / "inference.json", model_dir / "inference.pdmodel"):
         if prog.is_file() and params.is_file():
+            check_paddle_files(prog, params)
             return InferenceFiles(model_dir, prog, params)
     if (model_dir / ONNX_FILE).is_file():
+        check_onnx_file(model_dir / ONNX_FILE)
         return InferenceFiles(model_dir, onnx=model_dir / ONNX_FILE)
     if model_dir.exists() and not model_dir.is_dir():
         raise ModelPathError(f"model folder {model_dir} is a file, not a folder",
