@@ -240,3 +240,68 @@ def test_a_conversion_that_crashes_falls_back_to_paddle(invoke, photos, model_di
     assert not list(folder.rglob("*.part")) and not list(folder.rglob("*.onnx"))
     res = invoke("embed", photos, "--model-dir", folder, "--out", tmp_path / "g.jsonl", "--backend", "onnxruntime")
     assert res.exit_code == 1 and "paddle2onnx crashed (SIGABRT)" in res.stderr and "Traceback" not in res.stderr
+
+
+#: The console script with SIGINT sent by another process DELAY seconds after paddle's extension
+#: module starts to load (the 0.7-0.9 s window of `imgfeat embed` on the development machine): a
+#: KeyboardInterrupt raised inside its initialisation came out as "ImportError: initialization
+#: failed" (exit 1, "unexpected"). The sender is another process because a thread of this one
+#: cannot run while the extension's initialisation holds the interpreter.
+SIGINT_IN_PADDLE_IMPORT = """
+import os, subprocess, sys
+DELAY = sys.argv.pop(1)
+class Hook:
+    def find_spec(self, name, path=None, target=None):
+        if name == "paddle.base.libpaddle":
+            subprocess.Popen(["sh", "-c", f"sleep {DELAY}; kill -INT {os.getpid()}"])
+        return None
+sys.argv = ["imgfeat"] + sys.argv[1:]
+from imgfeat_cli.cli.entry import main
+sys.meta_path.insert(0, Hook())
+main()
+"""
+
+
+def _run_embed(args, **kw):
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**__import__("os").environ, "PYTHONPATH": str(repo)}
+    return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=str(repo), env=env, **kw)
+
+
+def _one_interrupt_line(code, stderr):
+    errors = [ln for ln in stderr.splitlines() if ln.startswith("Error:")]
+    assert code == 130, (code, stderr)
+    assert len(errors) == 1 and errors[0].startswith("Error: interrupted"), stderr
+    assert "unexpected" not in stderr and "Can not import paddle core" not in stderr and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("delay", ["0", "0.1", "0.25"])
+def test_ctrl_c_while_paddle_imports_is_one_line_exit_130(photos, model_dir, tmp_path, delay):
+    proc = _run_embed(["-c", SIGINT_IN_PADDLE_IMPORT, delay, "embed", str(photos), "--model-dir", model_dir,
+                       "--backend", "paddle", "--out", str(tmp_path / "f.jsonl")])
+    out, err = proc.communicate(timeout=300)
+    _one_interrupt_line(proc.returncode, err)
+    assert not (tmp_path / "f.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_at_any_moment_of_start_up_is_one_line_exit_130(photos, model_dir, tmp_path):
+    """SIGINT at several delays after start: whatever is being imported or loaded, exit 130 and
+    one Error line (a run that finished first is fine)."""
+    import signal
+    import time
+
+    for i, delay in enumerate((0.3, 0.7, 0.9, 1.2, 1.6, 2.2)):
+        out_file = tmp_path / f"f{i}.jsonl"
+        proc = _run_embed(["-m", "imgfeat_cli", "embed", str(photos), "--model-dir", model_dir, "--out",
+                           str(out_file)])
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+        if proc.returncode == 0 and out_file.exists():
+            continue
+        _one_interrupt_line(proc.returncode, err)

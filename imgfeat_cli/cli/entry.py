@@ -1,11 +1,16 @@
 """The console script. It imports the CLI inside the Ctrl-C guard, so an interrupt during start-up
 (importing typer, rich and the commands takes a moment) is one line and exit 130 like any other.
-Nothing is imported at module level: the unguarded window is the interpreter's own start."""
+Nothing is imported at module level: the unguarded window is the interpreter's own start. Native
+libraries (paddle...) are imported behind ``common.importguard``: a Ctrl-C takes effect once their
+import is complete, never halfway through it."""
 import sys
 
 
 def main() -> None:
     try:
+        from imgfeat_cli.common import importguard
+
+        importguard.install()
         from imgfeat_cli.cli.app import app
 
         app()
