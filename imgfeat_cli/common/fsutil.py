@@ -265,7 +265,9 @@ def check_output_dir(path: PathLike) -> Path:
 
 @contextlib.contextmanager
 def deferred_interrupt() -> Iterator[None]:
-    """Hold back Ctrl-C for a few statements that must run together; re-raise it after them."""
+    """Hold back Ctrl-C for a few statements that must run together; re-raise it after them
+    (main thread only: elsewhere Python delivers no signals; a process that ignores SIGINT, as a
+    background job does, keeps ignoring it)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -275,7 +277,7 @@ def deferred_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-    if caught:
+    if caught and previous is not signal.SIG_IGN:
         raise KeyboardInterrupt
 
 

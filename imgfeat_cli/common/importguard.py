@@ -13,41 +13,19 @@ any other Ctrl-C (one line, exit 130). Imports take seconds at most; nothing els
 """
 from __future__ import annotations
 
-import signal
 import sys
-import threading
-from contextlib import contextmanager
-from typing import Any, Iterator, List, Optional, Sequence
+from typing import Any, Optional, Sequence
+
+from imgfeat_cli.common.fsutil import deferred_interrupt
 
 #: Packages whose import loads native code that a Ctrl-C must not cut (and that take long enough
 #: to import for a Ctrl-C to land there).
 NATIVE_PACKAGES = frozenset({"paddle", "paddle2onnx", "onnxruntime", "openvino", "faiss", "cv2", "pyarrow", "ray"})
 
 
-@contextmanager
-def sigint_deferred() -> Iterator[None]:
-    """Record SIGINT for the duration and raise ``KeyboardInterrupt`` at its end if one came
-    (main thread only: elsewhere Python delivers no signals, and nothing changes)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pressed: List[int] = []
-    try:
-        previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
-    except (ValueError, OSError):  # no signals here (an embedded interpreter)
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if pressed and previous is not signal.SIG_IGN:
-        raise KeyboardInterrupt
-
-
 class _NativeImportShield:
     """A meta-path finder that finds nothing itself: it lets the other finders find a native
-    package and runs that package's ``exec_module`` under :func:`sigint_deferred`."""
+    package and runs that package's ``exec_module`` under ``fsutil.deferred_interrupt``."""
 
     def __init__(self) -> None:
         self.depth = 0
@@ -71,7 +49,7 @@ class _NativeImportShield:
         def exec_module(module: Any) -> None:
             self.depth += 1
             try:
-                with sigint_deferred():
+                with deferred_interrupt():
                     run(module)
             finally:
                 self.depth -= 1
