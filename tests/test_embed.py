@@ -305,3 +305,24 @@ def test_ctrl_c_at_any_moment_of_start_up_is_one_line_exit_130(photos, model_dir
         if proc.returncode == 0 and out_file.exists():
             continue
         _one_interrupt_line(proc.returncode, err)
+
+
+def test_more_threads_than_cores_are_lowered_to_the_cores(invoke, photos, model_dir, tmp_path, monkeypatch):
+    """--threads 10000 sat in engine selection for minutes: a thread count beyond the cores this
+    process may use is lowered to them, with a one-line warning (the same rule for --workers)."""
+    import imgfeat_cli.pipeline.predictor as predictor
+    from imgfeat_cli.common.system import cpu_count
+
+    asked = {}
+
+    def spy(*args, **kwargs):
+        asked.update(kwargs)
+        raise KeyboardInterrupt  # what the model would be loaded with is all this test needs
+
+    monkeypatch.setattr(predictor, "create_model", spy)
+    res = invoke("embed", photos, "--model-dir", model_dir, "--out", tmp_path / "f.jsonl", "--threads", "10000",
+                 "--workers", "5000")
+    assert res.exit_code == 130 and asked["cpu_threads"] == cpu_count()
+    assert f"Warning: --threads 10000 is more than the {cpu_count()} cores this process may use: using " \
+           f"{cpu_count()}" in res.stderr
+    assert "Warning: --workers 5000 is more than" in res.stderr

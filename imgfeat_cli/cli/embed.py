@@ -96,7 +96,7 @@ def embed(
     quiet: QuietOpt = False,
 ) -> None:
     """Embed images into L2-normalised feature vectors. Exit 4 when some inputs were skipped."""
-    from imgfeat_cli.cli.loading import limits, load_model, no_images, produced_by, with_stdin
+    from imgfeat_cli.cli.loading import limits, load_model, no_images, produced_by, settle_threads, with_stdin
     from imgfeat_cli.common import config as cfgmod
     from imgfeat_cli.common.errors import UsageError
     from imgfeat_cli.pipeline.embedder import collect_inputs, parse_shard, plan_streams
@@ -125,6 +125,7 @@ def embed(
         return _finish(out, res)
     if pred["ray_address"] or pred["actors"]:
         raise UsageError("--ray-address and --actors need --engine ray")
+    settle_threads(cfg, out)
     sink = FileSink(out_file, pred["format"], pred["fp16"], resume, overwrite)
     sink.check()  # a wrong name or an existing output fails before anything is loaded
     shard_t = parse_shard(shard)

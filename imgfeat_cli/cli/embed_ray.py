@@ -42,6 +42,7 @@ def embed_on_ray(cfg: Dict[str, Any], out: Output, out_dir: str, sources: List[s
         raise no_images(shard)
     on_cpu = copy.deepcopy(cfg)  # the driver's copy only checks and ships the model: always on CPU
     on_cpu["Global"]["device"] = "cpu"
+    on_cpu["Predict"]["cpu_threads"] = None  # --threads is per actor, checked against the cluster's nodes
     if parse_device(device).is_gpu:
         on_cpu["Predict"]["precision"] = "fp32"
     model = load_model(on_cpu, out, cpu_threads=1)

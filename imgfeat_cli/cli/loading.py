@@ -8,6 +8,15 @@ from typing import Any, Dict, List, Optional
 
 from imgfeat_cli.cli.common import Output
 from imgfeat_cli.common.errors import UsageError
+from imgfeat_cli.common.system import usable_threads
+
+
+def settle_threads(cfg: Dict[str, Any], out: Output) -> None:
+    """``Predict.cpu_threads`` and ``Predict.num_workers`` within this machine's cores
+    (``system.usable_threads``; said once, whichever of the two is asked first)."""
+    pred = cfg["Predict"]
+    pred["cpu_threads"] = usable_threads(pred["cpu_threads"], "--threads", out.warn)
+    pred["num_workers"] = usable_threads(pred.get("num_workers"), "--workers", out.warn)
 
 
 def load_model(cfg: Dict[str, Any], out: Output, cpu_threads: Optional[int] = None) -> Any:
@@ -15,6 +24,7 @@ def load_model(cfg: Dict[str, Any], out: Output, cpu_threads: Optional[int] = No
     from imgfeat_cli.common.system import default_batch_size
     from imgfeat_cli.pipeline.predictor import create_model
 
+    settle_threads(cfg, out)
     pred, glob = cfg["Predict"], cfg["Global"]
     if pred["model_dir"] and pred["weights"]:
         raise UsageError("give either --model-dir or --weights, not both")

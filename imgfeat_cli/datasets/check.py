@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from imgfeat_cli.common import filetxn, fsutil
 from imgfeat_cli.common.errors import UsageError
 from imgfeat_cli.common.progress import ProgressFn, null_progress
-from imgfeat_cli.common.system import cpu_count
+from imgfeat_cli.common.system import cpu_count, usable_threads
 from imgfeat_cli.datasets.checkrules import ImageStatus, Scan, apply_rules, entries_with
 from imgfeat_cli.datasets.dataset import SPLITS, Entry, Problem, image_problem, read_list, resolve_inside
 from imgfeat_cli.imaging.decode import extension_matches, probe_bytes
@@ -161,7 +161,7 @@ def decode_images(files: List[Path], num_workers: Optional[int], progress: Progr
     """Phase 3: decode every distinct file once, in parallel (Pillow releases the GIL)."""
     status: Dict[Path, ImageStatus] = {}
     progress("Decoding images", 0, len(files))
-    with ThreadPoolExecutor(max_workers=num_workers or cpu_count()) as pool:
+    with ThreadPoolExecutor(max_workers=usable_threads(num_workers) or cpu_count()) as pool:
         for i, (path, st) in enumerate(zip(files, pool.map(_probe, files)), start=1):
             status[path] = st
             if i % 16 == 0 or i == len(files):
