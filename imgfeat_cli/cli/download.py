@@ -8,8 +8,8 @@ import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
-from imgfeat_cli.cli.common import JsonOpt, Output, QuietOpt, handle_errors
-from imgfeat_cli.cli.helpdoc import ImgfeatCommand, ImgfeatSubGroup, examples, shown_default
+from imgfeat_cli.cli.common import ConfigOpt, JsonOpt, Output, QuietOpt, handle_errors
+from imgfeat_cli.cli.helpdoc import ImgfeatCommand, ImgfeatSubGroup, examples, override_opt, shown_default
 
 MODEL_EXAMPLES = ("imgfeat download model PP-ShiTuV2_rec",
                   "imgfeat download model PP-ShiTuV2_rec --kind pretrained --json")
@@ -71,7 +71,8 @@ def url(address: Annotated[str, typer.Argument(metavar="URL", help="http(s) URL.
         deadline: Annotated[Optional[float], typer.Option(
             "--deadline", metavar="SECONDS", help="Give up after this long in all, retries included (what was "
             "fetched is kept for a resume).", show_default=shown_default("Download.deadline", "no limit"))] = None,
-        refresh: RefreshOpt = False, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+        refresh: RefreshOpt = False, config: ConfigOpt = None, override: override_opt("Download.retries=2") = None,
+        json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Fetch any file: resumable, retried, verified; an existing --out is replaced only by a
     complete, verified download."""
     import re
@@ -81,7 +82,8 @@ def url(address: Annotated[str, typer.Argument(metavar="URL", help="http(s) URL.
     from imgfeat_cli.common.errors import UsageError, clip
 
     out = Output(json_, quiet)
-    dl = cfgmod.resolve("download", None, [], {"Download.timeout": timeout, "Download.deadline": deadline})["Download"]
+    dl = cfgmod.resolve("download", config, override or [], {"Download.timeout": timeout, "Download.deadline": deadline},
+                        note=out.note)["Download"]
     if not address.startswith(("http://", "https://")):
         raise UsageError(f"{clip(repr(address))} is not an http(s) URL")
     if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
