@@ -326,3 +326,25 @@ def test_more_threads_than_cores_are_lowered_to_the_cores(invoke, photos, model_
     assert f"Warning: --threads 10000 is more than the {cpu_count()} cores this process may use: using " \
            f"{cpu_count()}" in res.stderr
     assert "Warning: --workers 5000 is more than" in res.stderr
+
+
+@pytest.mark.parametrize("how", ["--device gpu", "--device gpu:1 --backend paddle", "config"])
+def test_gpus_this_machine_lacks_are_named_not_an_accuracy_bar(invoke, photos, model_dir, tmp_path, how):
+    """PaddleX's own configs say device: gpu:0,1,2,3; on a CPU build of paddle that ended in "no
+    engine met the accuracy bar" (exit 1)."""
+    import paddle
+
+    from imgfeat_cli.models.onnx import onnxruntime_gpu_available
+
+    if paddle.device.is_compiled_with_cuda() or onnxruntime_gpu_available():
+        pytest.skip("this machine's engines can use GPUs")
+    if how == "config":
+        (tmp_path / "px.yaml").write_text("Global:\n  device: gpu:0,1,2,3\n")
+        args = ["-c", str(tmp_path / "px.yaml")]
+    else:
+        args = how.split()
+    res = invoke("embed", photos, "--model-dir", model_dir, "--out", tmp_path / "f.jsonl", *args)
+    assert res.exit_code == 2, res.stderr
+    error, hint = [ln for ln in res.stderr.splitlines() if ln.startswith(("Error:", "Hint:"))]
+    assert "asks for" in error and "no CUDA support" in error and "accuracy bar" not in res.stderr
+    assert "--device cpu" in hint

@@ -94,6 +94,7 @@ class EmbeddingModel:
         backend, precision = engines.resolve(backend, precision, files, native)
         kind = parse_device(device).kind
         engines.validate(backend, precision, kind, files)
+        engines.require_gpus(device, backend)
         say = log or autoselect.silent
         if "auto" in (backend, precision):
             pool = [c for c in engines.candidates(kind, files, native)

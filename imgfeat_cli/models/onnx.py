@@ -39,6 +39,15 @@ def onnxruntime_available() -> bool:
     return True
 
 
+def onnxruntime_gpu_available() -> bool:
+    """Whether onnxruntime here has a GPU provider (the onnxruntime-gpu package)."""
+    if not onnxruntime_available():
+        return False
+    import onnxruntime
+
+    return bool({"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(onnxruntime.get_available_providers()))
+
+
 def need_onnxruntime() -> None:
     if not onnxruntime_available():
         raise UsageError("the onnxruntime backend needs onnxruntime and paddle2onnx (imgfeat's own dependencies: "
