@@ -348,3 +348,41 @@ def test_gpus_this_machine_lacks_are_named_not_an_accuracy_bar(invoke, photos, m
     error, hint = [ln for ln in res.stderr.splitlines() if ln.startswith(("Error:", "Hint:"))]
     assert "asks for" in error and "no CUDA support" in error and "accuracy bar" not in res.stderr
     assert "--device cpu" in hint
+
+
+def test_a_jpeg_with_corrupt_data_is_embedded_and_named(invoke, photos, model_dir, tmp_path):
+    """libjpeg printed "Corrupt JPEG data: 226 extraneous bytes before marker 0xd9" with no file
+    name. Decided: the image is embedded as PaddleX's cv2.imread decodes it, and the warning names
+    the file (one line, on stderr; none with --quiet)."""
+    good = sorted(photos.rglob("*.jpg"))[0].read_bytes()
+    bad = bytearray(good)
+    for i in range(len(bad) // 2, len(bad) // 2 + 40):
+        bad[i] ^= 0x55
+    corrupt = photos / "corrupt.jpg"
+    corrupt.write_bytes(bytes(bad))
+    res = invoke("embed", photos, "--model-dir", model_dir, "--out", tmp_path / "f.jsonl")
+    assert res.exit_code == 0, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if "Corrupt JPEG data" in ln]
+    assert len(lines) == 1 and lines[0].startswith(f"Warning: {corrupt}: corrupt JPEG data, decoded as"), lines
+    assert str(corrupt) in _jsonl(tmp_path / "f.jsonl")
+    res = invoke("embed", photos, "--model-dir", model_dir, "--out", tmp_path / "g.jsonl", "-q")
+    assert res.exit_code == 0 and "Corrupt JPEG" not in res.stderr
+
+
+def test_an_empty_shard_is_a_usage_error(invoke, photos, model_dir, tmp_path):
+    """--shard "$SLURM_ARRAY_TASK_ID/32" with the variable unset gives --shard '/32'; an unset
+    whole value gives --shard '': it embedded every input (each task the whole job)."""
+    for shard in ("", "/32", " "):
+        res = invoke("embed", photos, "--model-dir", model_dir, "--out", tmp_path / "f.jsonl", "--shard", shard)
+        assert res.exit_code == 2 and "bad --shard" in res.stderr, (shard, res.stderr)
+    assert not (tmp_path / "f.jsonl").exists()
+
+
+def test_a_stdin_list_starting_with_a_bom_is_read(invoke, photos, model_dir, tmp_path):
+    """Windows editors and PowerShell start a UTF-8 list with a byte order mark: it failed with
+    "file not found: \\ufeff/path"."""
+    paths = [str(p) for p in sorted(photos.rglob("*.jpg"))[:3]]
+    res = invoke("embed", "-", "--model-dir", model_dir, "--out", tmp_path / "f.jsonl", "--json",
+                 input="\ufeff" + "\r\n".join(paths) + "\r\n")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout)["embedded"] == 3 and sorted(_jsonl(tmp_path / "f.jsonl")) == paths

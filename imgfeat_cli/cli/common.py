@@ -72,14 +72,42 @@ class Invocation:
 
     json_requested = False
     json_written = False
+    quiet = False
 
 
 def begin_invocation(args: Sequence[str]) -> None:
     """A new command line: ``--json`` among its options (before a ``--``) asks for the JSON error
-    document, even when Typer itself refuses the command line before any command runs."""
+    document, even when Typer itself refuses the command line before any command runs. Warnings
+    about an input that the library raises (``ImageWarning``) print as ``Warning:`` lines."""
+    import warnings
+
+    from imgfeat_cli.imaging import codecwarnings
+
     words = list(args)
     Invocation.json_requested = "--json" in (words[:words.index("--")] if "--" in words else words)
     Invocation.json_written = False
+    Invocation.quiet = False
+    codecwarnings.enable()
+    if getattr(warnings.showwarning, "__name__", "") != "show_input_warning":
+        warnings.showwarning = show_input_warning(warnings.showwarning)
+
+
+def show_input_warning(default: Callable[..., None]) -> Callable[..., None]:
+    """``warnings.showwarning`` that prints an ``ImageWarning`` as one ``Warning:`` line on stderr
+    (nothing with --quiet/--json) and leaves every other warning to ``default``."""
+    from imgfeat_cli.imaging.codecwarnings import ImageWarning
+
+    def show_input_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+        if not issubclass(category, ImageWarning):
+            default(message, category, *args, **kwargs)
+        elif not Invocation.quiet:
+            try:
+                sys.stderr.write(f"Warning: {_one_line(str(message))}\n")
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+
+    return show_input_warning
 
 
 def debug_enabled() -> bool:
@@ -97,6 +125,7 @@ class Output:
         self.json_mode = json_mode
         self.brief = quiet and not json_mode
         self.quiet = quiet or json_mode
+        Invocation.quiet = self.quiet
         self.out = Console(soft_wrap=True, highlight=False)
         self.err = Console(stderr=True, highlight=False, soft_wrap=True)
         self.interactive = self.err.is_terminal and not self.quiet

@@ -20,6 +20,7 @@ from imgfeat_cli.common.errors import UsageError
 from imgfeat_cli.common.progress import ProgressFn, null_progress
 from imgfeat_cli.common.system import cpu_count, default_batch_size, parse_device
 from imgfeat_cli.pipeline.batch import BatchResult
+from imgfeat_cli.imaging.codecwarnings import naming_codec_warnings
 from imgfeat_cli.imaging.decode import DEFAULT_LIMITS, Limits
 from imgfeat_cli.pipeline.inputs import InputItem, expand
 from imgfeat_cli.pipeline.sinks import MemorySink
@@ -79,8 +80,9 @@ def replica_threads(cores: int) -> int:
 
 
 def parse_shard(text: Optional[str]) -> Optional[Tuple[int, int]]:
-    """``"I/N"`` with 0 <= I < N."""
-    if not text:
+    """``"I/N"`` with 0 <= I < N; ``None`` (no ``--shard``) is every input, but an empty text is a
+    mistake (``--shard "$TASK_ID/32"`` with the variable unset), never "every input"."""
+    if text is None:
         return None
     try:
         i, n = (int(v) for v in text.split("/"))
@@ -162,6 +164,10 @@ class Embedder:
                  if it.error is None and it.input_path is not None and cannot_store(it.input_path) else it
                  for it in items]
         batches = [items[i:i + self.batch_size] for i in range(0, len(items), self.batch_size)]
+        with naming_codec_warnings():  # libjpeg's "Corrupt JPEG data" names its file
+            yield from self._run_driver(batches)
+
+    def _run_driver(self, batches: List[List[InputItem]]) -> Iterator[Tuple[List[InputItem], BatchResult]]:
         driver, owned = self._driver()
         self.streams_used = getattr(driver, "streams", 1)
         finished = False
