@@ -49,6 +49,9 @@ def search(
     out_file: Annotated[Optional[str], typer.Option("--out", "-O", metavar="FILE", rich_help_panel=OUTPUT,
                                                     help="Write results here (JSONL) instead of stdout.",
                                                     show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", rich_help_panel=OUTPUT,
+                                            help="Replace an existing --out file (once the new one is complete).")
+                         ] = False,
     model: ModelOpt = None, model_dir: ModelDirOpt = None, weights: WeightsOpt = None, device: DeviceOpt = None,
     batch: BatchSizeOpt = None, backend: BackendOpt = None, precision: PrecisionOpt = None,
     config: ConfigOpt = None, override: override_opt("Search.top_k=10") = None, json_: JsonOpt = False,
@@ -59,6 +62,7 @@ def search(
     Each line is {"input_path", "labels", "scores", "ids"}, best first. Exit 4 when some query
     images could not be read."""
     from imgfeat_cli.common import config as cfgmod
+    from imgfeat_cli.common import fsutil
     from imgfeat_cli.common.errors import ImgfeatError, PartialFailure, UsageError
     from imgfeat_cli.pipeline.inputs import expand
     from imgfeat_cli.retrieval.index import Index
@@ -74,6 +78,8 @@ def search(
     if bool(inputs) == bool(embeddings):
         raise UsageError("give query images or --embeddings FILE (one of the two)",
                          hint="e.g. imgfeat search photo.jpg --index DIR")
+    if out_file:
+        fsutil.check_output_file(out_file, overwrite)  # before the index and the model are loaded
     index = Index.load(index_dir)
     for note in index.notes:
         out.warn(note)

@@ -230,15 +230,19 @@ def _check_writable_folder(folder: Path, path: Path, what: str) -> None:
                          hint="choose a location you may write to, or fix the folder's permissions")
 
 
-def check_output_file(path: PathLike) -> Path:
+def check_output_file(path: PathLike, overwrite: Optional[bool] = None) -> Path:
     """Fail with a one-line usage error unless a file can be written at ``path`` (atomically, so its
-    folder must be writable). Creates nothing; returns ``path`` as a ``Path``."""
+    folder must be writable) and, with ``overwrite=False``, unless nothing is there yet (a user's
+    file is replaced only when they say so). Creates nothing; returns ``path`` as a ``Path``."""
     p = Path(path)
     _check_names(p, "output file")
     st = _stat(p, "output file")
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise UsageError(f"output {p} is a folder, but a file is expected",
                          hint=f"give a file name, e.g. {p / 'features.jsonl'}")
+    if st is not None and overwrite is False:
+        raise UsageError(f"{p} already exists", hint="pass --overwrite to replace it (once the new one is complete), "
+                         "or choose another name")
     if st is not None and not stat.S_ISREG(st.st_mode):
         raise UsageError(f"output {p} exists and is not a regular file (a FIFO or device?)",
                          hint="choose another file name")
@@ -281,10 +285,38 @@ def deferred_interrupt() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
+def _backup_record(bak: Path) -> Path:
+    """Beside ``X.bak``: the identity of the folder imgfeat moved there (so it never takes a
+    user's own ``X.bak`` for its backup)."""
+    return bak.with_name(f".{bak.name}.imgfeat")
+
+
+def _own_backup(bak: Path) -> bool:
+    try:
+        st = os.lstat(bak)
+        return _backup_record(bak).read_text(encoding="utf-8").split() == [str(st.st_dev), str(st.st_ino)]
+    except (OSError, ValueError):
+        return False
+
+
+def check_backup_free(path: PathLike) -> None:
+    """Refuse (one line, exit 2) when replacing folder ``path`` would drop a ``<path>.bak`` that
+    imgfeat did not make: a user's own backup is never replaced by imgfeat's. Called before the
+    work, by every command that replaces a folder (index, quantize, export), and by
+    :func:`replace_dir` itself."""
+    dest = Path(path)
+    bak = dest.with_name(dest.name + ".bak")
+    if not dest.exists() or not os.path.lexists(bak) or _own_backup(bak):
+        return
+    raise UsageError(f"{bak} exists and imgfeat did not make it: replacing {dest} would put the previous "
+                     f"{dest.name} there in its place", hint=f"move {bak} elsewhere (or delete it), then rerun")
+
+
 @contextlib.contextmanager
 def replace_dir(path: PathLike) -> Iterator[Path]:
     """Yield an empty temp folder beside ``path``; on success it takes ``path``'s place and the
-    previous folder becomes ``<path>.bak`` (an older backup is dropped first).
+    previous folder becomes ``<path>.bak`` (an older backup of imgfeat's is dropped first; a
+    ``<path>.bak`` imgfeat did not make is refused before anything, :func:`check_backup_free`).
 
     Files that must change together (an index's vector file, id map and side file) are written into
     the temp folder, so a reader sees the old set or the new one, never a mix. The two renames run
@@ -294,6 +326,7 @@ def replace_dir(path: PathLike) -> Iterator[Path]:
     memory: an index's vector file may be gigabytes.
     """
     dest = Path(path)
+    check_backup_free(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_dir(dest)
     try:
@@ -303,12 +336,17 @@ def replace_dir(path: PathLike) -> Iterator[Path]:
                 with open(child, "rb") as fh:
                     os.fsync(fh.fileno())
         bak = dest.with_name(dest.name + ".bak")
-        if dest.exists() and bak.exists():
+        check_backup_free(dest)  # a user's X.bak made while the work ran is not dropped either
+        if dest.exists() and os.path.lexists(bak):
             shutil.rmtree(bak) if bak.is_dir() and not bak.is_symlink() else bak.unlink()
         with deferred_interrupt():
-            if dest.exists():
+            moved = dest.exists()
+            if moved:
                 os.replace(dest, bak)
             os.replace(tmp, dest)
+        if moved:
+            st = os.lstat(bak)
+            write_text(_backup_record(bak), f"{st.st_dev} {st.st_ino}\n")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -43,6 +43,7 @@ def check_destination(out_dir: str, overwrite: bool) -> Path:
     if dest.is_dir() and any(dest.iterdir()) and not overwrite:
         raise UsageError(f"output folder {dest} exists and is not empty",
                          hint="choose another --out or pass --overwrite (the old folder is kept as .bak)")
+    fsutil.check_backup_free(dest)
     return dest
 
 

@@ -67,6 +67,7 @@ def _check_empty(out: Path, overwrite: bool) -> None:
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise UsageError(f"output folder {out} exists and is not empty",
                          hint="choose another --out or pass --overwrite (the old folder is kept as .bak)")
+    fsutil.check_backup_free(out)
 
 
 def _images(calib: str, count: int, seed: int) -> List[InputItem]:
