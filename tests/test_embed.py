@@ -386,3 +386,16 @@ def test_a_stdin_list_starting_with_a_bom_is_read(invoke, photos, model_dir, tmp
                  input="\ufeff" + "\r\n".join(paths) + "\r\n")
     assert res.exit_code == 0, res.stderr
     assert json.loads(res.stdout)["embedded"] == 3 and sorted(_jsonl(tmp_path / "f.jsonl")) == paths
+
+
+@pytest.mark.parametrize("sub", ["", "nested"])
+def test_imgfeat_home_that_is_a_file_is_refused_with_model_dir_too(invoke, photos, model_dir, tmp_path, monkeypatch,
+                                                                    sub):
+    """It was ignored with --model-dir (the cache holds engine decisions and converted graphs)."""
+    home = tmp_path / "home-file"
+    home.write_text("not a folder")
+    monkeypatch.setenv("IMGFEAT_HOME", str(home / sub) if sub else str(home))
+    res = invoke("embed", photos, "--model-dir", model_dir, "--out", tmp_path / "f.jsonl")
+    assert res.exit_code == 2, res.stderr
+    assert "\nError: IMGFEAT_HOME=" in res.stderr and "is not a writable folder" in res.stderr
+    assert not (tmp_path / "f.jsonl").exists()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Mapping, Optional, Type
 
 from imgfeat_cli.common.errors import ModelError
+from imgfeat_cli.common.home import cache_dir
 from imgfeat_cli.models.model import EmbeddingModel
 from imgfeat_cli.models.registry import DEFAULT_TAG, get_spec, list_models
 
@@ -42,6 +43,7 @@ def load_model(name: Optional[str] = None, model_dir: Optional[str] = None, weig
     """Load a model as ``cls`` (see ``imgfeat_cli.create_model`` for the arguments)."""
     if model_dir and weights:
         raise ModelError("give either model_dir or weights, not both")
+    cache_dir()  # engine decisions and converted graphs live there: an IMGFEAT_HOME that is a file fails now
     hpi = hpi_settings(use_hpip, hpi_config, backend, precision)
     threads = cpu_threads or hpi["cpu_threads"]
     if weights:
