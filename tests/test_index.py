@@ -287,10 +287,10 @@ def test_errors_are_one_line_with_exit_codes(invoke, tmp_path, data):
 
 
 def test_second_writer_is_refused(invoke, tmp_path, data):
-    from imgfeat_cli.common import fsutil
+    from imgfeat_cli.common import folders
 
     invoke("index", "build", "-g", tmp_path / "g.jsonl", "--out", tmp_path / "idx")
-    with fsutil.writer_lock(tmp_path / "idx"):
+    with folders.writer_lock(tmp_path / "idx"):
         res = invoke("index", "remove", "--index", tmp_path / "idx", "--ids", "1")
     assert res.exit_code == 2 and "another imgfeat process is writing" in res.stderr
     assert Index.load(tmp_path / "idx").count == 40

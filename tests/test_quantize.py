@@ -252,3 +252,37 @@ def test_quiet_prints_the_output_folder(quantized, model_dir, calib, tmp_path):
     res = _run("quantize", model_dir, "--calib", calib / "images", "--out", out, "--calib-count", 16,
                "-o", "Quantize.min_mean_cosine=0.5", "--quiet")
     assert res.exit_code == 0 and res.stdout == f"{out}\n" and res.stderr == "", res.output
+
+
+def test_folders_left_by_a_killed_quantize_are_cleaned_by_the_next(model_dir, calib, tmp_path):
+    """kill -9 while the int8 folder is being written leaves its hidden temp folder beside --out;
+    the next run removes the ones provably abandoned (their process is gone) and no other."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "int8"
+    repo = Path(__file__).resolve().parents[1]
+    args = ["quantize", model_dir, "--calib", calib / "images", "--out", out, "--calib-count", 16,
+            "-o", "Quantize.min_mean_cosine=0"]
+    proc = subprocess.Popen([sys.executable, "-m", "imgfeat_cli", *map(str, args)],
+                            env={**os.environ, "PYTHONPATH": str(repo)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not [p for p in tmp_path.iterdir() if p.name.startswith(".int8.")] and proc.poll() is None:
+        assert time.monotonic() < deadline, "the temp folder never appeared"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    left = [p for p in tmp_path.iterdir() if p.name.startswith(".int8.")]
+    assert len(left) == 1 and not out.exists()
+    host = "".join(c if c.isalnum() or c == "-" else "-" for c in socket.gethostname())[:40]
+    others = [tmp_path / f".int8.{host}-{os.getpid()}.alive", tmp_path / ".int8.another-host-1.theirs"]
+    for folder in others:  # a live writer's, another machine's: not provably abandoned
+        folder.mkdir()
+    res = _run(*args)
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".int8.")) == sorted(p.name for p in others)

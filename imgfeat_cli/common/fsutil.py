@@ -19,10 +19,8 @@ import errno
 import json
 import os
 import shutil
-import signal
 import stat
 import tempfile
-import threading
 from pathlib import Path
 from typing import IO, Any, Iterator, Optional, Tuple, Union
 
@@ -62,7 +60,7 @@ def dir_mode() -> int:
     return 0o777 & ~current_umask()
 
 
-def _tmp_prefix(dest: Path) -> str:
+def tmp_prefix(dest: Path) -> str:
     name = os.fsencode(dest.name)[:_TMP_NAME_KEEP].decode(errors="ignore") if dest.name else "tmp"
     return f".{name}."
 
@@ -73,7 +71,7 @@ def temp_file(dest: PathLike, suffix: str = TMP_SUFFIX, mode: Optional[int] = No
     Its permissions are ``mode`` or what a plain ``open(dest, "w")`` would give (see module doc).
     """
     dest = Path(dest)
-    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(dest), suffix=suffix, dir=str(dest.parent))
+    fd, tmp = tempfile.mkstemp(prefix=tmp_prefix(dest), suffix=suffix, dir=str(dest.parent))
     try:
         os.chmod(tmp, file_mode(dest) if mode is None else mode)
     except BaseException:
@@ -83,10 +81,19 @@ def temp_file(dest: PathLike, suffix: str = TMP_SUFFIX, mode: Optional[int] = No
     return fd, Path(tmp)
 
 
+def owner_tag() -> str:
+    """``<host>-<pid>``: who made a temp folder, so a later run can prove it abandoned."""
+    import socket
+
+    host = "".join(c if c.isalnum() or c == "-" else "-" for c in socket.gethostname())[:40] or "host"
+    return f"{host}-{os.getpid()}"
+
+
 def temp_dir(dest: PathLike) -> Path:
-    """Create a temp folder beside ``dest`` (to be renamed onto it) with the mode ``mkdir`` gives."""
+    """Create a temp folder beside ``dest`` (to be renamed onto it) with the mode ``mkdir`` gives,
+    named ``.<dest>.<host>-<pid>.<random>`` (``folders.remove_abandoned_temp_dirs`` proves it abandoned)."""
     dest = Path(dest)
-    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(dest), dir=str(dest.parent)))
+    tmp = Path(tempfile.mkdtemp(prefix=f"{tmp_prefix(dest)}{owner_tag()}.", dir=str(dest.parent)))
     try:
         os.chmod(tmp, dir_mode())
     except BaseException:
@@ -261,102 +268,3 @@ def check_output_dir(path: PathLike) -> Path:
                          hint="choose a folder name, or move the file away")
     _check_writable_folder(p if st is not None else _existing_ancestor(p.parent), p, "output folder")
     return p
-
-
-# ----------------------------------------------------------------------------------------------
-# Folders that change as a whole
-
-
-@contextlib.contextmanager
-def deferred_interrupt() -> Iterator[None]:
-    """Hold back Ctrl-C for a few statements that must run together; re-raise it after them
-    (main thread only: elsewhere Python delivers no signals; a process that ignores SIGINT, as a
-    background job does, keeps ignoring it)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught and previous is not signal.SIG_IGN:
-        raise KeyboardInterrupt
-
-
-def _backup_record(bak: Path) -> Path:
-    """Beside ``X.bak``: the identity of the folder imgfeat moved there (so it never takes a
-    user's own ``X.bak`` for its backup)."""
-    return bak.with_name(f".{bak.name}.imgfeat")
-
-
-def _own_backup(bak: Path) -> bool:
-    try:
-        st = os.lstat(bak)
-        return _backup_record(bak).read_text(encoding="utf-8").split() == [str(st.st_dev), str(st.st_ino)]
-    except (OSError, ValueError):
-        return False
-
-
-def check_backup_free(path: PathLike) -> None:
-    """Refuse (one line, exit 2) when replacing folder ``path`` would drop a ``<path>.bak`` that
-    imgfeat did not make: a user's own backup is never replaced by imgfeat's. Called before the
-    work, by every command that replaces a folder (index, quantize, export), and by
-    :func:`replace_dir` itself."""
-    dest = Path(path)
-    bak = dest.with_name(dest.name + ".bak")
-    if not dest.exists() or not os.path.lexists(bak) or _own_backup(bak):
-        return
-    raise UsageError(f"{bak} exists and imgfeat did not make it: replacing {dest} would put the previous "
-                     f"{dest.name} there in its place", hint=f"move {bak} elsewhere (or delete it), then rerun")
-
-
-@contextlib.contextmanager
-def replace_dir(path: PathLike) -> Iterator[Path]:
-    """Yield an empty temp folder beside ``path``; on success it takes ``path``'s place and the
-    previous folder becomes ``<path>.bak`` (an older backup of imgfeat's is dropped first; a
-    ``<path>.bak`` imgfeat did not make is refused before anything, :func:`check_backup_free`).
-
-    Files that must change together (an index's vector file, id map and side file) are written into
-    the temp folder, so a reader sees the old set or the new one, never a mix. The two renames run
-    with Ctrl-C held back; a crash between them leaves ``<path>.bak`` whole (readers say so).
-    On any exception the temp folder is removed and ``path`` is untouched. Unlike
-    :class:`~imgfeat_cli.common.filetxn.FileSet`, the new files are streamed to disk, not held in
-    memory: an index's vector file may be gigabytes.
-    """
-    dest = Path(path)
-    check_backup_free(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_dir(dest)
-    try:
-        yield tmp
-        for child in tmp.iterdir():
-            if child.is_file():
-                with open(child, "rb") as fh:
-                    os.fsync(fh.fileno())
-        bak = dest.with_name(dest.name + ".bak")
-        check_backup_free(dest)  # a user's X.bak made while the work ran is not dropped either
-        if dest.exists() and os.path.lexists(bak):
-            shutil.rmtree(bak) if bak.is_dir() and not bak.is_symlink() else bak.unlink()
-        with deferred_interrupt():
-            moved = dest.exists()
-            if moved:
-                os.replace(dest, bak)
-            os.replace(tmp, dest)
-        if moved:
-            st = os.lstat(bak)
-            write_text(_backup_record(bak), f"{st.st_dev} {st.st_ino}\n")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def writer_lock(path: PathLike) -> Any:
-    """A cross-process lock for the one writer of ``path`` (held in ``.<name>.lock`` beside it, so
-    it survives ``path`` being swapped). Raises ``filelock.Timeout`` when another process holds it."""
-    from filelock import FileLock
-
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(dest.parent / f".{dest.name}.lock"), timeout=0)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Optional, Sequence
 
-from imgfeat_cli.common.fsutil import deferred_interrupt
+from imgfeat_cli.common.folders import deferred_interrupt
 
 #: Packages whose import loads native code that a Ctrl-C must not cut (and that take long enough
 #: to import for a Ctrl-C to land there).
@@ -25,7 +25,7 @@ NATIVE_PACKAGES = frozenset({"paddle", "paddle2onnx", "onnxruntime", "openvino",
 
 class _NativeImportShield:
     """A meta-path finder that finds nothing itself: it lets the other finders find a native
-    package and runs that package's ``exec_module`` under ``fsutil.deferred_interrupt``."""
+    package and runs that package's ``exec_module`` under ``folders.deferred_interrupt``."""
 
     def __init__(self) -> None:
         self.depth = 0

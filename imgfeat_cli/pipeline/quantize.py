@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, Iterator, List, Tuple
 import numpy as np
 import yaml
 
-from imgfeat_cli.common import fsutil
+from imgfeat_cli.common import folders, fsutil
 from imgfeat_cli.common.errors import CheckFailed, ImgfeatError, ModelError, UsageError
 from imgfeat_cli.common.locks import path_lock
 from imgfeat_cli.common.progress import ProgressFn, null_progress
@@ -67,7 +67,7 @@ def _check_empty(out: Path, overwrite: bool) -> None:
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise UsageError(f"output folder {out} exists and is not empty",
                          hint="choose another --out or pass --overwrite (the old folder is kept as .bak)")
-    fsutil.check_backup_free(out)
+    folders.check_backup_free(out)
 
 
 def _images(calib: str, count: int, seed: int) -> List[InputItem]:
@@ -130,7 +130,7 @@ def quantize_model(model_dir: str, calib: str, out: str, calib_count: int = 256,
         arrays, paths, failed = _preprocess(model, items, calib_count, progress)
         n_calib, n_held = q.split_heldout(len(arrays))
         held = arrays[n_calib:]
-        with fsutil.replace_dir(dest) as tmp:
+        with folders.replace_dir(dest) as tmp:
             method = q.quantize_graph(fp32, tmp / ONNX_FILE, arrays[:n_calib], log, where=str(dest))
             log(f"comparing int8 with fp32 on {n_held} held-out images ...")
             scores = q.agreement(q.features(fp32, held, cpu_count()), q.features(tmp / ONNX_FILE, held, cpu_count()))
