@@ -446,3 +446,15 @@ def test_a_users_own_bak_folder_is_never_replaced(invoke, tmp_path, data, comman
         assert (bak / "vector.index").is_file()
         if command != "build":
             run = ("index", "build", "-g", tmp_path / "g.jsonl", "--out", idx, "--overwrite")
+
+
+def test_a_missing_faiss_is_said_before_the_model_is_loaded(invoke, tmp_path, monkeypatch, synth_ds):
+    import sys
+
+    import imgfeat_cli.pipeline.predictor as predictor
+
+    monkeypatch.setitem(sys.modules, "faiss", None)  # `import faiss` raises ImportError
+    monkeypatch.setattr(predictor, "create_model", lambda *a, **k: pytest.fail("the model was loaded first"))
+    res = invoke("index", "build", "-g", synth_ds, "--out", tmp_path / "idx", "--model-dir", tmp_path / "m")
+    assert res.exit_code == 1 and "faiss is not installed" in res.stderr and "imgfeat[retrieval]" in res.stderr
+    assert not (tmp_path / "idx").exists()

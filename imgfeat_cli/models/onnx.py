@@ -107,7 +107,9 @@ def _discard(tmp: Path) -> None:
 
 #: The conversion, run in a child process: paddle2onnx is native code that aborts the whole
 #: process (SIGABRT, exit 134; or exit 255) on programs it cannot read, so it must not be this one.
-_CONVERT = ("import sys, paddle2onnx\n"
+_CONVERT = ("import sys, warnings\n"
+            "warnings.filterwarnings('ignore')\n"
+            "import paddle2onnx\n"
             "paddle2onnx.export(sys.argv[1], sys.argv[2], sys.argv[3], opset_version=int(sys.argv[4]),\n"
             "                   enable_onnx_checker=True, verbose=False)\n")
 

@@ -151,6 +151,7 @@ def build_index(gallery: Any, out: Optional[Any] = None, *, labels: Optional[Seq
                 progress: ProgressFn = null_progress) -> Index:
     """Build an index from a gallery (label file, dataset folder, embeddings file, or an array with
     ``labels``); with ``out`` write it there. ``index.report`` says what was added and skipped."""
+    layout.faiss_module()  # a missing faiss is said before a model is loaded and a gallery embedded
     folder = Path(out) if out is not None else None
     lock = locked(folder) if folder is not None else None
     try:
