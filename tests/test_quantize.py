@@ -286,3 +286,33 @@ def test_folders_left_by_a_killed_quantize_are_cleaned_by_the_next(model_dir, ca
     res = _run(*args)
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".int8.")) == sorted(p.name for p in others)
+
+
+def test_progress_counts_the_images_there_are_and_follows_calibration(model_dir, calib, tmp_path):
+    """The bar showed a total of 256 for 206 images and sat at "204/256" through calibration."""
+    from imgfeat_cli.pipeline.quantize import TASK, quantize_model
+
+    seen: dict = {}
+    n = len(list((calib / "images").rglob("*.jpg")))
+    res = quantize_model(model_dir, str(calib / "images"), str(tmp_path / "int8"), calib_count=256,
+                         min_mean_cosine=0.0, progress=lambda task, done, total, extra="": seen.setdefault(
+                             task, []).append((done, total)))
+    assert n < 256 and seen[TASK][-1] == (n, n) and {t for _, t in seen[TASK]} == {n}
+    calibrated = res.report["calibration_images"]
+    assert seen["Calibrating"][0] == (0, calibrated) and seen["Calibrating"][-1] == (calibrated, calibrated)
+
+
+def test_a_low_recall_agreement_is_a_warning_with_its_figure(quantized, model_dir, calib, tmp_path):
+    """A recall@1 agreement of 0.324 passed without a word: below Quantize.warn_recall1_agreement
+    the model is still written, with a warning saying what the figure means."""
+    agreement = quantized["doc"]["heldout"]["recall1_agreement"]
+    if agreement >= 1.0:
+        pytest.skip("int8 kept every nearest neighbour of this model")
+    res = _run("quantize", model_dir, "--calib", calib / "images", "--out", tmp_path / "int8", "--calib-count", 24,
+               "-o", "Quantize.min_mean_cosine=0.9", "-o", "Quantize.warn_recall1_agreement=1")
+    assert res.exit_code == 0, res.output
+    warning = [ln for ln in res.stderr.splitlines() if ln.startswith("Warning: recall@1 agreement")]
+    assert len(warning) == 1 and f"{agreement:.3f}" in warning[0] and "nearest other image differs" in warning[0]
+    res = _run("quantize", model_dir, "--calib", calib / "images", "--out", tmp_path / "int8b", "--calib-count", 24,
+               "-o", "Quantize.min_mean_cosine=0.9", "-o", "Quantize.warn_recall1_agreement=0", "--json")
+    assert res.exit_code == 0 and json.loads(res.stdout)["warnings"] == [] and "Warning" not in res.stderr
