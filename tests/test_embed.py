@@ -399,3 +399,12 @@ def test_imgfeat_home_that_is_a_file_is_refused_with_model_dir_too(invoke, photo
     assert res.exit_code == 2, res.stderr
     assert "\nError: IMGFEAT_HOME=" in res.stderr and "is not a writable folder" in res.stderr
     assert not (tmp_path / "f.jsonl").exists()
+
+
+@pytest.mark.parametrize("what", ["a file", "missing"])
+def test_a_model_dir_that_is_a_file_or_missing_is_exit_2(invoke, photos, model_dir, tmp_path, what):
+    """README: a path of the wrong kind is a usage error (exit 2); it was exit 1."""
+    path = Path(model_dir) / "inference.yml" if what == "a file" else tmp_path / "no-model"
+    res = invoke("embed", photos, "--model-dir", path, "--out", tmp_path / "f.jsonl")
+    assert res.exit_code == 2, res.stderr
+    assert ("is a file, not a folder" if what == "a file" else "does not exist") in res.stderr
