@@ -363,7 +363,8 @@ def test_a_jpeg_with_corrupt_data_is_embedded_and_named(invoke, photos, model_di
     res = invoke("embed", photos, "--model-dir", model_dir, "--out", tmp_path / "f.jsonl")
     assert res.exit_code == 0, res.stderr
     lines = [ln for ln in res.stderr.splitlines() if "Corrupt JPEG data" in ln]
-    assert len(lines) == 1 and lines[0].startswith(f"Warning: {corrupt}: corrupt JPEG data, decoded as"), lines
+    assert len(lines) == 1 and lines[0].startswith(f"Warning: {corrupt}: Corrupt JPEG data: "), lines
+    assert lines[0].endswith("(decoded as PaddleX decodes it)")
     assert str(corrupt) in _jsonl(tmp_path / "f.jsonl")
     res = invoke("embed", photos, "--model-dir", model_dir, "--out", tmp_path / "g.jsonl", "-q")
     assert res.exit_code == 0 and "Corrupt JPEG" not in res.stderr

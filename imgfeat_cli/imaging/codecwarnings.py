@@ -93,8 +93,7 @@ class _Capture:
         if LIBJPEG_LINE.match(line) and self.open:
             names = sorted(set(self.open.values()))
             where = names[0] if len(names) == 1 else "one of " + ", ".join(names)
-            message = (f"{where}: corrupt JPEG data, decoded as PaddleX decodes it (libjpeg: "
-                       f"{line.decode('utf-8', 'replace').strip()})")
+            message = f"{where}: {line.decode('utf-8', 'replace').strip()} (decoded as PaddleX decodes it)"
             # explicit, with no registry: every file is named, in every run of a long-lived process
             warnings.warn_explicit(message, ImageWarning, __file__, 0, module=__name__, registry=None)
             return
