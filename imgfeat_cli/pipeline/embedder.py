@@ -10,6 +10,7 @@ its reason and costs only itself.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -164,16 +165,16 @@ class Embedder:
                  if it.error is None and it.input_path is not None and cannot_store(it.input_path) else it
                  for it in items]
         batches = [items[i:i + self.batch_size] for i in range(0, len(items), self.batch_size)]
-        with naming_codec_warnings():  # libjpeg's "Corrupt JPEG data" names its file
-            yield from self._run_driver(batches)
-
-    def _run_driver(self, batches: List[List[InputItem]]) -> Iterator[Tuple[List[InputItem], BatchResult]]:
         driver, owned = self._driver()
         self.streams_used = getattr(driver, "streams", 1)
         finished = False
+        # libjpeg's "Corrupt JPEG data" names its file when this process does all the decoding
+        # (a stream worker's line could not be told from this process's own)
+        named = naming_codec_warnings() if isinstance(driver, ThreadDriver) else contextlib.nullcontext()
         try:
-            for res in driver.results(enumerate(batches), self.batch_size, self.stop):
-                yield batches[res.batch_id], res
+            with named:
+                for res in driver.results(enumerate(batches), self.batch_size, self.stop):
+                    yield batches[res.batch_id], res
             finished = True
         finally:
             if isinstance(driver, StreamPool) and not finished:
