@@ -313,3 +313,44 @@ def test_an_unusable_output_folder_is_refused_before_any_image_is_decoded(invoke
                       (tmp_path / "afile" / "sub", "afile is a file, not a folder")):
         res = invoke("check", "--dataset", synth_ds, "--output", out)
         assert res.exit_code == 2 and what in res.stderr and "unexpected" not in res.stderr
+
+
+def test_many_problems_make_a_bounded_table_and_a_complete_report(invoke, synth_ds, tmp_path):
+    """300k problems took 200 s to print: the terminal shows the first few of each code and counts
+    the rest; the report file and --json keep every problem."""
+    from imgfeat_cli.cli.check import SHOWN_PER_CODE
+
+    n = SHOWN_PER_CODE + 57
+    with open(synth_ds / "train.txt", "a") as fh:
+        fh.write("".join(f"images/gone/{i}.jpg 0\n" for i in range(n)))
+    res = invoke("check", "--dataset", synth_ds, "--output", tmp_path / "o")
+    assert res.exit_code == 3
+    assert res.stdout.count("images/gone/") == SHOWN_PER_CODE
+    squeezed = "".join(ch for ch in res.stdout if not ch.isspace() and ch != "│")  # table cells wrap
+    assert f"...and57more(all{n}inthereport)" in squeezed
+    doc = json.loads((tmp_path / "o" / "check_dataset_result.json").read_text())
+    assert sum(p["code"] == "missing_image" for p in doc["problems"]) == n
+    assert f"check failed: {n} errors, 0 warnings" in res.stdout
+
+
+def test_a_folder_that_is_no_dataset_writes_nothing(invoke, tmp_path, monkeypatch):
+    photos = tmp_path / "photos"
+    (photos / "cats").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    res = invoke("check", "--dataset", photos)
+    assert res.exit_code == 2 and "is not a ShiTuRecDataset: it holds none of train.txt" in res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]  # no ./output
+
+
+def test_counts_are_worded_as_counts(invoke, synth_ds, tmp_path):
+    """"1 warning" (not "1 warnings"); a median of whole counts is printed whole ("1", not "1.0")."""
+    lines = (synth_ds / "query.txt").read_text().splitlines()
+    labels = sorted({ln.split()[1] for ln in lines})
+    (synth_ds / "query.txt").write_text("".join(next(ln for ln in lines if ln.split()[1] == lab) + "\n"
+                                                for lab in labels))
+    (synth_ds / "train.txt").write_text((synth_ds / "train.txt").read_text() + lines[0] + "\n")
+    res = invoke("check", "--dataset", synth_ds, "--output", tmp_path / "o")
+    assert res.exit_code == 0, res.stdout
+    assert "0 errors, 1 warning;" in res.stdout
+    query_row = next(ln for ln in res.stdout.splitlines() if "│ query" in ln)
+    assert [c.strip() for c in query_row.split("│")[2:7]] == [str(len(labels)), str(len(labels)), "1", "1", "1"]

@@ -4,6 +4,7 @@ leave as one ``Error:`` line (plus an optional ``Hint:``) with the documented ex
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -180,3 +181,76 @@ def test_imgfeat_home_that_cannot_be_written(invoke, tmp_path, monkeypatch):
     monkeypatch.setenv("IMGFEAT_HOME", str(unwritable_folder(tmp_path) / "imgfeat-cache"))
     res = invoke("download", "url", "http://127.0.0.1:9/x.bin")
     assert res.exit_code == EXIT_USAGE and "is not a writable folder" in error_lines(res)[0]
+
+
+def json_cases(tmp: Path, url: str) -> list:
+    """One failing command line per command (and per kind of failure: Typer's own parsing, a
+    missing input, an unknown model, an HTTP 404), each run with --json."""
+    absent = str(tmp / "absent")
+    photo = tmp / "p.jpg"
+    photo.write_bytes(b"\xff\xd8 not really a jpeg")
+    return [
+        (["check", "--dataset", absent], EXIT_USAGE, "usage"),
+        (["check", "--bogus"], EXIT_USAGE, "usage"),
+        (["convert", "--dataset", absent], EXIT_USAGE, "usage"),
+        (["split", "--dataset", absent], EXIT_USAGE, "usage"),
+        (["train", "--dataset", absent, "-o", "Train.epochs_iters=x"], EXIT_USAGE, "config"),
+        (["eval", "--query", absent, "--gallery", absent], EXIT_USAGE, "usage"),
+        (["eval", "--k", "x"], EXIT_USAGE, "usage"),
+        (["embed", str(photo), "--out", str(tmp / "f.jsonl"), "--model-dir", absent], EXIT_USAGE, "model"),
+        (["embed", str(photo), "--out", str(tmp / "f.jsonl"), "--model", "NoSuchModel"], EXIT_USAGE,
+         "unknown_model"),
+        (["embed", "--batch-size", "abc"], EXIT_USAGE, "usage"),
+        (["export", "--weights", absent, "--out", str(tmp / "exp")], EXIT_USAGE, None),
+        (["quantize", absent, "--calib", str(tmp), "--out", str(tmp / "q8")], EXIT_USAGE, None),
+        (["download", "model", "NoSuchModel"], EXIT_USAGE, "unknown_model"),
+        (["download", "dataset", "NoSuchDataset"], EXIT_USAGE, None),
+        (["download", "url", "ftp://example.com/x"], EXIT_USAGE, "usage"),
+        (["download", "url", url, "--out", str(tmp / "dl.bin")], EXIT_ERROR, "download"),
+        (["index", "build", "-g", absent, "--out", str(tmp / "idx"), "--model-dir", absent], EXIT_USAGE, None),
+        (["index", "add", "--index", absent, "-g", absent], EXIT_USAGE, None),
+        (["index", "remove", "--index", absent, "--ids", "1"], EXIT_USAGE, None),
+        (["index", "info", absent], EXIT_USAGE, None),
+        (["search", str(photo), "--index", absent], EXIT_USAGE, None),
+    ]
+
+
+def test_every_command_prints_one_json_error_document(invoke, tmp_path, monkeypatch):
+    """Under --json, stdout is exactly one JSON document, errors included: the same
+    {"error": {code, message, hint, exit_code}} for every command and every kind of failure,
+    while stderr keeps the Error:/Hint: lines."""
+    from httpserver import Server
+
+    monkeypatch.setenv("IMGFEAT_OFFLINE", "1")
+    server = Server()
+    try:
+        for args, code, kind in json_cases(tmp_path, server.url + "/missing.bin"):
+            res = invoke(*args, "--json")
+            assert res.exit_code == code, (args, res.exit_code, res.stderr)
+            doc = json.loads(res.stdout)  # one document, nothing else
+            assert list(doc) == ["error"] and list(doc["error"]) == ["code", "message", "hint", "exit_code"], doc
+            err = doc["error"]
+            assert err["exit_code"] == code and (kind is None or err["code"] == kind), (args, err)
+            assert error_lines(res)[0] == f"Error: {err['message']}", (args, res.stderr)
+    finally:
+        server.close()
+
+
+def test_a_document_already_printed_is_the_only_one(invoke, tmp_path):
+    """A command that printed its result and then fails (check: exit 3) adds no second document."""
+    from imgfeat_cli.datasets.synthetic import make_dataset
+
+    make_dataset(tmp_path / "ds", num_classes=2, per_class=3, size=16, seed=0)
+    (tmp_path / "ds" / "train.txt").write_text("images/missing.jpg 0\n")
+    res = invoke("check", "--dataset", tmp_path / "ds", "--output", tmp_path / "o", "--json")
+    assert res.exit_code == 3
+    assert json.loads(res.stdout)["check_pass"] is False
+
+
+def test_ctrl_c_during_start_up_under_json_prints_the_error_document():
+    proc = subprocess.run([sys.executable, "-c", CTRL_C_AT_IMPORT, "imgfeat_cli.cli.download", "download", "list",
+                           "--json"], capture_output=True, text=True, cwd=str(REPO),
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert proc.returncode == EXIT_INTERRUPTED
+    assert json.loads(proc.stdout) == {"error": {"code": "interrupted", "message": "interrupted (Ctrl-C)",
+                                                 "hint": None, "exit_code": EXIT_INTERRUPTED}}

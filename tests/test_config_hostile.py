@@ -237,3 +237,33 @@ def test_utf8_bom_in_a_config_file_is_read(tmp_path):
     path = tmp_path / "bom.yaml"
     path.write_bytes("\ufeffGlobal:\n  output: bom\n".encode("utf-8"))
     assert config.resolve("check", str(path))["Global"]["output"] == "bom"
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("1e-4", 1e-4), ("5e-3", 5e-3), ("1E5", 1e5), ("+2.5e+1", 25.0), (".5e1", 5.0), ("3", 3), ("1_000", 1000)])
+def test_exponent_numbers_are_numbers_from_dash_o_and_files(tmp_path, text, expected):
+    """YAML 1.1 (PyYAML) reads 1e-4 as a string; a number is a number wherever one is expected."""
+    cfg = config.resolve("train", None, [f"Train.learning_rate={text}"])
+    assert cfg["Train"]["learning_rate"] == expected and not isinstance(cfg["Train"]["learning_rate"], str)
+    path = tmp_path / "c.yaml"
+    path.write_text(f"Train:\n  learning_rate: {text}\n")
+    assert config.resolve("train", str(path))["Train"]["learning_rate"] == expected
+
+
+def test_exponent_numbers_for_integer_keys_and_lists():
+    cfg = config.resolve("eval", None, ["Evaluate.recall_k=[1, 5e0, 1e1]", "Predict.batch_size=3.2e1"])
+    assert cfg["Evaluate"]["recall_k"] == [1, 5, 10] and cfg["Predict"]["batch_size"] == 32
+    with pytest.raises(ConfigError, match=r'Predict.batch_size .*got "1.5e0", expected integer'):
+        config.resolve("eval", None, ["Predict.batch_size=1.5e0"])
+    with pytest.raises(ConfigError, match=r"Train.learning_rate .*got \"abc\""):
+        config.resolve("train", None, ["Train.learning_rate=abc"])
+    assert config.resolve("check", None, ["Global.output=1e-4"])["Global"]["output"] == "1e-4"  # a string key
+
+
+def test_exponent_numbers_on_the_command_line(invoke, tmp_path, synth_ds):
+    path = tmp_path / "c.yaml"
+    path.write_text("CheckDataset:\n  imbalance_ratio: 2e1\n")
+    res = invoke("check", "--dataset", synth_ds, "--output", tmp_path / "o", "-c", path,
+                 "-o", "CheckDataset.imbalance_ratio=1e1", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert "1e1" not in (tmp_path / "o" / "config.check.yaml").read_text()

@@ -328,11 +328,10 @@ def test_unknown_format_and_two_sources_are_usage_errors(invoke, tmp_path):
 
 def test_check_on_class_folders_says_which_command_makes_a_dataset(invoke, tmp_path):
     photos = _classes(tmp_path / "photos", {"cat": 2, "dog": 2})
-    res = invoke("check", "--dataset", photos, "--output", tmp_path / "o", "--json")
-    assert res.exit_code == 3
-    first = json.loads(res.stdout)["problems"][0]
-    assert first["code"] == "class_folders"
-    assert f"imgfeat convert --from folders {photos} --out DS" in first["message"]
+    res = invoke("check", "--dataset", photos, "--out", tmp_path / "o", "--json")
+    assert res.exit_code == 2 and not (tmp_path / "o").exists()  # not a dataset: nothing is written
+    error = json.loads(res.stdout)["error"]
+    assert f"imgfeat convert --from folders {photos} --out DS" in error["message"]
 
 
 # ------------------------------------------------------------------ the real drink gallery

@@ -285,14 +285,12 @@ def test_convert_out_gives_same_named_different_images_distinct_files(invoke, tm
     (root / "flags.txt").write_text("cat\ndog\n")
     a = _img(root / "images" / "x.bmp", (255, 0, 0))
     b = _img(root / "x.bmp", (0, 0, 255))
-    c = _img(tmp_path / "elsewhere" / "x.bmp", (0, 255, 0))  # outside the root: listed by file name
-    d = _img(tmp_path / "elsewhere2" / "y.bmp", (9, 9, 9))
-    e = _img(root / "images" / "y.bmp", (9, 9, 9))  # same bytes as d: one file is enough
+    _img(root / "y.bmp", (9, 9, 9))
+    e = _img(root / "images" / "y.bmp", (9, 9, 9))  # same bytes as y.bmp: one file is enough
     assert a.stat().st_size == b.stat().st_size and a.read_bytes() != b.read_bytes()
     _ann(root / "a.json", "images/x.bmp", "cat")
     _ann(root / "b.json", "x.bmp", "dog")
-    _ann(root / "c.json", "../elsewhere/x.bmp", "dog")
-    _ann(root / "d.json", "../elsewhere2/y.bmp", "cat")
+    _ann(root / "d.json", "y.bmp", "cat")
     _ann(root / "e.json", "images/y.bmp", "dog")
     out = tmp_path / "out"
     res = invoke("convert", "--dataset", root, "--out", out, "--json")
@@ -302,18 +300,43 @@ def test_convert_out_gives_same_named_different_images_distinct_files(invoke, tm
     for path, label in rows:
         by_path.setdefault(path, set()).add(label)
     x_files = sorted(p for p in by_path if p.startswith("images/x"))
-    assert len(x_files) == 3  # three different pictures, three files
+    assert len(x_files) == 2  # two different pictures, two files
     contents = {(out / p).read_bytes() for p in x_files}
-    assert contents == {a.read_bytes(), b.read_bytes(), c.read_bytes()}
-    assert by_path["images/y.bmp"] == {"0", "1"}  # identical bytes share a file
+    assert contents == {a.read_bytes(), b.read_bytes()}
+    assert by_path["images/y.bmp"] == {"0", "1"} and (out / "images/y.bmp").read_bytes() == e.read_bytes()
     notes = json.loads(res.stdout)["notes"]
-    assert sum(n["code"] == "renamed_image" for n in notes) == 2
+    assert sum(n["code"] == "renamed_image" for n in notes) == 1
     again = invoke("convert", "--dataset", root, "--out", out)  # an existing --out is not merged into
     assert again.exit_code == 2 and "exists and is not empty" in again.stderr
     again = invoke("convert", "--dataset", root, "--out", out, "--overwrite")  # replaced: same result
     assert again.exit_code == 0, again.output
     assert (tmp_path / "out.bak" / "train.txt").is_file()
     assert sorted(l.split()[0] for v in _lists(out).values() for l in v) == sorted(p for p, _ in rows)
+
+
+@pytest.mark.parametrize("image_path", ["../outside.jpg", "../../etc/outside.jpg", "..\\outside.jpg",
+                                        "images/../../outside.jpg", "ABSOLUTE"])
+@pytest.mark.parametrize("in_place", [False, True])
+def test_convert_never_takes_an_image_from_outside_the_dataset(invoke, tmp_path, image_path, in_place):
+    """An imagePath that leaves the dataset folder is refused as check refuses it
+    (path_escapes_root): the annotation is skipped, nothing outside is linked or listed."""
+    root = tmp_path / "lm"
+    (root / "flags.txt").parent.mkdir(parents=True)
+    (root / "flags.txt").write_text("cat\ndog\n")
+    outside = _img(tmp_path / "outside.jpg", (1, 2, 3))
+    for i, cls in enumerate(["cat", "cat", "dog", "dog"]):
+        _img(root / f"{cls}{i}.bmp", (i * 40, 0, 0))
+        _ann(root / f"{cls}{i}.json", f"{cls}{i}.bmp", cls)
+    _ann(root / "evil.json", str(outside) if image_path == "ABSOLUTE" else image_path, "cat")
+    out = root if in_place else tmp_path / "out"
+    res = invoke("convert", "--dataset", root, *([] if in_place else ["--out", out]), "--json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    escaped = [p for p in doc["skipped"] if p["code"] == "path_escapes_root"]
+    assert len(escaped) == 1 and escaped[0]["file"] == "evil.json", doc["skipped"]
+    listed = [l.split()[0] for v in _lists(out).values() for l in v]
+    assert len(listed) == 4 and not any("outside" in p for p in listed)
+    assert outside.stat().st_nlink == 1  # never hard-linked into the dataset
 
 
 def test_convert_renames_spaces_with_out_and_refuses_in_place(invoke, tmp_path):

@@ -392,3 +392,76 @@ def test_urls_requests_cannot_use_are_one_line(invoke, server, url, code, words)
         url = server.add("/loop", b"", mode="redirect")
     res = invoke("download", "url", url)
     assert res.exit_code == code and words in res.stderr and "unexpected" not in res.stderr
+
+
+@pytest.fixture
+def silent_server():
+    """A server on 127.0.0.1 that accepts connections and never answers."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    held = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(sock.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()
+    for conn in held:
+        conn.close()
+
+
+@pytest.mark.parametrize("args,within,words", [
+    (["--timeout", "0.3", "--deadline", "1.5"], 6, "stopped at its deadline of 1.5 s"),
+    (["--deadline", "1"], 6, "stopped at its deadline of 1 s"),
+])
+def test_a_server_that_never_answers_is_bounded_by_timeout_and_deadline(invoke, silent_server, tmp_path, args,
+                                                                         within, words):
+    """It retried for minutes (30 s per attempt, 5 attempts, no option to shorten it)."""
+    import time
+
+    start = time.monotonic()
+    res = invoke("download", "url", silent_server + "/x.bin", "--out", tmp_path / "x.bin", *args, "--json")
+    assert res.exit_code == 1 and time.monotonic() - start < within, res.stderr
+    assert words in json.loads(res.stdout)["error"]["message"]
+    assert not (tmp_path / "x.bin").exists()
+
+
+def test_disk_full_says_what_it_kept_and_how_to_resume_or_drop_it(invoke, server, tmp_path, monkeypatch):
+    import errno
+
+    import imgfeat_cli.common.download as download
+
+    real_open = open
+
+    class FullDisk:  # a file that takes 70,000 bytes, then the disk is full
+        def __init__(self, path, mode):
+            self.fh = real_open(path, mode)
+
+        def write(self, data):
+            if self.fh.tell() + len(data) > 70_000:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.fh.write(data)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+    monkeypatch.setattr(download, "open", FullDisk, raising=False)
+    url = server.add("/big.bin", DATA)
+    res = invoke("download", "url", url, "--out", tmp_path / "big.bin")
+    part = part_path(tmp_path / "big.bin", url)
+    assert res.exit_code == 1 and part.stat().st_size == 65_536
+    error, hint = [ln for ln in res.stderr.splitlines() if ln.startswith(("Error:", "Hint:"))]
+    assert f"65,536 bytes kept in {part}" in error
+    assert "rerun the same command to resume" in hint and f"delete {part}" in hint
+    monkeypatch.delattr(download, "open")
+    res = invoke("download", "url", url, "--out", tmp_path / "big.bin")  # the documented resume
+    assert res.exit_code == 0 and (tmp_path / "big.bin").read_bytes() == DATA and not part.exists()

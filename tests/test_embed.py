@@ -198,3 +198,223 @@ def test_embed_drink_gallery_subset(invoke, model_dir, tmp_path):
     n_images = len([p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".png", ".jpeg")])
     assert doc["embedded"] == n_images - 1
     assert "corrupt.jpg" in (tmp_path / "d.jsonl.errors.jsonl").read_text()
+
+
+def _damaged_copy(model_dir: str, tmp_path: Path, how: str) -> Path:
+    """A copy of the model folder with one file damaged as a disk, a copy or a download can."""
+    folder = tmp_path / f"model-{how}"
+    shutil.copytree(model_dir, folder, ignore=shutil.ignore_patterns(".imgfeat"))
+    params, program = folder / "inference.pdiparams", folder / "inference.json"
+    if how.startswith("flip"):  # a bit flipped in a tensor header: paddle2onnx aborted (exit 134)
+        data = bytearray(params.read_bytes())
+        data[int(how[4:])] ^= 0x40
+        params.write_bytes(bytes(data))
+    elif how == "truncated-json":  # paddle2onnx exited 255
+        program.write_bytes(program.read_bytes()[:len(program.read_bytes()) // 2])
+    elif how == "truncated-params":
+        params.write_bytes(params.read_bytes()[:-1000])
+    elif how == "empty-params":
+        params.write_bytes(b"")
+    elif how == "extra-bytes":
+        params.write_bytes(params.read_bytes() + b"\0" * 8)
+    return folder
+
+
+@pytest.mark.parametrize("how", ["flip16", "flip19", "flip23", "truncated-json", "truncated-params", "empty-params",
+                                 "extra-bytes"])
+def test_damaged_model_files_are_one_line_errors(invoke, photos, model_dir, tmp_path, how):
+    """Model files are checked before paddle, paddle2onnx or onnxruntime read them: one line
+    naming the folder and the file, exit 1, never a native abort (134) or 255."""
+    folder = _damaged_copy(model_dir, tmp_path, how)
+    res = invoke("embed", photos, "--model-dir", folder, "--out", tmp_path / "f.jsonl")
+    assert res.exit_code == 1, (res.exit_code, res.stderr)
+    error = [ln for ln in res.stderr.splitlines() if ln.startswith("Error:")]
+    assert len(error) == 1 and str(folder) in error[0], res.stderr
+    assert ("inference.json" if how == "truncated-json" else "inference.pdiparams") in error[0]
+    assert "re-export" in res.stderr and not (tmp_path / "f.jsonl").exists()
+
+
+def test_a_conversion_that_crashes_falls_back_to_paddle(invoke, photos, model_dir, tmp_path, monkeypatch):
+    """paddle2onnx runs in a child process: when it aborts (as it does on programs it cannot read)
+    embed says why in one line and runs paddle, as documented."""
+    import imgfeat_cli.models.onnx as onnx
+
+    monkeypatch.setattr(onnx, "_CONVERT", "import os\nos.abort()\n")
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder, ignore=shutil.ignore_patterns(".imgfeat"))
+    res = invoke("embed", photos, "--model-dir", folder, "--out", tmp_path / "f.jsonl")
+    assert res.exit_code == 0, res.stderr
+    assert "paddle2onnx crashed (SIGABRT); running paddle instead" in res.stderr
+    assert ": paddle-inference" in res.stderr
+    assert not list(folder.rglob("*.part")) and not list(folder.rglob("*.onnx"))
+    res = invoke("embed", photos, "--model-dir", folder, "--out", tmp_path / "g.jsonl", "--backend", "onnxruntime")
+    assert res.exit_code == 1 and "paddle2onnx crashed (SIGABRT)" in res.stderr and "Traceback" not in res.stderr
+
+
+#: The console script with SIGINT sent by another process DELAY seconds after paddle's extension
+#: module starts to load (the 0.7-0.9 s window of `imgfeat embed` on the development machine): a
+#: KeyboardInterrupt raised inside its initialisation came out as "ImportError: initialization
+#: failed" (exit 1, "unexpected"). The sender is another process because a thread of this one
+#: cannot run while the extension's initialisation holds the interpreter.
+SIGINT_IN_PADDLE_IMPORT = """
+import os, subprocess, sys
+DELAY = sys.argv.pop(1)
+class Hook:
+    def find_spec(self, name, path=None, target=None):
+        if name == "paddle.base.libpaddle":
+            subprocess.Popen(["sh", "-c", f"sleep {DELAY}; kill -INT {os.getpid()}"])
+        return None
+sys.argv = ["imgfeat"] + sys.argv[1:]
+from imgfeat_cli.cli.entry import main
+sys.meta_path.insert(0, Hook())
+main()
+"""
+
+
+def _run_embed(args, **kw):
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**__import__("os").environ, "PYTHONPATH": str(repo)}
+    return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=str(repo), env=env, **kw)
+
+
+def _one_interrupt_line(code, stderr):
+    errors = [ln for ln in stderr.splitlines() if ln.startswith("Error:")]
+    assert code == 130, (code, stderr)
+    assert len(errors) == 1 and errors[0].startswith("Error: interrupted"), stderr
+    assert "unexpected" not in stderr and "Can not import paddle core" not in stderr and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("delay", ["0", "0.1", "0.25"])
+def test_ctrl_c_while_paddle_imports_is_one_line_exit_130(photos, model_dir, tmp_path, delay):
+    proc = _run_embed(["-c", SIGINT_IN_PADDLE_IMPORT, delay, "embed", str(photos), "--model-dir", model_dir,
+                       "--backend", "paddle", "--out", str(tmp_path / "f.jsonl")])
+    out, err = proc.communicate(timeout=300)
+    _one_interrupt_line(proc.returncode, err)
+    assert not (tmp_path / "f.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_at_any_moment_of_start_up_is_one_line_exit_130(photos, model_dir, tmp_path):
+    """SIGINT at several delays after start: whatever is being imported or loaded, exit 130 and
+    one Error line (a run that finished first is fine)."""
+    import signal
+    import time
+
+    for i, delay in enumerate((0.3, 0.7, 0.9, 1.2, 1.6, 2.2)):
+        out_file = tmp_path / f"f{i}.jsonl"
+        proc = _run_embed(["-m", "imgfeat_cli", "embed", str(photos), "--model-dir", model_dir, "--out",
+                           str(out_file)])
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+        if proc.returncode == 0 and out_file.exists():
+            continue
+        _one_interrupt_line(proc.returncode, err)
+
+
+def test_more_threads_than_cores_are_lowered_to_the_cores(invoke, photos, model_dir, tmp_path, monkeypatch):
+    """--threads 10000 sat in engine selection for minutes: a thread count beyond the cores this
+    process may use is lowered to them, with a one-line warning (the same rule for --workers)."""
+    from imgfeat_cli.common.system import cpu_count
+    from imgfeat_cli.models.source import ModelSource
+
+    asked = {}
+
+    def spy(self, *args, **kwargs):
+        asked["threads"] = self.threads
+        raise KeyboardInterrupt  # what the model would be loaded with is all this test needs
+
+    monkeypatch.setattr(ModelSource, "load", spy)
+    res = invoke("embed", photos, "--model-dir", model_dir, "--out", tmp_path / "f.jsonl", "--threads", "10000",
+                 "--workers", "5000")
+    assert res.exit_code == 130 and asked["threads"] == cpu_count()
+    assert f"Warning: --threads 10000 is more than the {cpu_count()} cores this process may use: using " \
+           f"{cpu_count()}" in res.stderr
+    assert "Warning: --workers 5000 is more than" in res.stderr
+
+
+@pytest.mark.parametrize("how", ["--device gpu", "--device gpu:1 --backend paddle", "config"])
+def test_gpus_this_machine_lacks_are_named_not_an_accuracy_bar(invoke, photos, model_dir, tmp_path, how):
+    """PaddleX's own configs say device: gpu:0,1,2,3; on a CPU build of paddle that ended in "no
+    engine met the accuracy bar" (exit 1)."""
+    import paddle
+
+    from imgfeat_cli.models.onnx import onnxruntime_gpu_available
+
+    if paddle.device.is_compiled_with_cuda() or onnxruntime_gpu_available():
+        pytest.skip("this machine's engines can use GPUs")
+    if how == "config":
+        (tmp_path / "px.yaml").write_text("Global:\n  device: gpu:0,1,2,3\n")
+        args = ["-c", str(tmp_path / "px.yaml")]
+    else:
+        args = how.split()
+    res = invoke("embed", photos, "--model-dir", model_dir, "--out", tmp_path / "f.jsonl", *args)
+    assert res.exit_code == 2, res.stderr
+    error, hint = [ln for ln in res.stderr.splitlines() if ln.startswith(("Error:", "Hint:"))]
+    assert "asks for" in error and "no CUDA support" in error and "accuracy bar" not in res.stderr
+    assert "--device cpu" in hint
+
+
+def test_a_jpeg_with_corrupt_data_is_embedded_and_named(invoke, photos, model_dir, tmp_path):
+    """libjpeg printed "Corrupt JPEG data: 226 extraneous bytes before marker 0xd9" with no file
+    name. Decided: the image is embedded as PaddleX's cv2.imread decodes it, and the warning names
+    the file (one line, on stderr; none with --quiet)."""
+    good = sorted(photos.rglob("*.jpg"))[0].read_bytes()
+    bad = bytearray(good)
+    for i in range(len(bad) // 2, len(bad) // 2 + 40):
+        bad[i] ^= 0x55
+    corrupt = photos / "corrupt.jpg"
+    corrupt.write_bytes(bytes(bad))
+    res = invoke("embed", photos, "--model-dir", model_dir, "--out", tmp_path / "f.jsonl")
+    assert res.exit_code == 0, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if "Corrupt JPEG data" in ln]
+    assert len(lines) == 1 and lines[0].startswith(f"Warning: {corrupt}: Corrupt JPEG data: "), lines
+    assert lines[0].endswith("(decoded as PaddleX decodes it)")
+    assert str(corrupt) in _jsonl(tmp_path / "f.jsonl")
+    res = invoke("embed", photos, "--model-dir", model_dir, "--out", tmp_path / "g.jsonl", "-q")
+    assert res.exit_code == 0 and "Corrupt JPEG" not in res.stderr
+
+
+def test_an_empty_shard_is_a_usage_error(invoke, photos, model_dir, tmp_path):
+    """--shard "$SLURM_ARRAY_TASK_ID/32" with the variable unset gives --shard '/32'; an unset
+    whole value gives --shard '': it embedded every input (each task the whole job)."""
+    for shard in ("", "/32", " "):
+        res = invoke("embed", photos, "--model-dir", model_dir, "--out", tmp_path / "f.jsonl", "--shard", shard)
+        assert res.exit_code == 2 and "bad --shard" in res.stderr, (shard, res.stderr)
+    assert not (tmp_path / "f.jsonl").exists()
+
+
+def test_a_stdin_list_starting_with_a_bom_is_read(invoke, photos, model_dir, tmp_path):
+    """Windows editors and PowerShell start a UTF-8 list with a byte order mark: it failed with
+    "file not found: \\ufeff/path"."""
+    paths = [str(p) for p in sorted(photos.rglob("*.jpg"))[:3]]
+    res = invoke("embed", "-", "--model-dir", model_dir, "--out", tmp_path / "f.jsonl", "--json",
+                 input="\ufeff" + "\r\n".join(paths) + "\r\n")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout)["embedded"] == 3 and sorted(_jsonl(tmp_path / "f.jsonl")) == paths
+
+
+@pytest.mark.parametrize("sub", ["", "nested"])
+def test_imgfeat_home_that_is_a_file_is_refused_with_model_dir_too(invoke, photos, model_dir, tmp_path, monkeypatch,
+                                                                    sub):
+    """It was ignored with --model-dir (the cache holds engine decisions and converted graphs)."""
+    home = tmp_path / "home-file"
+    home.write_text("not a folder")
+    monkeypatch.setenv("IMGFEAT_HOME", str(home / sub) if sub else str(home))
+    res = invoke("embed", photos, "--model-dir", model_dir, "--out", tmp_path / "f.jsonl")
+    assert res.exit_code == 2, res.stderr
+    assert "\nError: IMGFEAT_HOME=" in res.stderr and "is not a writable folder" in res.stderr
+    assert not (tmp_path / "f.jsonl").exists()
+
+
+@pytest.mark.parametrize("what", ["a file", "missing"])
+def test_a_model_dir_that_is_a_file_or_missing_is_exit_2(invoke, photos, model_dir, tmp_path, what):
+    """README: a path of the wrong kind is a usage error (exit 2); it was exit 1."""
+    path = Path(model_dir) / "inference.yml" if what == "a file" else tmp_path / "no-model"
+    res = invoke("embed", photos, "--model-dir", path, "--out", tmp_path / "f.jsonl")
+    assert res.exit_code == 2, res.stderr
+    assert ("is a file, not a folder" if what == "a file" else "does not exist") in res.stderr

@@ -258,3 +258,14 @@ def test_eval_reads_parquet_labels_and_normalises_them(invoke, tmp_path):
     write("z", np.array([[1, 0], [0, 0]]), [1, 2])
     res = invoke("eval", "--query", tmp_path / "z.parquet", "--gallery", tmp_path / "g.parquet")
     assert res.exit_code == 2 and "z.parquet: row 2 is all zeros" in res.stderr
+
+
+@pytest.mark.parametrize("split", ["query", "gallery"])
+def test_eval_refuses_a_dataset_with_an_empty_split(invoke, synth_ds, model_dir, tmp_path, split):
+    """An empty query.txt gave done_flag true and recall 0.0 (exit 0): nothing was scored, so it is
+    refused before any image is embedded, as an empty embeddings file is."""
+    (synth_ds / f"{split}.txt").write_text("")
+    res = invoke("eval", "--dataset", synth_ds, "--model-dir", model_dir, "--output", tmp_path / "o", "--json")
+    assert res.exit_code == 1, res.stderr
+    assert f"{split}.txt lists no images" in json.loads(res.stdout)["error"]["message"]
+    assert not (tmp_path / "o" / "evaluate_result.json").exists()

@@ -287,10 +287,10 @@ def test_errors_are_one_line_with_exit_codes(invoke, tmp_path, data):
 
 
 def test_second_writer_is_refused(invoke, tmp_path, data):
-    from imgfeat_cli.common import fsutil
+    from imgfeat_cli.common import folders
 
     invoke("index", "build", "-g", tmp_path / "g.jsonl", "--out", tmp_path / "idx")
-    with fsutil.writer_lock(tmp_path / "idx"):
+    with folders.writer_lock(tmp_path / "idx"):
         res = invoke("index", "remove", "--index", tmp_path / "idx", "--ids", "1")
     assert res.exit_code == 2 and "another imgfeat process is writing" in res.stderr
     assert Index.load(tmp_path / "idx").count == 40
@@ -406,3 +406,55 @@ def test_a_closed_stdout_is_a_quiet_exit_141(tmp_path, data):
     proc.stdout.close()  # as `head` does once it has its lines
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == EXIT_BROKEN_PIPE and "Error" not in err, err
+
+
+def test_search_out_refuses_an_existing_file_without_overwrite(invoke, tmp_path, data):
+    """search --out replaced a user's file; embed, index, export and quantize refuse without --overwrite."""
+    assert invoke("index", "build", "-g", tmp_path / "g.jsonl", "--out", tmp_path / "idx").exit_code == 0
+    mine = tmp_path / "results.jsonl"
+    mine.write_text("my notes\n")
+    args = ("search", "--embeddings", tmp_path / "q.jsonl", "--index", tmp_path / "idx", "--out", mine)
+    res = invoke(*args)
+    assert res.exit_code == 2 and f"{mine} already exists" in res.stderr and "--overwrite" in res.stderr
+    assert mine.read_text() == "my notes\n"
+    res = invoke(*args, "--overwrite")
+    assert res.exit_code == 0 and len(mine.read_text().splitlines()) == 7
+
+
+@pytest.mark.parametrize("command", ["build", "add", "remove"])
+def test_a_users_own_bak_folder_is_never_replaced(invoke, tmp_path, data, command):
+    """An index write keeps the previous index as DIR.bak: a DIR.bak the user made themselves was
+    replaced by it. It is refused (exit 2) before anything changes; imgfeat's own .bak is replaced
+    as before."""
+    g, _, labels = data
+    idx, bak = tmp_path / "idx", tmp_path / "idx.bak"
+    assert invoke("index", "build", "-g", tmp_path / "g.jsonl", "--out", idx).exit_code == 0
+    bak.mkdir()
+    (bak / "precious.txt").write_text("mine")
+    write_jsonl(tmp_path / "more.jsonl", g[:2], ["new", "new"], paths=["n0.jpg", "n1.jpg"])
+    run = {"build": ("index", "build", "-g", tmp_path / "g.jsonl", "--out", idx, "--overwrite"),
+           "add": ("index", "add", "--index", idx, "-g", tmp_path / "more.jsonl"),
+           "remove": ("index", "remove", "--index", idx, "--ids", "3")}[command]
+    before = (idx / "id_map.yaml").read_bytes()
+    res = invoke(*run)
+    assert res.exit_code == 2 and f"{bak} exists and imgfeat did not make it" in res.stderr, res.stderr
+    assert (bak / "precious.txt").read_text() == "mine" and (idx / "id_map.yaml").read_bytes() == before
+    (bak / "precious.txt").unlink()
+    bak.rmdir()
+    for _ in range(2):  # imgfeat's own backup is replaced by the next one
+        assert invoke(*run).exit_code == 0
+        assert (bak / "vector.index").is_file()
+        if command != "build":
+            run = ("index", "build", "-g", tmp_path / "g.jsonl", "--out", idx, "--overwrite")
+
+
+def test_a_missing_faiss_is_said_before_the_model_is_loaded(invoke, tmp_path, monkeypatch, synth_ds):
+    import sys
+
+    import imgfeat_cli.pipeline.predictor as predictor
+
+    monkeypatch.setitem(sys.modules, "faiss", None)  # `import faiss` raises ImportError
+    monkeypatch.setattr(predictor, "create_model", lambda *a, **k: pytest.fail("the model was loaded first"))
+    res = invoke("index", "build", "-g", synth_ds, "--out", tmp_path / "idx", "--model-dir", tmp_path / "m")
+    assert res.exit_code == 1 and "faiss is not installed" in res.stderr and "pip install faiss-cpu" in res.stderr
+    assert not (tmp_path / "idx").exists()

@@ -130,3 +130,31 @@ def test_model_dir_errors(tmp_path):
     (tmp_path / "inference.pdiparams").write_bytes(b"")
     with pytest.raises(ModelError, match=r"missing inference.json \(or inference.pdmodel\)"):
         create_model(model_dir=str(tmp_path))
+
+
+def test_paddles_start_up_noise_stays_off_the_terminal():
+    """"No ccache found" (import paddle, in any process that imports imgfeat first: inference
+    streams, training workers, Ray actors) reached the terminal."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", "import imgfeat_cli.common.system, paddle"], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(repo), "PATH": "/nonexistent"}, timeout=300)
+    assert proc.returncode == 0 and "ccache" not in proc.stderr, proc.stderr
+
+
+def test_loading_weights_without_a_head_says_nothing_paddle_would_repeat(recwarn):
+    """A checkpoint without the classifier (a backbone, another dataset's) into a model that has
+    one: load_into reports it; paddle's "Skip loading for head.fc.weight" warning leaked."""
+    from imgfeat_cli.models.registry import get_spec
+    from imgfeat_cli.models.weights import load_into
+
+    spec = get_spec("PP-ShiTuV2_rec")
+    with_head = spec.build(num_classes=4)
+    state = {k: v for k, v in spec.build(num_classes=None).state_dict().items()}
+    report = load_into(with_head, state, "backbone.pdparams")
+    assert any(k.startswith("head.") for k in report.missing)
+    assert not [w for w in recwarn if "Skip loading" in str(w.message)]

@@ -88,7 +88,8 @@ def test_overwrite_keeps_the_old_output_when_nothing_new_comes(invoke, photos, m
     empty = tmp_path / "empty"
     empty.mkdir()
     res = _embed(invoke, empty, "--model-dir", model_dir, "--out", out, "--overwrite", "--json")
-    assert res.exit_code == 2 and "no images found" in res.stderr and res.stdout == ""
+    assert res.exit_code == 2 and "no images found" in res.stderr
+    assert json.loads(res.stdout)["error"]["message"] == "no images found in the inputs"  # --json: one document
     typo = _embed(invoke, tmp_path / "phtos" / "x.jpg", "--model-dir", model_dir, "--out", out, "--overwrite")
     assert typo.exit_code == 1 and "no image could be embedded" in typo.stderr and "file not found" in typo.stderr
     none = _embed(invoke, "--model-dir", model_dir, "--out", out, "--overwrite")

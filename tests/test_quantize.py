@@ -147,7 +147,8 @@ def _bad_images(tmp_path: Path) -> Path:
     ("out inside the model", 2, "inside it"),
     ("out not empty", 2, "exists and is not empty"),
     ("onnx folder", 2, "already an ONNX folder"),
-    ("model is a file", 1, "is a file, not a folder"),
+    ("model is a file", 2, "is a file, not a folder"),
+    ("model missing", 2, "does not exist"),
     ("out holds the model", 2, "holds the model folder"),
     ("out is the calib folder", 2, "is the calibration folder"),
     ("out is busy", 2, "another imgfeat quantize is writing"),
@@ -177,6 +178,8 @@ def test_hostile_inputs_are_one_line_errors(case, code, needle, model_dir, calib
         model = quantized["out"]
     elif case == "model is a file":
         model = Path(model_dir) / "inference.yml"
+    elif case == "model missing":
+        model = tmp_path / "no-such-model"
     elif case == "out holds the model":
         out = Path(model_dir).parent
         extra = ["--overwrite"]  # would move the model into OUT.bak, and the next --overwrite delete it
@@ -276,3 +279,67 @@ def test_quiet_prints_the_output_folder(quantized, model_dir, calib, tmp_path):
     res = _run("quantize", model_dir, "--calib", calib / "images", "--out", out, "--calib-count", 16,
                "-o", "Quantize.min_mean_cosine=0.5", "--quiet")
     assert res.exit_code == 0 and res.stdout == f"{out}\n" and res.stderr == "", res.output
+
+
+def test_folders_left_by_a_killed_quantize_are_cleaned_by_the_next(model_dir, calib, tmp_path):
+    """kill -9 while the int8 folder is being written leaves its hidden temp folder beside --out;
+    the next run removes the ones provably abandoned (their process is gone) and no other."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "int8"
+    repo = Path(__file__).resolve().parents[1]
+    args = ["quantize", model_dir, "--calib", calib / "images", "--out", out, "--calib-count", 16,
+            "-o", "Quantize.min_mean_cosine=0"]
+    proc = subprocess.Popen([sys.executable, "-m", "imgfeat_cli", *map(str, args)],
+                            env={**os.environ, "PYTHONPATH": str(repo)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not [p for p in tmp_path.iterdir() if p.name.startswith(".int8.")] and proc.poll() is None:
+        assert time.monotonic() < deadline, "the temp folder never appeared"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    left = [p for p in tmp_path.iterdir() if p.name.startswith(".int8.")]
+    assert len(left) == 1 and not out.exists()
+    host = "".join(c if c.isalnum() or c == "-" else "-" for c in socket.gethostname())[:40]
+    others = [tmp_path / f".int8.{host}-{os.getpid()}.alive", tmp_path / ".int8.another-host-1.theirs"]
+    for folder in others:  # a live writer's, another machine's: not provably abandoned
+        folder.mkdir()
+    res = _run(*args)
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".int8.")) == sorted(p.name for p in others)
+
+
+def test_progress_counts_the_images_there_are_and_follows_calibration(model_dir, calib, tmp_path):
+    """The bar showed a total of 256 for 206 images and sat at "204/256" through calibration."""
+    from imgfeat_cli.pipeline.quantize import TASK, quantize_model
+
+    seen: dict = {}
+    n = len(list((calib / "images").rglob("*.jpg")))
+    res = quantize_model(model_dir, str(calib / "images"), str(tmp_path / "int8"), calib_count=256,
+                         min_mean_cosine=0.0, progress=lambda task, done, total, extra="": seen.setdefault(
+                             task, []).append((done, total)))
+    assert n < 256 and seen[TASK][-1] == (n, n) and {t for _, t in seen[TASK]} == {n}
+    calibrated = res.report["calibration_images"]
+    assert seen["Calibrating"][0] == (0, calibrated) and seen["Calibrating"][-1] == (calibrated, calibrated)
+
+
+def test_a_low_recall_agreement_is_a_warning_with_its_figure(quantized, model_dir, calib, tmp_path):
+    """A recall@1 agreement of 0.324 passed without a word: below Quantize.warn_recall1_agreement
+    the model is still written, with a warning saying what the figure means."""
+    agreement = quantized["doc"]["heldout"]["recall1_agreement"]
+    if agreement >= 1.0:
+        pytest.skip("int8 kept every nearest neighbour of this model")
+    res = _run("quantize", model_dir, "--calib", calib / "images", "--out", tmp_path / "int8", "--calib-count", 24,
+               "-o", "Quantize.min_mean_cosine=0.9", "-o", "Quantize.warn_recall1_agreement=1")
+    assert res.exit_code == 0, res.output
+    warning = [ln for ln in res.stderr.splitlines() if ln.startswith("Warning: recall@1 agreement")]
+    assert len(warning) == 1 and f"{agreement:.3f}" in warning[0] and "nearest other image differs" in warning[0]
+    res = _run("quantize", model_dir, "--calib", calib / "images", "--out", tmp_path / "int8b", "--calib-count", 24,
+               "-o", "Quantize.min_mean_cosine=0.9", "-o", "Quantize.warn_recall1_agreement=0", "--json")
+    assert res.exit_code == 0 and json.loads(res.stdout)["warnings"] == [] and "Warning" not in res.stderr

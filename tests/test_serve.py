@@ -527,9 +527,9 @@ def test_a_swap_cut_between_its_renames_is_restored_at_start(make_client, idx, d
 
 
 def test_an_index_another_process_is_writing_answers_409_with_retry_after(client, ds, idx):
-    from imgfeat_cli.common import fsutil
+    from imgfeat_cli.common import folders
 
-    lock = fsutil.writer_lock(idx)  # `imgfeat index add` running in a shell
+    lock = folders.writer_lock(idx)  # `imgfeat index add` running in a shell
     lock.acquire()
     try:
         res = client.post("/v1/indexes/idx/add", files=[("image", jpeg(extra_images(ds)[0]))], data={"label": "x"})

@@ -2,7 +2,7 @@
 lazily inside the command so ``imgfeat --help`` and ``--version`` never load paddle.
 
 Every error leaves in the same shape: ``Error: ...`` and ``Hint: ...`` on stderr, one line each,
-and the documented exit code. Commands map their own errors (``cli.common.handle_errors``); the
+the documented exit code and, under ``--json``, one error document on stdout (``cli.common.report``). Commands map their own errors (``cli.common.handle_errors``); the
 root group below maps what Typer raises while parsing the command line (a bad value, an unknown
 option, a missing argument) to the same lines with exit 2 instead of Typer's boxed message.
 """
@@ -16,10 +16,10 @@ from typer.core import TyperGroup
 from typing_extensions import Annotated
 
 from imgfeat_cli.common.version import __version__
-from imgfeat_cli.cli.common import print_error, report_error
+from imgfeat_cli.cli.common import begin_invocation, report, report_error
 from imgfeat_cli.cli.helpdoc import TidyParams, examples
-from imgfeat_cli.common.errors import (EXIT_BROKEN_PIPE, EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK,
-                                       EXIT_PARTIAL, EXIT_USAGE)
+from imgfeat_cli.common.errors import (CODE_USAGE, EXIT_BROKEN_PIPE, EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_INTERRUPTED,
+                                       EXIT_OK, EXIT_PARTIAL, EXIT_USAGE)
 
 
 def usage_error_line(exc: Any, argv: Sequence[str] = ()) -> int:
@@ -35,9 +35,9 @@ def usage_error_line(exc: Any, argv: Sequence[str] = ()) -> int:
                 None)
     if slip is not None and "'--out'" in message:
         hint = f"did you mean --out/-O {slip}? (-o sets a config key: -o Section.key=value)"
-    print_error(message[0].lower() + message[1:] if message[:1].isupper() and message[1:2].islower() else message,
-                hint)
-    return int(getattr(exc, "exit_code", EXIT_USAGE) or EXIT_USAGE)
+    return report(CODE_USAGE,
+                  message[0].lower() + message[1:] if message[:1].isupper() and message[1:2].islower() else message,
+                  hint, int(getattr(exc, "exit_code", EXIT_USAGE) or EXIT_USAGE))
 
 
 class ImgfeatGroup(TidyParams, TyperGroup):
@@ -60,6 +60,7 @@ class ImgfeatGroup(TidyParams, TyperGroup):
 
     def main(self, args: Optional[Sequence[str]] = None, prog_name: Optional[str] = None,
              complete_var: Optional[str] = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        begin_invocation(sys.argv[1:] if args is None else args)
         try:
             rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                               standalone_mode=False, **extra)

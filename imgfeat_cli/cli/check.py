@@ -1,11 +1,13 @@
 """``imgfeat check``: validate a ShiTuRecDataset and show a summary and a histogram."""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import typer
 from rich.console import Group
+from rich.markup import escape
 from rich.table import Table
 from typing_extensions import Annotated
 
@@ -20,6 +22,17 @@ EXAMPLES = examples("imgfeat check -d dataset/",
                     "imgfeat check -d dataset/ --near-duplicates --report check_report/",
                     "imgfeat check -d dataset/ --near-duplicates --model-dir output/inference --min-cosine 0.95")
 SEVERITY_STYLE = {"error": "red", "warning": "yellow", "info": "cyan"}
+#: Problems of one code shown on the terminal; the rest are counted (all are in the report file).
+SHOWN_PER_CODE = 20
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' * (n != 1)}"
+
+
+def count_text(value: Any) -> str:
+    """A per-class count as a person writes it: the median of [1, 1] is 1, of [1, 2] 1.5."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def bucket_label(sizes: List[int]) -> str:
@@ -56,19 +69,25 @@ def render(result: Any) -> Group:
         summary.add_column(col, justify="left" if col == "split" else "right")
     for split, st in result.class_stats.items():
         summary.add_row(split, str(st["images"]), str(st["classes"]), str(st.get("min_per_class", "-")),
-                        str(st.get("median_per_class", "-")), str(st.get("max_per_class", "-")))
+                        count_text(st.get("median_per_class", "-")), str(st.get("max_per_class", "-")))
     parts: list = [summary, render_histogram(result.images_per_class)]
     if result.problems:
         probs = Table(title="Problems")
         for col in ("severity", "where", "code", "message"):
             probs.add_column(col)
+        shown: Counter = Counter()
         for p in result.problems:
-            where = f"{p.file}:{p.line}" if p.line else (p.file or "")
-            probs.add_row(f"[{SEVERITY_STYLE[p.severity]}]{p.severity}[/]", where, p.code, p.message)
+            shown[p.code] += 1
+            if shown[p.code] <= SHOWN_PER_CODE:
+                where = f"{p.file}:{p.line}" if p.line else (p.file or "")
+                probs.add_row(f"[{SEVERITY_STYLE[p.severity]}]{p.severity}[/]", escape(where), p.code, escape(p.message))
+        for code, n in shown.items():
+            if n > SHOWN_PER_CODE:
+                probs.add_row("", "", code, f"... and {n - SHOWN_PER_CODE} more (all {n} in the report)")
         parts.append(probs)
     verdict = "[green]check passed[/green]" if result.check_pass else "[red]check failed[/red]"
-    parts.append(f"{verdict}: {result.counts('error')} errors, {result.counts('warning')} warnings; "
-                 f"report in {result.output_dir}/check_dataset_result.json")
+    parts.append(f"{verdict}: {plural(result.counts('error'), 'error')}, {plural(result.counts('warning'), 'warning')}; "
+                 f"report in {escape(str(result.output_dir))}/check_dataset_result.json")
     return Group(*parts)
 
 
@@ -129,7 +148,7 @@ def check(
     out.emit(result.to_dict(), render(result), essential=str(Path(result.output_dir) / "check_dataset_result.json"))
     if not result.check_pass:
         n = result.counts("error")
-        raise CheckFailed(f"dataset {result.dataset_path} failed the check with {n} error{'s' * (n != 1)}",
+        raise CheckFailed(f"dataset {result.dataset_path} failed the check with {plural(n, 'error')}",
                           result, hint="see the problems above or in check_dataset_result.json")
 
 

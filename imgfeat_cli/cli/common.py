@@ -22,8 +22,9 @@ from typing_extensions import Annotated
 from imgfeat_cli.cli import progress as cli_progress
 from imgfeat_cli.cli.helpdoc import CONFIG, MODEL, OUTPUT, PERFORMANCE, shown_default
 from imgfeat_cli.cli.progress import PeriodicLines, rich_bar
-from imgfeat_cli.common.errors import (EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_PARTIAL,
-                                      INTERRUPTED_MESSAGE, as_imgfeat_error, clip)
+from imgfeat_cli.common.errors import (CODE_INTERNAL, CODE_INTERRUPTED, EXIT_BROKEN_PIPE, EXIT_ERROR,
+                                      EXIT_INTERRUPTED, EXIT_PARTIAL, INTERRUPTED_MESSAGE, as_imgfeat_error, clip,
+                                      error_document)
 from imgfeat_cli.common.system import DEFAULT_BATCH
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -70,6 +71,52 @@ AllowOtherOpt = Annotated[bool, typer.Option(
     help="Use vectors of a model other than the index's own (or the gallery's): a warning, recorded.")]
 
 
+class Invocation:
+    """What one run of a command has promised on stdout: whether ``--json`` was asked for (then
+    stdout holds exactly one JSON document, an error included) and whether that document has been
+    written. Reset by :func:`begin_invocation` at the start of every run (the CLI's root group;
+    tests invoke the app many times in one process)."""
+
+    json_requested = False
+    json_written = False
+    quiet = False
+
+
+def begin_invocation(args: Sequence[str]) -> None:
+    """A new command line: ``--json`` among its options (before a ``--``) asks for the JSON error
+    document, even when Typer itself refuses the command line before any command runs. Warnings
+    about an input that the library raises (``ImageWarning``) print as ``Warning:`` lines."""
+    import warnings
+
+    from imgfeat_cli.imaging import codecwarnings
+
+    words = list(args)
+    Invocation.json_requested = "--json" in (words[:words.index("--")] if "--" in words else words)
+    Invocation.json_written = False
+    Invocation.quiet = False
+    codecwarnings.enable()
+    if getattr(warnings.showwarning, "__name__", "") != "show_input_warning":
+        warnings.showwarning = show_input_warning(warnings.showwarning)
+
+
+def show_input_warning(default: Callable[..., None]) -> Callable[..., None]:
+    """``warnings.showwarning`` that prints an ``ImageWarning`` as one ``Warning:`` line on stderr
+    (nothing with --quiet/--json) and leaves every other warning to ``default``."""
+    from imgfeat_cli.imaging.codecwarnings import ImageWarning
+
+    def show_input_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+        if not issubclass(category, ImageWarning):
+            default(message, category, *args, **kwargs)
+        elif not Invocation.quiet:
+            try:
+                sys.stderr.write(f"Warning: {_one_line(str(message))}\n")
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+
+    return show_input_warning
+
+
 def debug_enabled() -> bool:
     return os.environ.get("IMGFEAT_DEBUG", "") not in ("", "0", "false", "no")
 
@@ -85,6 +132,7 @@ class Output:
         self.json_mode = json_mode
         self.brief = quiet and not json_mode
         self.quiet = quiet or json_mode
+        Invocation.quiet = self.quiet
         self.out = Console(soft_wrap=True, highlight=False)
         self.err = Console(stderr=True, highlight=False, soft_wrap=True)
         self.interactive = self.err.is_terminal and not self.quiet
@@ -97,8 +145,7 @@ class Output:
 
     def json(self, doc: Any) -> None:
         """The one JSON document of --json mode."""
-        sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-        sys.stdout.flush()
+        write_json_document(doc)
 
     def emit(self, doc: Any, renderable: Any, essential: Optional[str] = None) -> None:
         """The command's result: JSON in --json mode; in --quiet mode only ``essential`` (the
@@ -167,6 +214,13 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split()) if "\n" in str(text) or "\r" in str(text) else str(text)
 
 
+def write_json_document(doc: Any) -> None:
+    """Write the invocation's one JSON document to stdout (and remember that it is written)."""
+    Invocation.json_written = True
+    sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
 def print_error(message: str, hint: Optional[str] = None) -> None:
     """``Error: ...`` and optionally ``Hint: ...`` on stderr, one line each."""
     lines = f"Error: {_one_line(message)}\n" + (f"Hint: {_one_line(hint)}\n" if hint else "")
@@ -177,21 +231,32 @@ def print_error(message: str, hint: Optional[str] = None) -> None:
         pass
 
 
+def report(code: str, message: str, hint: Optional[str], exit_code: int) -> int:
+    """The one way a failure leaves: ``Error:``/``Hint:`` lines on stderr and, under ``--json``
+    when the command has not printed its result document yet, the error document on stdout
+    (``{"error": {"code", "message", "hint", "exit_code"}}``). Returns ``exit_code``."""
+    print_error(message, hint)
+    if Invocation.json_requested and not Invocation.json_written:
+        try:
+            write_json_document(error_document(code, _one_line(message), _one_line(hint) if hint else None,
+                                               exit_code))
+        except (OSError, ValueError):  # stdout closed: the exit code still tells
+            pass
+    return exit_code
+
+
 def report_error(exc: BaseException) -> int:
-    """Print the one-line error (and hint) for ``exc`` to stderr; return its exit code.
+    """Report ``exc`` (see :func:`report`); return its exit code.
 
     Domain errors carry their own message and exit code; ordinary OS and decoding failures are
     mapped by ``errors.as_imgfeat_error``; anything else is a bug and says so."""
     if isinstance(exc, KeyboardInterrupt):
-        print_error(INTERRUPTED_MESSAGE)
-        return EXIT_INTERRUPTED
+        return report(CODE_INTERRUPTED, INTERRUPTED_MESSAGE, None, EXIT_INTERRUPTED)
     known = as_imgfeat_error(exc)
     if known is not None:
-        print_error(known.message, known.hint)
-        return known.exit_code
-    print_error(f"unexpected {exc.__class__.__name__}: {clip(exc, 300)}",
-                "rerun with IMGFEAT_DEBUG=1 for a traceback, and report it if it is a bug.")
-    return EXIT_ERROR
+        return report(known.code, known.message, known.hint, known.exit_code)
+    return report(CODE_INTERNAL, f"unexpected {exc.__class__.__name__}: {clip(exc, 300)}",
+                  "rerun with IMGFEAT_DEBUG=1 for a traceback, and report it if it is a bug.", EXIT_ERROR)
 
 
 def handle_errors(fn: F) -> F:
@@ -199,6 +264,8 @@ def handle_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("json_"):
+            Invocation.json_requested = True
         try:
             return fn(*args, **kwargs)
         except typer.Exit:

@@ -8,13 +8,14 @@ import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
-from imgfeat_cli.cli.common import JsonOpt, Output, QuietOpt, handle_errors
-from imgfeat_cli.cli.helpdoc import ImgfeatCommand, ImgfeatSubGroup, examples
+from imgfeat_cli.cli.common import ConfigOpt, JsonOpt, Output, QuietOpt, handle_errors
+from imgfeat_cli.cli.helpdoc import ImgfeatCommand, ImgfeatSubGroup, examples, override_opt, shown_default
 
 MODEL_EXAMPLES = ("imgfeat download model PP-ShiTuV2_rec",
                   "imgfeat download model PP-ShiTuV2_rec --kind pretrained --json")
 DATASET_EXAMPLES = ("imgfeat download dataset Inshop_examples",)
-URL_EXAMPLES = ("imgfeat download url https://example.com/photos.tar --out photos.tar",)
+URL_EXAMPLES = ("imgfeat download url https://example.com/photos.tar --out photos.tar",
+                "imgfeat download url https://example.com/x.bin --timeout 10 --deadline 600")
 LIST_EXAMPLES = ("imgfeat download list", "imgfeat download list --json")
 
 TagOpt = Annotated[str, typer.Option("--tag", metavar="TAG",
@@ -62,15 +63,25 @@ def url(address: Annotated[str, typer.Argument(metavar="URL", help="http(s) URL.
                                                       show_default=False)] = None,
         dest: Annotated[Optional[str], typer.Option("--out", "-O", metavar="FILE", help="Target file.",
                                                     show_default="the cache's files/NAME")] = None,
-        refresh: RefreshOpt = False, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+        timeout: Annotated[Optional[float], typer.Option(
+            "--timeout", metavar="SECONDS", help="Wait this long for the server to connect or send more, per attempt.",
+            show_default=shown_default("Download.timeout"))] = None,
+        deadline: Annotated[Optional[float], typer.Option(
+            "--deadline", metavar="SECONDS", help="Give up after this long in all, retries included (what was "
+            "fetched is kept for a resume).", show_default=shown_default("Download.deadline", "no limit"))] = None,
+        refresh: RefreshOpt = False, config: ConfigOpt = None, override: override_opt("Download.retries=2") = None,
+        json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Fetch any file: resumable, retried, verified; an existing --out is replaced only by a
     complete, verified download."""
     import re
 
+    from imgfeat_cli.common import config as cfgmod
     from imgfeat_cli.common.cache import fetch, url_file
     from imgfeat_cli.common.errors import UsageError, clip
 
     out = Output(json_, quiet)
+    dl = cfgmod.resolve("download", config, override or [], {"Download.timeout": timeout, "Download.deadline": deadline},
+                        note=out.note)["Download"]
     if not address.startswith(("http://", "https://")):
         raise UsageError(f"{clip(repr(address))} is not an http(s) URL")
     if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
@@ -79,7 +90,8 @@ def url(address: Annotated[str, typer.Argument(metavar="URL", help="http(s) URL.
     if target.is_dir():
         raise UsageError(f"--out {clip(target)} is a folder", hint=f"give a file path, e.g. {target / url_file(address).name}")
     with out.progress("bytes") as progress:
-        path = fetch(address, target, sha256, progress, log=out.warn, refresh=refresh)
+        path = fetch(address, target, sha256, progress, retries=dl["retries"], timeout=dl["timeout"], log=out.warn,
+                     refresh=refresh, deadline=dl["deadline"])
     _show(out, path, url=address)
 
 

@@ -121,12 +121,12 @@ def embed(
         raise UsageError("no inputs given", hint="e.g. imgfeat embed photos/ --out feats.jsonl")
     if pred["engine"] != "ray" and (pred["ray_address"] or pred["actors"]):
         raise UsageError("--ray-address and --actors need --engine ray")
+    source = model_source(cfg, warn=out.warn if pred["engine"] != "ray" else None)  # threads settled first
     options = EmbedOptions(fmt=pred["format"], fp16=pred["fp16"], resume=resume, overwrite=overwrite, shard=shard,
                            labels_from=pred["labels"], streams=pred["streams"], workers=pred["num_workers"],
                            limits=limits(cfg), engine=pred["engine"], ray_address=pred["ray_address"],
                            actors=pred["actors"], verbose=verbose, rows_per_file=pred["rows_per_file"],
                            config=produced_by(cfg))
-    source = model_source(cfg)
     out.log(f"loading {source.label} ...")
     with out.progress("images") as progress:
         res = run(with_stdin(sources), out_file, source, options=options, progress=progress, log=out.log)

@@ -5,7 +5,7 @@ output. Command modules import this, never each other."""
 from __future__ import annotations
 
 import sys
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set
 
 
 def model_flags(model: Optional[str], model_dir: Optional[str], weights: Optional[str], device: Optional[str],
@@ -17,12 +17,27 @@ def model_flags(model: Optional[str], model_dir: Optional[str], weights: Optiona
             "Predict.precision": precision, "Predict.cpu_threads": threads}
 
 
-def model_source(cfg: Dict[str, Any], explicit: Optional[Set[str]] = None) -> Any:
+def settle_threads(cfg: Dict[str, Any], warn: Callable[[str], None]) -> None:
+    """``Predict.cpu_threads`` and ``Predict.num_workers`` within this machine's cores (the one
+    rule, ``system.usable_threads``; said once each). Not for the Ray engine: its ``--threads`` is
+    per actor, checked against the cluster's nodes."""
+    from imgfeat_cli.common.system import usable_threads
+
+    pred = cfg["Predict"]
+    pred["cpu_threads"] = usable_threads(pred.get("cpu_threads"), "--threads", warn)
+    pred["num_workers"] = usable_threads(pred.get("num_workers"), "--workers", warn)
+
+
+def model_source(cfg: Dict[str, Any], explicit: Optional[Set[str]] = None,
+                 warn: Optional[Callable[[str], None]] = None) -> Any:
     """The model the resolved config names. With ``explicit`` (the keys the user set, from
     ``config.resolve``): a registry name counts only when the user gave it, so a command may fall
-    back to a model of its own (``search`` and ``index add``: the index's)."""
+    back to a model of its own (``search`` and ``index add``: the index's). With ``warn``, thread
+    counts beyond this machine's cores are lowered first (:func:`settle_threads`)."""
     from imgfeat_cli.models.source import ModelSource
 
+    if warn is not None:
+        settle_threads(cfg, warn)
     source = ModelSource.from_config(cfg)
     if explicit is not None and "Global.model" not in explicit and source.kind == "official":
         source = source.replace(name=None)

@@ -72,7 +72,7 @@ def eval_(
         raise UsageError(f"--report {report} is the --out folder, which also receives evaluate_result.json",
                          hint="give the report a folder of its own, or pass --overwrite to share it (files are kept)")
     with out.progress("items") as progress:
-        metrics = evaluate(cfg["Global"]["dataset_dir"], model_source(cfg), query=query, gallery=gallery,
+        metrics = evaluate(cfg["Global"]["dataset_dir"], model_source(cfg, warn=out.warn), query=query, gallery=gallery,
                            query_labels=query_labels, gallery_labels=gallery_labels, ks=ev["recall_k"],
                            exclude_same_path=ev["exclude_same_path"], allow_other_model=allow_other_model,
                            report=ReportSpec(report, overwrite, report_rows, image_root) if report else None,

@@ -100,7 +100,7 @@ def build(
         "Index.index_type": index_type, "Index.metric_type": metric}, note=out.note, output_option="--out/-O")
     ix = cfg["Index"]
     with out.progress("items") as progress:
-        index = build_index(gallery, out_dir, model_source(cfg), root=root, labels_file=labels,
+        index = build_index(gallery, out_dir, model_source(cfg, warn=out.warn), root=root, labels_file=labels,
                             index_type=ix["index_type"], metric_type=ix["metric_type"], nlist=ix["ivf_nlist"],
                             nprobe=ix["ivf_nprobe"], ef_search=ix["hnsw_ef_search"], overwrite=overwrite,
                             progress=progress, log=out.log)
@@ -132,7 +132,7 @@ def add(
                          model_flags(model, model_dir, weights, device, batch, backend, precision), note=out.note,
                          explicit=explicit)
     with out.progress("items") as progress:
-        index = add_to_index(index_dir, gallery, model_source(cfg, explicit), root=root, labels_file=labels,
+        index = add_to_index(index_dir, gallery, model_source(cfg, explicit, out.warn), root=root, labels_file=labels,
                              allow_other_model=allow_other_model, progress=progress, log=out.log)
     render_report(out, index)
 

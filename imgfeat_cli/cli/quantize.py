@@ -72,7 +72,8 @@ def quantize(
     try:
         with out.progress("images") as progress:
             res = quantize_model(model_dir, qc["calib"], qc["out"], qc["calib_count"], qc["min_mean_cosine"], force,
-                                 overwrite, qc["seed"], out.log, progress)
+                                 overwrite, qc["seed"], out.log, progress,
+                                 warn_recall1_agreement=qc["warn_recall1_agreement"])
     except CheckFailed as exc:  # below the bar: --json still gets its one document (written: false)
         if out.json_mode and isinstance(exc.result, QuantizeResult):
             out.json(_public(exc.result))
@@ -81,6 +82,8 @@ def quantize(
     out.emit(doc, summary_table(doc), essential=doc["out"])
     if doc["bar"]["forced"]:
         out.warn(f"written below the accuracy bar (mean cosine {doc['heldout']['cosine_mean']:.4f}) because of --force")
+    for warning in res.warnings:
+        out.warn(warning)
 
 
 def _public(res: Any) -> Dict[str, Any]:

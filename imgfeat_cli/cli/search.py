@@ -11,7 +11,7 @@ from typing_extensions import Annotated
 from imgfeat_cli.cli.common import (AllowOtherOpt, BackendOpt, BatchSizeOpt, ConfigOpt, DeviceOpt, JsonOpt,
                                      ModelDirOpt, ModelOpt, Output, PrecisionOpt, QuietOpt, WeightsOpt, handle_errors)
 from imgfeat_cli.cli.helpdoc import INPUT, OUTPUT, ImgfeatCommand, examples, override_opt, shown_default
-from imgfeat_cli.cli.reportopts import ImageRootOpt, ReportOpt, ReportOverwriteOpt, ReportRowsOpt
+from imgfeat_cli.cli.reportopts import ImageRootOpt, ReportOpt, ReportRowsOpt
 from imgfeat_cli.reports.limits import DEFAULT_QUERY_ROWS
 
 EXAMPLES = examples("imgfeat search photo.jpg shelf/ --index drink_index --top-k 3",
@@ -51,7 +51,11 @@ def search(
     out_file: Annotated[Optional[str], typer.Option("--out", "-O", metavar="FILE", rich_help_panel=OUTPUT,
                                                     help="Write results here (JSONL) instead of stdout.",
                                                     show_default=False)] = None,
-    report: ReportOpt = None, report_rows: ReportRowsOpt = DEFAULT_QUERY_ROWS, overwrite: ReportOverwriteOpt = False,
+    report: ReportOpt = None, report_rows: ReportRowsOpt = DEFAULT_QUERY_ROWS,
+    overwrite: Annotated[bool, typer.Option("--overwrite", rich_help_panel=OUTPUT,
+                                            help="Replace an existing --out file (once the new one is complete); let "
+                                            "--report write into a folder holding other files (they are kept).")
+                         ] = False,
     image_root: ImageRootOpt = None,
     model: ModelOpt = None, model_dir: ModelDirOpt = None, weights: WeightsOpt = None, device: DeviceOpt = None,
     batch: BatchSizeOpt = None, backend: BackendOpt = None, precision: PrecisionOpt = None,
@@ -67,6 +71,7 @@ def search(
     from imgfeat_cli.api.retrieval import search as run_search
     from imgfeat_cli.cli.embedopts import model_flags, model_source
     from imgfeat_cli.common import config as cfgmod
+    from imgfeat_cli.common import fsutil
     from imgfeat_cli.common.errors import ImgfeatError, UsageError
     from imgfeat_cli.reports.spec import ReportSpec
     from imgfeat_cli.retrieval.search import write_results
@@ -81,8 +86,10 @@ def search(
     if bool(inputs) == bool(embeddings):
         raise UsageError("give query images or --embeddings FILE (one of the two)",
                          hint="e.g. imgfeat search photo.jpg --index DIR")
+    if out_file:
+        fsutil.check_output_file(out_file, overwrite)  # before the index and the model are loaded
     with out.progress("queries") as progress:
-        run = run_search(index_dir, list(inputs) if inputs else None, model_source(cfg, explicit),
+        run = run_search(index_dir, list(inputs) if inputs else None, model_source(cfg, explicit, out.warn),
                          embeddings=embeddings, top_k=k, threshold=thr, allow_other_model=allow_other_model,
                          report=ReportSpec(report, overwrite, report_rows, image_root) if report else None,
                          progress=progress, log=out.log)

@@ -103,7 +103,8 @@ def _is_content(path: Path, url: str, sha256: Optional[str], entry: Optional[Dic
 
 def _download(url: str, dest: Path, sha256: Optional[str], progress: ProgressFn, log: Log,
               refresh: bool, refresh_hint: Optional[str], reuse: Callable[[Path], bool],
-              on_replaced: Callable[[Path, str], None], retries: int = 4, timeout: float = 30.0) -> None:
+              on_replaced: Callable[[Path, str], None], retries: int = 4, timeout: float = 30.0,
+              deadline: Optional[float] = None) -> None:
     """Download ``url`` to ``dest`` verified against the given or recorded sha256, then call
     ``on_replaced(dest, sha256)`` under the download's lock."""
     from imgfeat_cli.common.download import ChecksumMismatch, download_file, sha256_file
@@ -116,7 +117,7 @@ def _download(url: str, dest: Path, sha256: Optional[str], progress: ProgressFn,
     cache_dir()  # a cache that cannot be written fails here, in one line, before any transfer
     try:
         download_file(url, dest, known, retries=retries, timeout=timeout, progress=progress, on_retry=log,
-                      reuse=reuse, on_replaced=lambda p: on_replaced(p, known or sha256_file(p)))
+                      reuse=reuse, on_replaced=lambda p: on_replaced(p, known or sha256_file(p)), deadline=deadline)
     except ChecksumMismatch as exc:
         if sha256 or entry is None:
             raise
@@ -128,7 +129,7 @@ def _download(url: str, dest: Path, sha256: Optional[str], progress: ProgressFn,
 
 def fetch(url: str, dest: Path, sha256: Optional[str] = None, progress: ProgressFn = null_progress,
           retries: int = 4, timeout: float = 30.0, log: Log = None, refresh: bool = False,
-          refresh_hint: Optional[str] = None) -> Path:
+          refresh_hint: Optional[str] = None, deadline: Optional[float] = None) -> Path:
     """``dest`` holding ``url``'s content: reused when known to be it, else downloaded (replacing
     ``dest`` only once complete and verified) and recorded. ``refresh`` forgets what was known."""
     def reuse(path: Path) -> bool:  # asked again under the lock: another process may have finished
@@ -138,7 +139,7 @@ def fetch(url: str, dest: Path, sha256: Optional[str] = None, progress: Progress
         _record(url, path, digest, path.stat().st_size, "sha256 given" if sha256 else "first download")
 
     if not reuse(dest):
-        _download(url, dest, sha256, progress, log, refresh, refresh_hint, reuse, record, retries, timeout)
+        _download(url, dest, sha256, progress, log, refresh, refresh_hint, reuse, record, retries, timeout, deadline)
     return dest
 
 

@@ -27,7 +27,7 @@ import yaml
 from imgfeat_cli.common.errors import ConfigError, clip
 from imgfeat_cli.common.schemas import (UNUSED, Config, all_key_paths, build_default, defaults, deref, load_schema,
                                         schema_dir, sub_schema, validator)
-from imgfeat_cli.common.yamlio import load_yaml_file
+from imgfeat_cli.common.yamlio import load_yaml_file, parse_number
 
 __all__ = ["Config", "all_key_paths", "defaults", "dump_yaml", "load_schema", "parse_override",
            "resolve", "schema_dir", "show_value", "suggest", "validator"]
@@ -177,6 +177,20 @@ def _format_error(name: str, err: Any, source: Mapping[str, str]) -> ConfigError
 _SELF_EXPLAINED = {"type", "enum", "pattern", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
 
 
+def _as_number(node: Optional[Mapping[str, Any]], value: Any) -> Any:
+    """A string where the schema wants a number (and no string): the number it writes, as
+    :func:`~imgfeat_cli.common.yamlio.parse_number` reads it (``1e-4``, which YAML 1.1 leaves a
+    string); anything else unchanged, for the validator to judge."""
+    if not isinstance(value, str) or not node or "enum" in node:
+        return value
+    types = node.get("type")
+    types = [types] if isinstance(types, str) else list(types or [])
+    if "string" in types or not {"number", "integer"} & set(types):
+        return value
+    number = parse_number(value, integer="number" not in types)
+    return value if number is None else number
+
+
 def _accepts_null(node: Mapping[str, Any]) -> bool:
     if "enum" in node:
         return None in node["enum"]
@@ -186,8 +200,9 @@ def _accepts_null(node: Mapping[str, Any]) -> bool:
 
 def _scan(node: Optional[Mapping[str, Any]], value: Any, path: List[str], source: Mapping[str, str],
           unused: List[Tuple[str, str]]) -> None:
-    """One walk over the merged config: refuse NaN/inf, turn ``null`` into the default where the
-    key cannot be null (PaddleX's "not set"), and collect PaddleX keys imgfeat ignores."""
+    """One walk over the merged config: read numbers written as text where a number is wanted,
+    refuse NaN/inf, turn ``null`` into the default where the key cannot be null (PaddleX's "not
+    set"), and collect PaddleX keys imgfeat ignores."""
     if isinstance(value, float) and not math.isfinite(value):
         where = ".".join(path)
         types = (node or {}).get("type") or "number"
@@ -195,8 +210,10 @@ def _scan(node: Optional[Mapping[str, Any]], value: Any, path: List[str], source
         expected = "a finite number" if numeric or node is None else _describe_allowed(node)
         raise ConfigError(f"config key {clip(where)}{_origin(source, where)}: got {value}, expected {expected}")
     if isinstance(value, list):
+        items = deref(node["items"]) if node and isinstance(node.get("items"), Mapping) else None
         for i, item in enumerate(value):
-            _scan(None, item, path + [str(i)], source, unused)
+            value[i] = _as_number(items, item)
+            _scan(None, value[i], path + [str(i)], source, unused)
         return
     if not isinstance(value, dict):
         return
@@ -208,7 +225,8 @@ def _scan(node: Optional[Mapping[str, Any]], value: Any, path: List[str], source
         elif child is None and sub is not None and not _accepts_null(sub):
             value[key] = build_default(sub)
         else:
-            _scan(sub, child, path + [str(key)], source, unused)
+            value[key] = _as_number(sub, child)
+            _scan(sub, value[key], path + [str(key)], source, unused)
 
 
 def resolve(name: str, config_file: Optional[str] = None, overrides: Sequence[str] = (),

@@ -120,12 +120,53 @@ def _connect(session: "object", url: str, offset: int, timeout: float) -> "objec
                           hint="check the URL (or IMGFEAT_BASE_URL for a mirror)") from None
 
 
-def _attempt(session: "object", url: str, part: Path, timeout: float, progress: ProgressFn, label: str) -> None:
+class Deadline:
+    """The time left for a whole download (``None``: no limit), retries and waits included."""
+
+    def __init__(self, seconds: Optional[float]) -> None:
+        self.seconds = seconds
+        self.end = None if seconds is None else time.monotonic() + seconds
+
+    def left(self) -> Optional[float]:
+        return None if self.end is None else self.end - time.monotonic()
+
+    def cap(self, timeout: float) -> float:
+        """``timeout`` for one wait on the server, never past the deadline."""
+        left = self.left()
+        return timeout if left is None else max(0.01, min(timeout, left))
+
+    def check(self, url: str, part: Path) -> None:
+        left = self.left()
+        if left is not None and left <= 0:
+            raise DownloadError(f"download of {clip(url)} stopped at its deadline of {self.seconds:g} s "
+                                f"({part_state(part)})", hint=resume_hint(part))
+
+
+def part_state(part: Path) -> str:
+    """What a download leaves behind, for its error message."""
+    try:
+        size = part.stat().st_size
+    except OSError:
+        return "nothing was kept"
+    return f"{size:,} bytes kept in {part}"
+
+
+def resume_hint(part: Path, first: str = "rerun the same command") -> str:
+    """What to do with what a failed download left: resume it, or drop it."""
+    if not part.exists():
+        return f"{first} (with a larger --deadline or --timeout if the server is slow)"
+    return f"{first} to resume from there (with a larger --deadline or --timeout if the server is slow), or " \
+           f"delete {part} to drop what was fetched"
+
+
+def _attempt(session: "object", url: str, part: Path, timeout: float, progress: ProgressFn, label: str,
+             deadline: Optional[Deadline] = None) -> None:
     """One GET, resuming from ``part``'s size. Raises ``_Retry`` for retryable failures."""
     import requests
 
+    deadline = deadline or Deadline(None)
     offset = part.stat().st_size if part.exists() else 0
-    resp = _connect(session, url, offset, timeout)
+    resp = _connect(session, url, offset, deadline.cap(timeout))
     with resp:  # type: ignore[attr-defined]
         status = resp.status_code  # type: ignore[attr-defined]
         if status == 416 and offset:  # nothing left to send, or a stale part: restart
@@ -148,12 +189,14 @@ def _attempt(session: "object", url: str, part: Path, timeout: float, progress: 
                     fh.write(chunk)
                     done += len(chunk)
                     progress(label, done, expected)
+                    deadline.check(url, part)  # a server trickling bytes never times out a read
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
             raise _Retry(f"connection dropped after {done} bytes ({exc.__class__.__name__})") from None
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise IOFailure(f"disk full while writing {part}", hint="free space (or set IMGFEAT_HOME to a larger "
-                                "disk) and rerun: the download resumes") from None
+                raise IOFailure(f"disk full while writing {part} ({part_state(part)})",
+                                hint=resume_hint(part, "free space (or set IMGFEAT_HOME to a larger disk), then rerun "
+                                                 "the same command")) from None
             raise
         if expected is not None and done != expected:
             raise _Retry(f"got {done} of {expected} bytes")
@@ -164,8 +207,13 @@ def download_file(url: str, dest: Path, sha256: Optional[str] = None, retries: i
                   sleep: Optional[Callable[[float], None]] = None,
                   on_retry: Optional[Callable[[str], None]] = None,
                   reuse: Optional[Callable[[Path], bool]] = None,
-                  on_replaced: Optional[Callable[[Path], None]] = None) -> Path:
+                  on_replaced: Optional[Callable[[Path], None]] = None,
+                  deadline: Optional[float] = None) -> Path:
     """Download ``url`` to ``dest`` (see module docstring) and return ``dest``.
+
+    ``timeout``: seconds to wait for the server to connect or to send the next bytes; ``deadline``:
+    seconds for the whole download, retries and waits included (``None``: no limit); past it the
+    part file is kept for a resume and the error says how big it is.
 
     Under the lock, ``reuse(dest)`` decides whether an existing ``dest`` already is the content
     (default: only when ``sha256`` is given and matches); otherwise the file is downloaded again
@@ -182,19 +230,25 @@ def download_file(url: str, dest: Path, sha256: Optional[str] = None, retries: i
         dest.parent.mkdir(parents=True, exist_ok=True)
         if dest.is_file() and (reuse(dest) if reuse else (want is not None and sha256_file(dest) == want)):
             return dest
+        clock = Deadline(deadline)
         with requests.Session() as session:
             session.headers["User-Agent"] = "imgfeat"
             for attempt in range(retries + 1):
                 try:
-                    _attempt(session, url, part, timeout, progress, label)
+                    _attempt(session, url, part, timeout, progress, label, clock)
                     break
                 except _Retry as exc:
+                    clock.check(url, part)
                     if attempt == retries:
-                        raise Unreachable(f"download of {clip(url)} failed after {retries + 1} attempts: {exc.reason}",
-                                          hint="check the network and rerun: the download resumes") from None
+                        raise Unreachable(f"download of {clip(url)} failed after {retries + 1} attempts: {exc.reason} "
+                                          f"({part_state(part)})", hint=resume_hint(part, "check the network and "
+                                                                                      "rerun the same command")) from None
                     delay = backoff * (2 ** attempt)
                     if exc.retry_after and exc.retry_after.isdigit():
                         delay = max(delay, min(float(exc.retry_after), 60.0))
+                    left = clock.left()
+                    if left is not None:
+                        delay = max(0.0, min(delay, left))
                     if on_retry is not None:
                         on_retry(f"{exc.reason} from {urlsplit(url).netloc}; retrying in {delay:.0f} s "
                                  f"(attempt {attempt + 2} of {retries + 1})")

@@ -24,9 +24,13 @@ INTERRUPTED_MESSAGE = "interrupted (Ctrl-C)"
 
 
 class ImgfeatError(Exception):
-    """Base class: a message saying what went wrong and where, and a hint saying what to do."""
+    """Base class: a message saying what went wrong and where, and a hint saying what to do.
+
+    ``code`` names the kind of failure for scripts (the ``code`` of ``--json``'s error document,
+    see :func:`error_document`); ``exit_code`` is the process's exit status."""
 
     exit_code = EXIT_ERROR
+    code = "error"
 
     def __init__(self, message: str, hint: Optional[str] = None) -> None:
         super().__init__(message)
@@ -36,25 +40,35 @@ class ImgfeatError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def to_dict(self) -> dict:
+        """The error as ``--json`` prints it (the inside of :func:`error_document`)."""
+        return error_fields(self.code, self.message, self.hint, self.exit_code)
+
 
 class UsageError(ImgfeatError):
     """The request itself is wrong (arguments, paths that must exist, percentages...)."""
 
+    code = "usage"
     exit_code = EXIT_USAGE
 
 
 class ConfigError(UsageError):
     """A configuration value or key is invalid; raised before any work starts."""
 
+    code = "config"
+
 
 class DatasetError(ImgfeatError):
     """A dataset cannot be read at all (as opposed to a check that reports problems)."""
+
+    code = "dataset"
 
 
 class CheckFailed(ImgfeatError):
     """A check found problems: `check` (error-severity dataset problems), `quantize` (the int8
     model missed the accuracy bar). Carries the full result for rendering."""
 
+    code = "check_failed"
     exit_code = EXIT_CHECK_FAILED
 
     def __init__(self, message: str, result: object, hint: Optional[str] = None) -> None:
@@ -65,23 +79,39 @@ class CheckFailed(ImgfeatError):
 class ImageDecodeError(ImgfeatError):
     """One image could not be read or decoded."""
 
+    code = "image"
+
 
 class ModelError(ImgfeatError):
     """A model, its weights or its inference folder are missing, malformed or incompatible."""
+
+    code = "model"
+
+
+class ModelPathError(ModelError):
+    """A model path that is plainly wrong (missing, a file where a folder is expected): the
+    command line is wrong (exit 2), as for any other path of the wrong kind."""
+
+    exit_code = EXIT_USAGE
 
 
 class UnknownModel(ModelError):
     """A model name the registry does not know: the command line is wrong (exit 2)."""
 
+    code = "unknown_model"
     exit_code = EXIT_USAGE
 
 
 class IndexFormatError(ImgfeatError):
     """A gallery index folder is incomplete, corrupt or inconsistent (``vector.index`` vs ``id_map``)."""
 
+    code = "index"
+
 
 class DownloadError(ImgfeatError):
     """A download failed (HTTP status, checksum, offline, disk)."""
+
+    code = "download"
 
 
 class Unreachable(DownloadError):
@@ -93,6 +123,7 @@ class Unreachable(DownloadError):
 class PartialFailure(ImgfeatError):
     """Work completed, but some inputs were skipped; the result is still written."""
 
+    code = "partial"
     exit_code = EXIT_PARTIAL
 
     def __init__(self, message: str, result: object, hint: Optional[str] = None) -> None:
@@ -103,11 +134,31 @@ class PartialFailure(ImgfeatError):
 class Interrupted(ImgfeatError):
     """Ctrl-C during long work; what was done is kept for ``--resume``."""
 
+    code = "interrupted"
     exit_code = EXIT_INTERRUPTED
 
 
 class IOFailure(ImgfeatError):
     """An ordinary operating-system failure (permissions, disk full, read-only file system...)."""
+
+    code = "io"
+
+
+#: The ``code`` of failures that are no ImgfeatError: Typer's own usage errors, Ctrl-C anywhere,
+#: and bugs (anything else that escapes a command).
+CODE_USAGE, CODE_INTERRUPTED, CODE_INTERNAL = "usage", "interrupted", "internal"
+
+
+def error_fields(code: str, message: str, hint: Optional[str], exit_code: int) -> dict:
+    """The four fields every error document holds, in this order."""
+    return {"code": code, "message": message, "hint": hint, "exit_code": exit_code}
+
+
+def error_document(code: str, message: str, hint: Optional[str], exit_code: int) -> dict:
+    """What a command run with ``--json`` prints on stdout when it fails before printing its
+    result: ``{"error": {"code", "message", "hint", "exit_code"}}``, the same for every command,
+    so a script reads one JSON document whatever happened (see docs/errors.md)."""
+    return {"error": error_fields(code, message, hint, exit_code)}
 
 
 #: How long a user-supplied value may be when an error message quotes it.

@@ -19,10 +19,8 @@ import errno
 import json
 import os
 import shutil
-import signal
 import stat
 import tempfile
-import threading
 from pathlib import Path
 from typing import IO, Any, Iterator, Optional, Tuple, Union
 
@@ -62,7 +60,7 @@ def dir_mode() -> int:
     return 0o777 & ~current_umask()
 
 
-def _tmp_prefix(dest: Path) -> str:
+def tmp_prefix(dest: Path) -> str:
     name = os.fsencode(dest.name)[:_TMP_NAME_KEEP].decode(errors="ignore") if dest.name else "tmp"
     return f".{name}."
 
@@ -73,7 +71,7 @@ def temp_file(dest: PathLike, suffix: str = TMP_SUFFIX, mode: Optional[int] = No
     Its permissions are ``mode`` or what a plain ``open(dest, "w")`` would give (see module doc).
     """
     dest = Path(dest)
-    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(dest), suffix=suffix, dir=str(dest.parent))
+    fd, tmp = tempfile.mkstemp(prefix=tmp_prefix(dest), suffix=suffix, dir=str(dest.parent))
     try:
         os.chmod(tmp, file_mode(dest) if mode is None else mode)
     except BaseException:
@@ -83,10 +81,19 @@ def temp_file(dest: PathLike, suffix: str = TMP_SUFFIX, mode: Optional[int] = No
     return fd, Path(tmp)
 
 
+def owner_tag() -> str:
+    """``<host>-<pid>``: who made a temp folder, so a later run can prove it abandoned."""
+    import socket
+
+    host = "".join(c if c.isalnum() or c == "-" else "-" for c in socket.gethostname())[:40] or "host"
+    return f"{host}-{os.getpid()}"
+
+
 def temp_dir(dest: PathLike) -> Path:
-    """Create a temp folder beside ``dest`` (to be renamed onto it) with the mode ``mkdir`` gives."""
+    """Create a temp folder beside ``dest`` (to be renamed onto it) with the mode ``mkdir`` gives,
+    named ``.<dest>.<host>-<pid>.<random>`` (``folders.remove_abandoned_temp_dirs`` proves it abandoned)."""
     dest = Path(dest)
-    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(dest), dir=str(dest.parent)))
+    tmp = Path(tempfile.mkdtemp(prefix=f"{tmp_prefix(dest)}{owner_tag()}.", dir=str(dest.parent)))
     try:
         os.chmod(tmp, dir_mode())
     except BaseException:
@@ -230,15 +237,19 @@ def _check_writable_folder(folder: Path, path: Path, what: str) -> None:
                          hint="choose a location you may write to, or fix the folder's permissions")
 
 
-def check_output_file(path: PathLike) -> Path:
+def check_output_file(path: PathLike, overwrite: Optional[bool] = None) -> Path:
     """Fail with a one-line usage error unless a file can be written at ``path`` (atomically, so its
-    folder must be writable). Creates nothing; returns ``path`` as a ``Path``."""
+    folder must be writable) and, with ``overwrite=False``, unless nothing is there yet (a user's
+    file is replaced only when they say so). Creates nothing; returns ``path`` as a ``Path``."""
     p = Path(path)
     _check_names(p, "output file")
     st = _stat(p, "output file")
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise UsageError(f"output {p} is a folder, but a file is expected",
                          hint=f"give a file name, e.g. {p / 'features.jsonl'}")
+    if st is not None and overwrite is False:
+        raise UsageError(f"{p} already exists", hint="pass --overwrite to replace it (once the new one is complete), "
+                         "or choose another name")
     if st is not None and not stat.S_ISREG(st.st_mode):
         raise UsageError(f"output {p} exists and is not a regular file (a FIFO or device?)",
                          hint="choose another file name")
@@ -257,66 +268,3 @@ def check_output_dir(path: PathLike) -> Path:
                          hint="choose a folder name, or move the file away")
     _check_writable_folder(p if st is not None else _existing_ancestor(p.parent), p, "output folder")
     return p
-
-
-# ----------------------------------------------------------------------------------------------
-# Folders that change as a whole
-
-
-@contextlib.contextmanager
-def deferred_interrupt() -> Iterator[None]:
-    """Hold back Ctrl-C for a few statements that must run together; re-raise it after them."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
-        raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def replace_dir(path: PathLike) -> Iterator[Path]:
-    """Yield an empty temp folder beside ``path``; on success it takes ``path``'s place and the
-    previous folder becomes ``<path>.bak`` (an older backup is dropped first).
-
-    Files that must change together (an index's vector file, id map and side file) are written into
-    the temp folder, so a reader sees the old set or the new one, never a mix. The two renames run
-    with Ctrl-C held back; a crash between them leaves ``<path>.bak`` whole (readers say so).
-    On any exception the temp folder is removed and ``path`` is untouched. Unlike
-    :class:`~imgfeat_cli.common.filetxn.FileSet`, the new files are streamed to disk, not held in
-    memory: an index's vector file may be gigabytes.
-    """
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_dir(dest)
-    try:
-        yield tmp
-        for child in tmp.iterdir():
-            if child.is_file():
-                with open(child, "rb") as fh:
-                    os.fsync(fh.fileno())
-        bak = dest.with_name(dest.name + ".bak")
-        if dest.exists() and bak.exists():
-            shutil.rmtree(bak) if bak.is_dir() and not bak.is_symlink() else bak.unlink()
-        with deferred_interrupt():
-            if dest.exists():
-                os.replace(dest, bak)
-            os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def writer_lock(path: PathLike) -> Any:
-    """A cross-process lock for the one writer of ``path`` (held in ``.<name>.lock`` beside it, so
-    it survives ``path`` being swapped). Raises ``filelock.Timeout`` when another process holds it."""
-    from filelock import FileLock
-
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(dest.parent / f".{dest.name}.lock"), timeout=0)

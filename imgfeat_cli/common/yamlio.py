@@ -9,9 +9,10 @@ error messages and deep copies do; the bound is checked before anything does).
 """
 from __future__ import annotations
 
+import re
 import stat
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Union
 
 import yaml
 
@@ -19,6 +20,25 @@ from imgfeat_cli.common.errors import ConfigError, clip
 
 MAX_BYTES = 4 << 20
 MAX_VALUES = 100_000
+#: A number as YAML 1.2 (and JSON, and any person) writes it. PyYAML implements YAML 1.1, whose
+#: floats need a dot and a signed exponent, so ``1e-4``, ``5e-3`` and ``1E5`` come back as strings.
+_NUMBER = re.compile(r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)?")
+
+
+def parse_number(text: str, integer: bool = False) -> Optional[Union[int, float]]:
+    """The one reader of numbers written as text in a config (``-o`` values and ``-c`` files):
+    ``text`` as an int or float when it is a plain decimal number, exponents included, else
+    ``None``. With ``integer`` only whole numbers are taken (``1e3`` is 1000; ``1.5`` is not one)."""
+    stripped = text.strip()
+    if len(stripped) > 64 or not _NUMBER.fullmatch(stripped) or not any(c.isdigit() for c in stripped):
+        return None
+    body = stripped.replace("_", "")
+    if re.fullmatch(r"[-+]?[0-9]+", body):
+        return int(body)
+    value = float(body)
+    if integer:
+        return int(value) if value.is_integer() and abs(value) < 2 ** 63 else None
+    return value
 
 
 def expanded_size(doc: Any, limit: int = MAX_VALUES) -> int:

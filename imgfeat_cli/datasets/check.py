@@ -4,13 +4,20 @@ Upstream stops at the first problem; here every problem is collected (code, seve
 so a user fixes a dataset in one pass. Error-severity problems fail the check (exit 3); warnings
 flag things that still run but skew training or metrics (leakage into train, duplicates, single-image
 classes, unscorable queries, imbalance).
+
+:func:`run_check` runs in phases: the root (a folder holding none of the list files is not a
+dataset: refused, nothing written), the list files, locating each listed image (inside the root,
+a regular file), decoding each distinct file once in parallel, the per-image rules, the cross-entry
+rules of :mod:`imgfeat_cli.datasets.checkrules` (one function per rule), the statistics, and the
+report.
 """
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import statistics
-from collections import Counter, defaultdict
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,21 +25,18 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from imgfeat_cli.common import filetxn, fsutil
 from imgfeat_cli.datasets.convert_folders import class_folder_problems
-from imgfeat_cli.datasets.dataset import SPLITS, Entry, Problem, image_problem, read_list, resolve_inside
 from imgfeat_cli.common.errors import UsageError
-from imgfeat_cli.imaging.decode import extension_matches, probe_bytes
 from imgfeat_cli.common.progress import ProgressFn, null_progress
-from imgfeat_cli.common.system import cpu_count
+from imgfeat_cli.common.system import cpu_count, usable_threads
+from imgfeat_cli.datasets.checkrules import ImageStatus, Scan, apply_rules, entries_with
+from imgfeat_cli.datasets.dataset import SPLITS, Entry, Problem, image_problem, read_list, resolve_inside
+from imgfeat_cli.imaging.decode import extension_matches, probe_bytes
 
 RESULT_FILE = "check_dataset_result.json"
+#: Problems sort errors first, then warnings, then notes; by file and line within each.
+SEVERITY_RANK = {"error": 0, "warning": 1, "info": 2}
 
-
-@dataclass
-class ImageStatus:
-    error: Optional[str]
-    fmt: Optional[str]
-    size: Optional[Tuple[int, int]]
-    digest: Optional[str]
+__all__ = ["RESULT_FILE", "CheckResult", "ImageStatus", "run_check"]
 
 
 @dataclass
@@ -96,19 +100,29 @@ def _class_stats(entries: List[Entry]) -> Tuple[Dict[str, Any], Dict[str, int]]:
     return stats, {str(k): v for k, v in sorted(per.items())}
 
 
-def run_check(dataset_dir: str, output_dir: str = "output", num_workers: Optional[int] = None,
-              demo_samples: int = 10, imbalance_ratio: float = 50.0, write_outputs: bool = True,
-              progress: ProgressFn = null_progress, near_duplicates: Optional[Any] = None) -> CheckResult:
-    """Validate the dataset at ``dataset_dir``; write the report under ``output_dir``.
-    ``near_duplicates``: a :class:`~imgfeat_cli.datasets.neardup.NearDupOptions` to look for them."""
+def dataset_root(dataset_dir: str) -> Path:
+    """Phase 0: the dataset folder, refused when it is none (missing, or holding none of the list
+    files: ``check -d photos/`` on a folder of images must write no report about "3 errors")."""
     root = Path(dataset_dir)
     if not root.is_dir():
         raise UsageError(f"dataset folder {dataset_dir} does not exist or is not a folder",
                          hint="pass the folder that holds train.txt, gallery.txt and query.txt")
-    problems: List[Problem] = [Problem("repaired_update", "info", f"{name} completed: an update of the list files "
-                                       "was interrupted (the new set is in place, the old one in .bak)", name)
-                               for name in filetxn.recover(root)]
-    problems.extend(class_folder_problems(root))  # photos/<class>/*.jpg: say which command makes a dataset
+    names = [f"{split}.txt" for split in SPLITS]
+    if not any(os.path.lexists(root / name) for name in names) and not (root / filetxn.JOURNAL).exists():
+        for problem in class_folder_problems(root):  # photos/<class>/*.jpg: say which command makes a dataset
+            raise UsageError(problem.message, hint="imgfeat convert makes a dataset of class folders, a 'path label' "
+                             "list or LabelMe annotations")
+        raise UsageError(f"{dataset_dir} is not a ShiTuRecDataset: it holds none of {', '.join(names)}",
+                         hint="pass the dataset folder; its lists have one 'path label' line per image "
+                              "(imgfeat convert makes them from LabelMe annotations)")
+    return root
+
+
+def read_lists(root: Path, problems: List[Problem]) -> Dict[str, List[Entry]]:
+    """Phase 1: finish an interrupted update of the lists, then parse each list file."""
+    problems.extend(Problem("repaired_update", "info", f"{name} completed: an update of the list files was "
+                            "interrupted (the new set is in place, the old one in .bak)", name)
+                    for name in filetxn.recover(root))
     splits: Dict[str, List[Entry]] = {}
     for split in SPLITS:
         lf = read_list(root, split)
@@ -116,8 +130,14 @@ def run_check(dataset_dir: str, output_dir: str = "output", num_workers: Optiona
         splits[split] = lf.entries
         if lf.exists and not lf.entries and not any(p.severity == "error" for p in lf.problems):
             problems.append(Problem("empty_split", "error", f"{split}.txt lists no images", lf.name))
+    return splits
 
-    # Resolve paths; decode every distinct file once, in parallel (Pillow releases the GIL).
+
+def locate_images(root: Path, splits: Dict[str, List[Entry]], problems: List[Problem], progress: ProgressFn
+                  ) -> Tuple[Dict[Tuple[str, int], Optional[Path]], List[Path]]:
+    """Phase 2: each entry's file, inside the root (``path_escapes_root``) and a regular file
+    (``missing_image``): ``{(split, line): file}`` (``None`` for a path leaving the root) and the
+    distinct regular files to decode, in list order."""
     resolved: Dict[Tuple[str, int], Optional[Path]] = {}
     todo: Dict[Path, None] = {}
     total, done = sum(len(v) for v in splits.values()), 0
@@ -138,139 +158,83 @@ def run_check(dataset_dir: str, output_dir: str = "output", num_workers: Optiona
             else:
                 shown = e.path if e.path.isprintable() else repr(e.path)
                 problems.append(Problem("missing_image", "error", f"{shown} {why}", f"{split}.txt", e.line))
+    return resolved, list(todo)
+
+
+def decode_images(files: List[Path], num_workers: Optional[int], progress: ProgressFn) -> Dict[Path, ImageStatus]:
+    """Phase 3: decode every distinct file once, in parallel (Pillow releases the GIL)."""
     status: Dict[Path, ImageStatus] = {}
-    files = list(todo)
     progress("Decoding images", 0, len(files))
-    with ThreadPoolExecutor(max_workers=num_workers or cpu_count()) as pool:
+    with ThreadPoolExecutor(max_workers=usable_threads(num_workers) or cpu_count()) as pool:
         for i, (path, st) in enumerate(zip(files, pool.map(_probe, files)), start=1):
             status[path] = st
             if i % 16 == 0 or i == len(files):
                 progress("Decoding images", i, len(files))
+    return status
 
-    for split, entries in splits.items():
+
+def image_rules(scan: Scan) -> List[Problem]:
+    """Phase 4: ``undecodable_image`` (error) and ``extension_mismatch`` (info) per entry."""
+    problems = []
+    for split, entries in scan.splits.items():
         for e in entries:
-            full = resolved[(split, e.line)]
-            st = status.get(full) if full is not None else None
+            full = scan.resolved[(split, e.line)]
+            st = scan.status.get(full) if full is not None else None
             if st is None:
                 continue
             if st.error:
                 problems.append(Problem("undecodable_image", "error", f"{e.path}: {st.error}", f"{split}.txt", e.line))
             elif not extension_matches(full, st.fmt):
-                problems.append(Problem("extension_mismatch", "info",
-                                        f"{e.path} holds {st.fmt} data despite its extension (readable, but misleading)",
-                                        f"{split}.txt", e.line))
+                problems.append(Problem("extension_mismatch", "info", f"{e.path} holds {st.fmt} data despite its "
+                                        "extension (readable, but misleading)", f"{split}.txt", e.line))
+    return problems
 
-    problems.extend(_cross_split_problems(splits, resolved, status, imbalance_ratio))
+
+def run_check(dataset_dir: str, output_dir: str = "output", num_workers: Optional[int] = None,
+              demo_samples: int = 10, imbalance_ratio: float = 50.0, write_outputs: bool = True,
+              progress: ProgressFn = null_progress, near_duplicates: Optional[Any] = None) -> CheckResult:
+    """Validate the dataset at ``dataset_dir`` (the phases of the module docstring); write the
+    report under ``output_dir``. ``near_duplicates``: a
+    :class:`~imgfeat_cli.datasets.neardup.NearDupOptions` to look for them too."""
+    root = dataset_root(dataset_dir)
+    problems: List[Problem] = []
+    splits = read_lists(root, problems)
+    resolved, files = locate_images(root, splits, problems, progress)
+    status = decode_images(files, num_workers, progress)
+    scan = Scan(root, splits, resolved, status, imbalance_ratio)
+    problems.extend(image_rules(scan))
+    problems.extend(apply_rules(scan))
     if near_duplicates is not None:
         from imgfeat_cli.datasets.neardup import find_near_duplicates
 
         decoded = {path: st.digest for path, st in status.items() if st.error is None}
         problems.extend(find_near_duplicates(splits, resolved, decoded, near_duplicates, progress))
-
     class_stats: Dict[str, Dict[str, Any]] = {}
     per_class: Dict[str, Dict[str, int]] = {}
     for split, entries in splits.items():
         class_stats[split], per_class[split] = _class_stats(entries)
-    rank = {"error": 0, "warning": 1, "info": 2}
-    problems.sort(key=lambda p: (rank[p.severity], p.file or "", p.line or 0))
+    problems.sort(key=lambda p: (SEVERITY_RANK[p.severity], p.file or "", p.line or 0))
     result = CheckResult(str(root), output_dir, splits, problems, class_stats, per_class)
     if write_outputs:
-        _write_outputs(result, root, resolved, status, demo_samples)
+        _write_outputs(result, scan, demo_samples)
     return result
 
 
-def _cross_split_problems(splits: Dict[str, List[Entry]], resolved: Dict[Tuple[str, int], Optional[Path]],
-                          status: Dict[Path, ImageStatus], imbalance_ratio: float) -> List[Problem]:
-    problems: List[Problem] = []
-    where: Dict[Path, Dict[str, List[Entry]]] = defaultdict(lambda: defaultdict(list))
-    for split, entries in splits.items():
-        for e in entries:
-            full = resolved.get((split, e.line))
-            if full is not None:
-                where[full][split].append(e)
-    for full, by_split in where.items():
-        for split, es in by_split.items():
-            if len(es) > 1:
-                labels = sorted({e.label for e in es})
-                lines = ", ".join(str(e.line) for e in es)
-                if len(labels) > 1:
-                    problems.append(Problem("conflicting_labels", "error",
-                                            f"{es[0].path} is listed with different labels {labels} (lines {lines})",
-                                            f"{split}.txt", es[1].line))
-                else:
-                    problems.append(Problem("duplicate_entry", "warning",
-                                            f"{es[0].path} is listed {len(es)} times (lines {lines})",
-                                            f"{split}.txt", es[1].line))
-        if "gallery" in by_split and "query" in by_split:
-            e = by_split["query"][0]
-            problems.append(Problem("gallery_query_leak", "error",
-                                    f"{e.path} is in both gallery and query; it would match itself",
-                                    "query.txt", e.line))
-        if "train" in by_split and len(by_split) > 1:
-            other = "query" if "query" in by_split else "gallery"
-            e = by_split[other][0]
-            problems.append(Problem("train_overlap", "warning", f"{e.path} is in train and {other}; metrics will be optimistic",
-                                    f"{other}.txt", e.line))
-    # Same bytes under different paths across gallery/query: a softer leak.
-    digests: Dict[str, Dict[str, str]] = defaultdict(dict)
-    for split in ("gallery", "query"):
-        for e in splits.get(split, []):
-            full = resolved.get((split, e.line))
-            st = status.get(full) if full is not None else None
-            if st is not None and st.digest:
-                digests[st.digest].setdefault(split, e.path)
-    for d, by in digests.items():
-        if len(by) == 2 and by["gallery"] != by["query"]:
-            problems.append(Problem("duplicate_content", "warning",
-                                    f"query image {by['query']} has the same bytes as gallery image {by['gallery']}",
-                                    "query.txt"))
-    problems.extend(_unscorable_queries(splits))
-    for split in ("train", "gallery"):
-        counts = Counter(e.label for e in splits.get(split, []))
-        singles = sorted(k for k, v in counts.items() if v == 1)
-        if split == "train" and singles:
-            problems.append(Problem("single_image_class", "warning",
-                                    f"{len(singles)} train classes have a single image (no positive pair for metric "
-                                    f"learning): {', '.join(map(str, singles[:10]))}{' ...' if len(singles) > 10 else ''}",
-                                    "train.txt"))
-        if len(counts) > 1:
-            hi, lo = max(counts.values()), min(counts.values())
-            if hi / lo > imbalance_ratio:
-                problems.append(Problem("class_imbalance", "warning",
-                                        f"largest {split} class has {hi} images, smallest {lo} "
-                                        f"(ratio {hi / lo:.0f} > {imbalance_ratio:g})", f"{split}.txt"))
-    return problems
-
-
-def _unscorable_queries(splits: Dict[str, List[Entry]]) -> List[Problem]:
-    """One problem per query whose label has no gallery image (``query.txt:LINE``): it cannot be
-    scored. An error when no query can be scored at all."""
-    gallery_labels = {e.label for e in splits.get("gallery", [])}
-    query = splits.get("query", [])
-    lost = [e for e in query if e.label not in gallery_labels]
-    if not gallery_labels or not lost:
-        return []
-    sev = "error" if len(lost) == len(query) else "warning"
-    return [Problem("query_label_not_in_gallery", sev, f"label {e.label} has no gallery image, so this query cannot "
-                    f"be scored ({len(lost)} of {len(query)} queries)", "query.txt", e.line) for e in lost]
-
-
-def _write_outputs(result: CheckResult, root: Path, resolved: Dict[Tuple[str, int], Optional[Path]],
-                   status: Dict[Path, ImageStatus], demo_samples: int) -> None:
+def _write_outputs(result: CheckResult, scan: Scan, demo_samples: int) -> None:
+    """Phase 5: demo images, the histogram and the report file."""
     from imgfeat_cli.datasets import report  # matplotlib/Pillow drawing, only when writing
 
     out = Path(result.output_dir)
     demo_dir = out / "check_dataset" / "demo_img"
     demo_dir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(0)
-    for split, entries in result.splits.items():
-        good = [e for e in entries
-                if (p := resolved.get((split, e.line))) is not None and p in status and status[p].error is None]
+    for split in result.splits:
+        good = entries_with(scan, split, lambda st: st.error is None)
         picks = sorted(rng.sample(good, min(demo_samples, len(good))), key=lambda e: e.line)
         paths = []
         for i, e in enumerate(picks):
             name = f"{split}_{i:02d}_{Path(e.path).stem[:40]}.jpg"
-            report.draw_labelled(resolved[(split, e.line)], e.label, demo_dir / name)  # type: ignore[arg-type]
+            report.draw_labelled(scan.resolved[(split, e.line)], e.label, demo_dir / name)  # type: ignore[arg-type]
             paths.append(f"check_dataset/demo_img/{name}")
         result.sample_paths[split] = paths
     result.histogram = "check_dataset/histogram.png"

@@ -32,7 +32,7 @@ from imgfeat_cli.datasets.convert_folders import scan_class_folders
 from imgfeat_cli.datasets.convert_list import list_root, read_labelled_list
 from imgfeat_cli.datasets.convert_output import (ConvertResult, Item, check_destination, class_order, drop_repeats,
                                                  drop_undecodable, shown, write_dataset)
-from imgfeat_cli.datasets.dataset import Problem, validate_percents
+from imgfeat_cli.datasets.dataset import Problem, resolve_inside, validate_percents
 from imgfeat_cli.imaging.decode import IMAGE_EXTENSIONS
 
 IGNORE_FLAG = "__ignore__"
@@ -81,10 +81,20 @@ def detect_layout(root: Path) -> Tuple[str, List[Path], Optional[Path]]:
     return "labelme", files, None
 
 
-def _image_for(ann: Path, data: dict) -> Optional[Path]:
+class EscapesRoot(Exception):
+    """An annotation's ``imagePath`` leaves the dataset folder."""
+
+
+def _image_for(ann: Path, data: dict, root: Path) -> Optional[Path]:
+    """The image an annotation names (its ``imagePath``, relative to the annotation's folder, and
+    never outside ``root``: :class:`EscapesRoot`, as ``check``'s ``path_escapes_root``), or one
+    beside it with the same stem when the path is missing or stale."""
     rel = data.get("imagePath")
     if isinstance(rel, str) and rel:
-        cand = (ann.parent / rel.replace("\\", "/")).resolve()
+        inside = resolve_inside(root, f"{ann.parent.relative_to(root).as_posix()}/{rel.replace(chr(92), '/')}")
+        if inside is None or rel.startswith(("/", "\\")) or (len(rel) > 1 and rel[1] == ":"):
+            raise EscapesRoot(rel)
+        cand = inside.resolve()
         if cand.is_file():
             return cand
     for ext in sorted(IMAGE_EXTENSIONS):  # imagePath missing or stale: an image with the same stem
@@ -133,7 +143,12 @@ def _collect(root: Path, anns: List[Path], classes: List[str], names_file: Optio
             skipped.append(Problem("unknown_class", "warning",
                                    f"class {name!r} is not in {names_file.name if names_file else ''}; skipped", rel_ann))
             continue
-        image = _image_for(ann, data)
+        try:
+            image = _image_for(ann, data, root)
+        except EscapesRoot as exc:
+            skipped.append(Problem("path_escapes_root", "warning", f"imagePath {str(exc)!r} is absolute or points "
+                                   "outside the dataset folder; skipped", rel_ann))
+            continue
         if image is None:
             skipped.append(Problem("missing_image", "warning", f"image {data.get('imagePath')!r} not found", rel_ann))
             continue

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
-from imgfeat_cli.common import filetxn, fsutil
+from imgfeat_cli.common import filetxn, folders, fsutil
 from imgfeat_cli.common.errors import DatasetError, ImageDecodeError, UsageError
 from imgfeat_cli.common.progress import ProgressFn, null_progress
 from imgfeat_cli.common.system import cpu_count
@@ -225,13 +225,13 @@ def _new_folder(dest: Path) -> Iterator[Path]:
     try:
         with filetxn.folder_lock(dest.parent, wait=False):
             if dest.is_dir() and any(dest.iterdir()):  # --overwrite, checked before the work started
-                with fsutil.replace_dir(dest) as tmp:
+                with folders.replace_dir(dest) as tmp:
                     yield tmp
                 return
             tmp = fsutil.temp_dir(dest)
             try:
                 yield tmp
-                with fsutil.deferred_interrupt():
+                with folders.deferred_interrupt():
                     os.replace(tmp, dest)  # rename(2) replaces an empty folder
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)

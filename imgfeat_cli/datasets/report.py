@@ -13,6 +13,10 @@ from PIL import Image, ImageDraw
 from imgfeat_cli.common import fsutil
 from imgfeat_cli.imaging.decode import decode_image
 
+#: Bars in the images-per-class distribution: one per count up to this, then equal-width ranges
+#: (one bar per count for classes of 6,000 images took 25 s to draw, for a picture of slivers).
+MAX_BARS = 60
+
 
 def draw_labelled(src: Path, label: int, dest: Path, max_side: int = 320) -> None:
     """Save a thumbnail of ``src`` with ``label`` drawn on a contrasting box (upstream draws it too)."""
@@ -53,7 +57,9 @@ def draw_histogram(class_stats: Dict[str, Dict[str, Any]], per_class: Dict[str, 
         counts = list(per_class.get(s, {}).values())
         if counts:
             top = max(counts)
-            ax2.hist(counts, bins=range(1, top + 2), alpha=0.55, label=s, color=colors.get(s), align="left")
+            bins: Any = range(1, top + 2) if top <= MAX_BARS else MAX_BARS
+            ax2.hist(counts, bins=bins, alpha=0.55, label=s, color=colors.get(s), align="left" if top <= MAX_BARS
+                     else "mid")
     ax2.set_xlabel("images per class")
     ax2.set_ylabel("number of classes")
     ax2.set_title("Distribution of images per class")

@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from imgfeat_cli.common.errors import ImageDecodeError
+from imgfeat_cli.imaging.codecwarnings import decoding
 
 
 @dataclass(frozen=True)
@@ -89,18 +90,21 @@ def _to_rgb8(img: Image.Image) -> np.ndarray:
 _CV2_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10 converts while decoding
 
 
-def _decode_complete_jpeg(data: bytes) -> Optional[np.ndarray]:
+def _decode_complete_jpeg(data: bytes, label: str = "<bytes>") -> Optional[np.ndarray]:
     """OpenCV's decoding of a JPEG that starts with SOI and ends with EOI (``None`` otherwise, or
     when OpenCV cannot decode it, so that Pillow reports the reason). Entropy-coded data cannot
-    contain FF D9, so a file cut short does not end with it."""
+    contain FF D9, so a file cut short does not end with it. libjpeg's warnings name ``label``
+    (:mod:`imgfeat_cli.imaging.codecwarnings`)."""
     if not (data.startswith(b"\xff\xd8\xff") and data.endswith(b"\xff\xd9")):
         return None
     buf = np.frombuffer(data, dtype=np.uint8)
-    if _CV2_RGB is not None:
-        arr = cv2.imdecode(buf, _CV2_RGB)
-    else:
-        arr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-        arr = None if arr is None else cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+    with decoding(label):
+        if _CV2_RGB is not None:
+            arr = cv2.imdecode(buf, _CV2_RGB)
+        else:
+            arr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if _CV2_RGB is None and arr is not None:
+        arr = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
     if arr is None or arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
         return None
     return arr
@@ -165,7 +169,7 @@ def decode_image(source: Source, name: Optional[str] = None, limits: Limits = DE
             raise ImageDecodeError(f"{label}: {'empty data' if isinstance(source, bytes) else 'zero-byte file'}")
         with Image.open(io.BytesIO(data)) as img:  # reads the header only
             check_pixels(img, label, limits)
-            fast = _decode_complete_jpeg(data) if img.format in ("JPEG", "MPO") else None
+            fast = _decode_complete_jpeg(data, label) if img.format in ("JPEG", "MPO") else None
             if fast is not None:
                 return fast
             if getattr(img, "n_frames", 1) > 1:

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from imgfeat_cli.common.errors import UsageError
-from imgfeat_cli.common.system import native_bf16
+from imgfeat_cli.common.system import native_bf16, parse_device
 from imgfeat_cli.models.files import InferenceFiles
-from imgfeat_cli.models.onnx import OrtRunner, need_onnxruntime, onnxruntime_available
+from imgfeat_cli.models.onnx import OrtRunner, need_onnxruntime, onnxruntime_available, onnxruntime_gpu_available
 from imgfeat_cli.models.openvino import OpenVinoRunner, need_openvino, openvino_available
-from imgfeat_cli.models.runners import InferenceRunner
+from imgfeat_cli.models.runners import GPU_HINT, InferenceRunner, asks_for, paddle_gpu_problem
 
 BACKENDS = ("paddle", "onnxruntime", "openvino", "auto")
 PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")
@@ -72,6 +72,20 @@ def resolve(backend: Optional[str], precision: Optional[str], files: InferenceFi
     if precision == "int8":
         raise UsageError("int8 runs a folder made by imgfeat quantize", hint="imgfeat quantize MODEL_DIR --calib IMAGES --out DIR")
     return backend, precision or DEFAULT_PRECISION
+
+
+def require_gpus(device: Optional[str], backend: str) -> None:
+    """A device asking for GPUs no engine here can use is a usage error naming what is missing,
+    before any engine is tried (it ended in "no engine met the accuracy bar")."""
+    dev = parse_device(device)
+    if not dev.is_gpu:
+        return
+    problem = paddle_gpu_problem(dev)
+    if problem is None or (backend in ("auto", "onnxruntime") and onnxruntime_gpu_available()):
+        return
+    if backend != "paddle":
+        problem += ", and onnxruntime has no CUDA provider"
+    raise UsageError(f"device {device} asks for {asks_for(dev)}, but {problem}", hint=GPU_HINT)
 
 
 def validate(backend: str, precision: str, device_kind: str, files: Optional[InferenceFiles] = None) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 import yaml
 
-from imgfeat_cli.common import fsutil
+from imgfeat_cli.common import folders, fsutil
 from imgfeat_cli.common.errors import ModelError, UsageError
 from imgfeat_cli.models import preprocess as pp
 
@@ -43,6 +43,7 @@ def check_destination(out_dir: str, overwrite: bool) -> Path:
     if dest.is_dir() and any(dest.iterdir()) and not overwrite:
         raise UsageError(f"output folder {dest} exists and is not empty",
                          hint="choose another --out or pass --overwrite (the old folder is kept as .bak)")
+    folders.check_backup_free(dest)
     return dest
 
 
@@ -57,7 +58,7 @@ def export_layer(model_name: str, layer: Any, out_dir: str, transform_ops: Seque
     layer.eval()
     if hasattr(layer, "reparameterize"):
         layer.reparameterize()
-    with fsutil.replace_dir(dest) as tmp:  # the previous folder becomes .bak
+    with folders.replace_dir(dest) as tmp:  # the previous folder becomes .bak
         spec = [paddle.static.InputSpec([None, 3, None if h < 0 else h, None if w < 0 else w], "float32", name="x")]
         static = paddle.jit.to_static(layer, input_spec=spec, full_graph=True)
         paddle.jit.save(static, str(tmp / "inference"))

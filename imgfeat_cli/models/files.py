@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
-from imgfeat_cli.common.errors import ModelError
+from imgfeat_cli.common.errors import ModelError, ModelPathError
+from imgfeat_cli.models.filecheck import check_onnx_file, check_paddle_files
 
 ONNX_FILE = "inference.onnx"
 
@@ -43,19 +44,22 @@ class InferenceFiles:
 
 def find_inference_files(model_dir: Path) -> InferenceFiles:
     """The model files of ``model_dir``: ``inference.json`` preferred over ``inference.pdmodel``, and
-    ``inference.onnx`` when neither paddle program is there; a one-line error naming what is missing."""
+    ``inference.onnx`` when neither paddle program is there; a one-line error naming what is missing
+    or damaged (:mod:`imgfeat_cli.models.filecheck`: checked before any native code reads them)."""
     model_dir = Path(model_dir)
     params = model_dir / "inference.pdiparams"
     for prog in (model_dir / "inference.json", model_dir / "inference.pdmodel"):
         if prog.is_file() and params.is_file():
+            check_paddle_files(prog, params)
             return InferenceFiles(model_dir, prog, params)
     if (model_dir / ONNX_FILE).is_file():
+        check_onnx_file(model_dir / ONNX_FILE)
         return InferenceFiles(model_dir, onnx=model_dir / ONNX_FILE)
     if model_dir.exists() and not model_dir.is_dir():
-        raise ModelError(f"model folder {model_dir} is a file, not a folder",
+        raise ModelPathError(f"model folder {model_dir} is a file, not a folder",
                          hint="pass the inference folder that holds it (an official *_infer.tar: unpack it first)")
     if not model_dir.is_dir():
-        raise ModelError(f"model folder {model_dir} does not exist",
+        raise ModelPathError(f"model folder {model_dir} does not exist",
                          hint="pass an exported inference folder (imgfeat export) or an unpacked official *_infer.tar")
     missing = [] if params.is_file() else ["inference.pdiparams"]
     if not (model_dir / "inference.json").is_file() and not (model_dir / "inference.pdmodel").is_file():

@@ -121,6 +121,7 @@ class EmbeddingModel:
         backend, precision = engines.resolve(backend, precision, files, native)
         kind = parse_device(device).kind
         engines.validate(backend, precision, kind, files)
+        engines.require_gpus(device, backend)
         say = log or autoselect.silent
         batch_size = batch_size or default_batch_size(device)
         if "auto" in (backend, precision):

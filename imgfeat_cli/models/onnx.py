@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import signal
 import stat
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,6 +37,15 @@ def onnxruntime_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def onnxruntime_gpu_available() -> bool:
+    """Whether onnxruntime here has a GPU provider (the onnxruntime-gpu package)."""
+    if not onnxruntime_available():
+        return False
+    import onnxruntime
+
+    return bool({"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(onnxruntime.get_available_providers()))
 
 
 def need_onnxruntime() -> None:
@@ -94,10 +105,50 @@ def _discard(tmp: Path) -> None:
         tmp.parent.rmdir()
 
 
+#: The conversion, run in a child process: paddle2onnx is native code that aborts the whole
+#: process (SIGABRT, exit 134; or exit 255) on programs it cannot read, so it must not be this one.
+_CONVERT = ("import sys, warnings\n"
+            "warnings.filterwarnings('ignore')\n"
+            "import paddle2onnx\n"
+            "paddle2onnx.export(sys.argv[1], sys.argv[2], sys.argv[3], opset_version=int(sys.argv[4]),\n"
+            "                   enable_onnx_checker=True, verbose=False)\n")
+
+
+def _child_failure(proc: "subprocess.CompletedProcess[str]") -> str:
+    """Why the conversion child failed, in a few words: its error line, else how it ended."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", proc.stderr or "")
+    errors = [ln.split("[ERROR]", 1)[1].strip() for ln in text.splitlines() if "[ERROR]" in ln]
+    if errors:
+        return errors[-1][:200]
+    if proc.returncode < 0:
+        try:
+            return f"paddle2onnx crashed ({signal.Signals(-proc.returncode).name})"
+        except ValueError:
+            return f"paddle2onnx crashed (signal {-proc.returncode})"
+    last = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return (last[-1] if last else f"paddle2onnx exited with status {proc.returncode}")[:200]
+
+
+def _export(files: InferenceFiles, tmp: Path) -> None:
+    """Run paddle2onnx on the folder into ``tmp`` in a child process; raise :class:`ModelError`
+    with its reason when it fails or crashes. Its chatter stays in the child (on stderr with
+    IMGFEAT_DEBUG)."""
+    debug = os.environ.get("IMGFEAT_DEBUG", "") not in ("", "0")
+    sys.stdout.flush()
+    proc = subprocess.run([sys.executable, "-c", _CONVERT, str(files.program), str(files.params), str(tmp),
+                           str(OPSET)], stdin=subprocess.DEVNULL, stdout=2 if debug else subprocess.DEVNULL,
+                          stderr=None if debug else subprocess.PIPE, text=True, errors="replace")
+    if proc.returncode != 0 or not tmp.is_file() or tmp.stat().st_size == 0:
+        raise ModelError(f"paddle2onnx could not convert {files.folder}: {_child_failure(proc)}",
+                         hint="use --backend paddle")
+
+
 def convert_to_onnx(files: InferenceFiles, log: Callable[[str], None] = lambda m: None) -> Path:
-    """The folder's ONNX graph, converting with paddle2onnx the first time (written under a temp
-    name and renamed, so a crash or Ctrl-C leaves no half file). Raises :class:`ModelError` when
-    the conversion fails."""
+    """The folder's ONNX graph, converting with paddle2onnx the first time (in a child process,
+    written under a temp name and renamed, so a crash or Ctrl-C leaves no half file and never ends
+    this process). Raises :class:`ModelError` when the conversion fails."""
     dest = onnx_path(files)
     if dest.is_file():
         return dest
@@ -105,22 +156,14 @@ def convert_to_onnx(files: InferenceFiles, log: Callable[[str], None] = lambda m
     log(f"converting {files.folder} to ONNX (once; cached as {dest}) ...")
     t0 = time.perf_counter()
     try:
-        import paddle2onnx
-
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = fsutil.temp_file(dest, suffix=".part")
         os.close(fd)
-    except (ImportError, OSError) as exc:
+    except OSError as exc:
         raise ModelError(f"cannot convert {files.folder} to ONNX: {_last_line(exc)}", hint="use --backend paddle") from None
     try:
-        with silenced():
-            paddle2onnx.export(str(files.program), str(files.params), str(tmp), opset_version=OPSET,
-                               enable_onnx_checker=True, verbose=False)
+        _export(files, Path(tmp))
         os.replace(tmp, dest)
-    except Exception as exc:  # paddle2onnx raises many types for programs it cannot convert
-        _discard(Path(tmp))
-        raise ModelError(f"paddle2onnx could not convert {files.folder}: {_last_line(exc)}",
-                         hint="use --backend paddle") from None
     except BaseException:
         _discard(Path(tmp))
         raise

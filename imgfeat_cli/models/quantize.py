@@ -20,9 +20,11 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import numpy as np
 
 from imgfeat_cli.common.errors import ModelError, from_os_error
+from imgfeat_cli.common.progress import ProgressFn, null_progress
 from imgfeat_cli.models.onnx import ort_session, silenced
 from imgfeat_cli.models.preprocess import l2_normalize
 
+CALIBRATING = "Calibrating"
 #: Images per calibration / comparison batch (bounded memory: the calibrator keeps every
 #: intermediate output of every batch until it computes the ranges).
 CALIB_BATCH = 16
@@ -60,10 +62,11 @@ def first_conv(path: Path) -> List[str]:
 
 
 def quantize_graph(src: Path, dest: Path, calibration: np.ndarray, log: Callable[[str], None],
-                   where: Optional[str] = None) -> Dict[str, Any]:
+                   where: Optional[str] = None, progress: ProgressFn = null_progress) -> Dict[str, Any]:
     """Write the int8 graph of ``src`` (an fp32 ONNX graph) to ``dest``, calibrated on the
     pre-processed ``calibration`` images; return the method as recorded in the report. A disk
-    error names ``where`` (the user's output folder; ``dest`` is often a temp file in it)."""
+    error names ``where`` (the user's output folder; ``dest`` is often a temp file in it).
+    ``progress`` follows the calibration (``Calibrating``: images run through the model)."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     input_name = ort_session(src, 1).get_inputs()[0].name
@@ -71,9 +74,14 @@ def quantize_graph(src: Path, dest: Path, calibration: np.ndarray, log: Callable
     class Reader(CalibrationDataReader):  # type: ignore[misc]
         def __init__(self) -> None:
             self.batches = ({input_name: b} for b in _batches(calibration))
+            self.done = 0
 
         def get_next(self) -> Any:
-            return next(self.batches, None)
+            batch = next(self.batches, None)  # asked for when the previous batch has run
+            progress(CALIBRATING, self.done, len(calibration))
+            if batch is not None:
+                self.done += len(batch[input_name])
+            return batch
 
     work = Path(tempfile.mkdtemp(prefix="imgfeat-quant-"))
     try:

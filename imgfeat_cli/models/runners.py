@@ -15,20 +15,40 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from imgfeat_cli.common.errors import ModelError
+from imgfeat_cli.common.errors import ModelError, UsageError
 from imgfeat_cli.common.system import Device, cpu_count, parse_device
 from imgfeat_cli.models.files import find_inference_files
 
 
+#: What to do when the device asks for GPUs this machine cannot give (PaddleX's own configs say
+#: ``device: gpu:0,1,2,3``).
+GPU_HINT = "use --device cpu (or Global.device: cpu in the config), or install paddlepaddle-gpu on a machine with GPUs"
+
+
+def paddle_gpu_problem(dev: Device) -> Optional[str]:
+    """Why paddle cannot run on ``dev``'s GPUs here (``None``: it can)."""
+    import paddle
+
+    if not paddle.device.is_compiled_with_cuda():
+        return "this paddlepaddle build has no CUDA support (the CPU build)"
+    found = paddle.device.cuda.device_count()
+    if max(dev.ids) >= found:
+        return f"{found} GPU(s) are visible"
+    return None
+
+
+def asks_for(dev: Device) -> str:
+    return f"GPU {dev.ids[0]}" if len(dev.ids) == 1 else f"{len(dev.ids)} GPUs ({str(dev)})"
+
+
 def require_device(device: Optional[str]) -> Device:
-    """Parse ``device`` and check that this paddlepaddle build can use it."""
+    """Parse ``device`` and check that this paddlepaddle build can use it (a usage error naming
+    what the device asks for and what is missing, exit 2, before anything is loaded)."""
     dev = parse_device(device)
     if dev.is_gpu:
-        import paddle
-
-        if not paddle.device.is_compiled_with_cuda():
-            raise ModelError(f"device {device} requested but this paddlepaddle build has no CUDA support",
-                             hint="install paddlepaddle-gpu, or use --device cpu")
+        problem = paddle_gpu_problem(dev)
+        if problem:
+            raise UsageError(f"device {device} asks for {asks_for(dev)}, but {problem}", hint=GPU_HINT)
     return dev
 
 

@@ -111,7 +111,10 @@ class ModelSource:
         return model
 
     def _load(self, cls: Type[Any], log: Optional[Callable[[str], None]], threads: Optional[int]) -> Any:
+        from imgfeat_cli.common.home import cache_dir
         from imgfeat_cli.models.registry import DEFAULT_TAG, get_spec, list_models
+
+        cache_dir()  # engine decisions and converted graphs live there: an IMGFEAT_HOME that is a file fails now
 
         if self.weights:
             if self.name is None:

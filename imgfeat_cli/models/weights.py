@@ -1,6 +1,8 @@
 """Loading ``.pdparams`` into imgfeat's layers with a clear report of what did not fit."""
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
@@ -78,7 +80,9 @@ def load_into(model: Any, state: Dict[str, Any], source: str, allow_missing_head
         shown = ", ".join(fatal_missing[:3])
         raise ModelError(f"{source}: {len(fatal_missing)} parameters are missing, e.g. {shown}",
                          hint="the checkpoint is incomplete or for another architecture")
-    model.set_state_dict(to_load)
+    with warnings.catch_warnings():  # paddle's "Skip loading for head.fc.weight": said above, or not worth saying
+        warnings.filterwarnings("ignore", message="Skip loading for")
+        model.set_state_dict(to_load)
     report.loaded = len(to_load)
     return report
 

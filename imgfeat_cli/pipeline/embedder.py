@@ -10,6 +10,7 @@ its reason and costs only itself.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -20,6 +21,7 @@ from imgfeat_cli.common.errors import UsageError
 from imgfeat_cli.common.progress import ProgressFn, null_progress
 from imgfeat_cli.common.system import cpu_count, default_batch_size, parse_device
 from imgfeat_cli.pipeline.batch import BatchResult
+from imgfeat_cli.imaging.codecwarnings import naming_codec_warnings
 from imgfeat_cli.imaging.decode import DEFAULT_LIMITS, Limits
 from imgfeat_cli.pipeline.inputs import InputItem, expand
 from imgfeat_cli.pipeline.memory import MemorySink
@@ -79,8 +81,9 @@ def replica_threads(cores: int) -> int:
 
 
 def parse_shard(text: Optional[str]) -> Optional[Tuple[int, int]]:
-    """``"I/N"`` with 0 <= I < N."""
-    if not text:
+    """``"I/N"`` with 0 <= I < N; ``None`` (no ``--shard``) is every input, but an empty text is a
+    mistake (``--shard "$TASK_ID/32"`` with the variable unset), never "every input"."""
+    if text is None:
         return None
     try:
         i, n = (int(v) for v in text.split("/"))
@@ -182,9 +185,13 @@ class Embedder:
         driver, owned = self._driver()
         self.streams_used = getattr(driver, "streams", 1)
         finished = False
+        # libjpeg's "Corrupt JPEG data" names its file when this process does all the decoding
+        # (a stream worker's line could not be told from this process's own)
+        named = naming_codec_warnings() if isinstance(driver, ThreadDriver) else contextlib.nullcontext()
         try:
-            for res in driver.results(enumerate(batches), self.batch_size, self.stop):
-                yield batches[res.batch_id], res
+            with named:
+                for res in driver.results(enumerate(batches), self.batch_size, self.stop):
+                    yield batches[res.batch_id], res
             finished = True
         finally:
             if isinstance(driver, StreamPool) and not finished:

@@ -163,8 +163,15 @@ def _array_to_rgb(arr: np.ndarray) -> np.ndarray:
 
 
 def read_path_list(lines: Iterable[str]) -> List[str]:
-    """Paths from a list (e.g. stdin for ``embed -``): one per line, blanks and ``#`` comments skipped."""
-    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    """Paths from a list (e.g. stdin for ``embed -``): one per line, blanks and ``#`` comments
+    skipped; a UTF-8 byte order mark before the first line (Windows editors, PowerShell) is not
+    part of a path."""
+    out = []
+    for n, line in enumerate(lines):
+        text = line.lstrip("\ufeff") if n == 0 else line
+        if text.strip() and not text.lstrip().startswith("#"):
+            out.append(text.strip())
+    return out
 
 
 def no_images(shard: Optional[str] = None) -> UsageError:

@@ -12,14 +12,14 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import yaml
 
-from imgfeat_cli.common import fsutil
+from imgfeat_cli.common import folders, fsutil
 from imgfeat_cli.common.errors import CheckFailed, ImgfeatError, ModelError, UsageError
 from imgfeat_cli.common.locks import path_lock
 from imgfeat_cli.common.progress import ProgressFn, null_progress
@@ -43,9 +43,21 @@ class QuantizeResult:
     out: str
     report: Dict[str, Any]
     written: bool = True  # False: refused at the accuracy bar (the CheckFailed result)
+    warnings: List[str] = field(default_factory=list)  # worth a look, though the bar was met
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"out": self.out, "written": self.written, **self.report}
+        return {"out": self.out, "written": self.written, **self.report, "warnings": self.warnings}
+
+
+def agreement_warning(scores: Dict[str, float], n_held: int, least: Optional[float]) -> List[str]:
+    """What a low recall@1 agreement means, in a line (the cosine bar can pass while a third of
+    the images change their nearest neighbour: 0.324 passed without a word)."""
+    got = scores["recall1_agreement"]
+    if least is None or got >= least:
+        return []
+    return [f"recall@1 agreement {got:.3f} (below {least:g}): for {100 * (1 - got):.0f}% of the {n_held} held-out "
+            "images the nearest other image differs between int8 and fp32, so int8 searches will often return "
+            "other neighbours; calibrate on more images like yours (--calib-count) or compare both with imgfeat eval"]
 
 
 def _check_out(src: Path, out: Path, calib: str, overwrite: bool) -> None:
@@ -67,6 +79,7 @@ def _check_empty(out: Path, overwrite: bool) -> None:
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise UsageError(f"output folder {out} exists and is not empty",
                          hint="choose another --out or pass --overwrite (the old folder is kept as .bak)")
+    folders.check_backup_free(out)
 
 
 def _images(calib: str, count: int, seed: int) -> List[InputItem]:
@@ -97,7 +110,8 @@ def _preprocess(model: Any, items: List[InputItem], count: int,
             paths.append(str(item.input_path))
         except ImgfeatError as exc:
             failed.append((str(item.input_path), exc.message))
-        progress(TASK, len(arrays), count)
+        # of the images there are (206 of 256 asked for), those that read: the bar ends full
+        progress(TASK, len(arrays), min(count, len(items) - len(failed)))
     if len(arrays) < MIN_IMAGES:
         example = ""
         if failed:  # a decode error names its file already
@@ -110,9 +124,11 @@ def _preprocess(model: Any, items: List[InputItem], count: int,
 
 def quantize_model(model_dir: str, calib: str, out: str, calib_count: int = 256, min_mean_cosine: float = 0.995,
                    force: bool = False, overwrite: bool = False, seed: int = 0,
-                   log: Callable[[str], None] = lambda m: None, progress: ProgressFn = null_progress) -> QuantizeResult:
+                   log: Callable[[str], None] = lambda m: None, progress: ProgressFn = null_progress,
+                   warn_recall1_agreement: Optional[float] = None) -> QuantizeResult:
     """Quantize ``model_dir`` to int8 into ``out``; refuse (exit 3) when the held-out mean cosine to
-    fp32 is below ``min_mean_cosine``, unless ``force``."""
+    fp32 is below ``min_mean_cosine``, unless ``force``; a recall@1 agreement below
+    ``warn_recall1_agreement`` is a warning in the result."""
     t0 = time.perf_counter()
     src, dest = Path(model_dir), Path(out)
     files = find_inference_files(src)
@@ -129,8 +145,8 @@ def quantize_model(model_dir: str, calib: str, out: str, calib_count: int = 256,
         arrays, paths, failed = _preprocess(model, items, calib_count, progress)
         n_calib, n_held = q.split_heldout(len(arrays))
         held = arrays[n_calib:]
-        with fsutil.replace_dir(dest) as tmp:
-            method = q.quantize_graph(fp32, tmp / ONNX_FILE, arrays[:n_calib], log, where=str(dest))
+        with folders.replace_dir(dest) as tmp:
+            method = q.quantize_graph(fp32, tmp / ONNX_FILE, arrays[:n_calib], log, where=str(dest), progress=progress)
             log(f"comparing int8 with fp32 on {n_held} held-out images ...")
             scores = q.agreement(q.features(fp32, held, cpu_count()), q.features(tmp / ONNX_FILE, held, cpu_count()))
             passed = scores["cosine_mean"] >= min_mean_cosine
@@ -150,7 +166,7 @@ def quantize_model(model_dir: str, calib: str, out: str, calib_count: int = 256,
             fsutil.write_text(tmp / "inference.yml",
                               yaml.safe_dump(_yml(src, report), sort_keys=False, allow_unicode=True))
             _check_empty(dest, overwrite)  # made meanwhile by someone else: theirs stays
-    return QuantizeResult(str(dest), report)
+    return QuantizeResult(str(dest), report, warnings=agreement_warning(scores, n_held, warn_recall1_agreement))
 
 
 @contextlib.contextmanager

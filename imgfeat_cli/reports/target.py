@@ -28,7 +28,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
-from imgfeat_cli.common import fsutil
+from imgfeat_cli.common import folders, fsutil
 from imgfeat_cli.common.errors import UsageError
 from imgfeat_cli.common.version import __version__
 
@@ -73,7 +73,7 @@ class ReportDir:
     def _take_lock(self) -> Any:
         from filelock import Timeout
 
-        lock = fsutil.writer_lock(self.path)
+        lock = folders.writer_lock(self.path)
         try:
             lock.acquire()
         except Timeout:
@@ -121,7 +121,7 @@ class ReportDir:
             self._lock.release()
 
     def _publish(self, tmp: Path) -> None:
-        with fsutil.deferred_interrupt():
+        with folders.deferred_interrupt():
             if not self.exists:
                 os.rename(tmp, self.path)
                 return

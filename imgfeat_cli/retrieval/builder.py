@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from imgfeat_cli.common import fsutil
+from imgfeat_cli.common import folders
 from imgfeat_cli.common.errors import ImgfeatError, UsageError
 from imgfeat_cli.common.progress import ProgressFn, null_progress
 from imgfeat_cli.retrieval import layout, modelrecord
@@ -51,7 +51,7 @@ def locked(folder: Path) -> Any:
     from filelock import Timeout
 
     try:
-        lock = fsutil.writer_lock(folder)
+        lock = folders.writer_lock(folder)
         lock.acquire()
     except Timeout:
         raise UsageError(f"another imgfeat process is writing the index {folder}",
@@ -131,6 +131,7 @@ def _check_output(out: Path, overwrite: bool) -> None:
         if not overwrite:
             raise UsageError(f"index {out} exists", hint="use `imgfeat index add` to grow it, or --overwrite "
                              "to rebuild it (the old one is kept as .bak)")
+        folders.check_backup_free(out)
 
 
 def _finish(index: Optional[Index], gallery: Gallery, report: Report) -> Index:
@@ -153,6 +154,7 @@ def build_index(gallery: Any, out: Optional[Any] = None, *, labels: Optional[Seq
                 progress: ProgressFn = null_progress) -> Index:
     """Build an index from a gallery (label file, dataset folder, embeddings file, or an array with
     ``labels``); with ``out`` write it there. ``index.report`` says what was added and skipped."""
+    layout.faiss_module()  # a missing faiss is said before a model is loaded and a gallery embedded
     folder = Path(out) if out is not None else None
     lock = locked(folder) if folder is not None else None
     try:
@@ -187,6 +189,7 @@ def add_to_index(folder: Any, gallery: Any, *, labels: Optional[Sequence[Any]] =
     lock = locked(folder)
     try:
         index = Index.load(folder)
+        folders.check_backup_free(folder)  # the add keeps the previous index as .bak
         gal = _as_gallery(gallery, labels, paths, root, labels_file).without(set(index.paths.values()))
         if gal.dim is not None and gal.dim != index.dim:
             raise UsageError(f"gallery features have dimension {gal.dim}, the index holds {index.dim}-d vectors",
@@ -240,6 +243,7 @@ def remove_from_index(folder: Any, ids: Iterable[int] = (), *, ids_file: Optiona
     lock = locked(folder)
     try:
         index = Index.load(folder)
+        folders.check_backup_free(folder)
         index.check_removable()
         if path is not None and path not in index.paths.values():
             path = os.path.abspath(path)

@@ -48,6 +48,11 @@ def eval_dataset(dataset_dir: str, model: Any, ks: Sequence[int] = (1, 5), exclu
         raise UsageError(f"dataset folder {dataset_dir} does not exist")
     g_full, g_labels, g_listed = split_paths(root, "gallery")
     q_full, q_labels, q_listed = split_paths(root, "query")
+    for split, listed in (("gallery", g_full), ("query", q_full)):
+        if not listed:  # before embedding anything: recall 0.0 of nothing would look like a result
+            raise DatasetError(f"{root / split}.txt lists no images: there is nothing to score",
+                               hint=f"fill {split}.txt (imgfeat split / imgfeat convert), then `imgfeat check "
+                                    f"--dataset {root}`")
     unique = list(dict.fromkeys(g_full + q_full))
     got = embed_to_memory(model, unique, batch_size, progress)
     if got.errors:

@@ -3,7 +3,7 @@
 Reading checks what PaddleX only asserts (and more): both files present, ``vector.index`` a faiss
 id-mapped index, its ids exactly the keys of ``id_map``, and a readable side file (an unreadable or
 outdated one costs only the input paths, and is said). Writing goes through a temp folder swapped
-in whole (:func:`imgfeat_cli.common.fsutil.replace_dir`), so the files always change together.
+in whole (:func:`imgfeat_cli.common.folders.replace_dir`), so the files always change together.
 
 faiss reads and writes through Python file objects (``PyCallbackIOReader/Writer``): faiss' own
 ``fopen`` mishandles non-ASCII paths on Windows, one of the crashes PaddleX users report.
@@ -21,7 +21,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import yaml
 
-from imgfeat_cli.common import fsutil
+from imgfeat_cli.common import folders
 from imgfeat_cli.common.errors import ImgfeatError, IndexFormatError, UsageError
 from imgfeat_cli.imaging.decode import is_image_path
 
@@ -266,7 +266,7 @@ def write_folder(idx: Any, folder: Path) -> Path:
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{folder} exists and is not a folder")
     try:
-        with fsutil.replace_dir(folder) as tmp:
+        with folders.replace_dir(folder) as tmp:
             with open(tmp / VECTOR_FILE, "wb") as fh:
                 faiss.write_index(idx.faiss_index, faiss.PyCallbackIOWriter(fh.write))
             with open(tmp / ID_MAP_FILE, "w", encoding="utf-8") as fh:

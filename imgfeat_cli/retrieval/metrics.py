@@ -117,6 +117,8 @@ def evaluate(query: np.ndarray, query_labels: Sequence[Any], gallery: np.ndarray
         raise UsageError("each query and gallery feature needs exactly one label")
     if len(gallery) == 0:
         raise UsageError("the gallery is empty")
+    if len(query) == 0:
+        raise UsageError("there are no queries to score")
     if exclude_same_path and (query_paths is None or gallery_paths is None):
         raise UsageError("excluding identical paths needs the paths of queries and gallery items")
     ks = sorted({int(k) for k in ks})
