@@ -78,6 +78,7 @@ class Index:
     next_id: int = 0
     factory: str = "Flat"
     notes: List[str] = field(default_factory=list)  # what the CLI should tell the user (warnings)
+    build: Optional[Dict[str, Any]] = None  # how it was built: measured recall@10, search depth, budget
     report: Any = None  # what the last build/add/remove did (retrieval.builder.Report)
 
     # construction -------------------------------------------------------------------------------
@@ -146,7 +147,7 @@ class Index:
         return {"index_type": self.index_type, "factory": self.factory, "metric_type": self.metric_type,
                 "dim": self.dim, "count": self.count, "num_labels": len(set(self.id_map.values())),
                 "labels": self.label_counts(), "paths_known": len(self.paths), "next_id": self.next_id,
-                "model": self.model}
+                "model": self.model, "build": self.build}
 
     # operations ---------------------------------------------------------------------------------
     def check_features(self, feats: Any, what: str = "features") -> np.ndarray:
@@ -245,12 +246,14 @@ class Index:
                         "ids": [int(i) for i in row_ids]})
         return out
 
-    def side_doc(self) -> Dict[str, Any]:
-        """What :data:`layout.SIDE_FILE` holds."""
-        return {"format": layout.SIDE_FORMAT, "dim": self.dim, "index_type": self.index_type,
+    def side_doc(self, items: bool = True) -> Dict[str, Any]:
+        """What :data:`layout.SIDE_FILE` holds (``items=False``: all but the per-item list)."""
+        doc = {"format": layout.SIDE_FORMAT, "dim": self.dim, "index_type": self.index_type,
                 "metric_type": self.metric_type, "factory": self.factory, "model": self.model,
-                "next_id": max(self.next_id, max(self.id_map, default=-1) + 1),
-                "items": [[i, self.paths.get(i), lab] for i, lab in sorted(self.id_map.items())]}
+                "next_id": max(self.next_id, max(self.id_map, default=-1) + 1), "build": self.build}
+        if items:
+            doc["items"] = [[i, self.paths.get(i), lab] for i, lab in sorted(self.id_map.items())]
+        return doc
 
 
 __all__ = ["Index", "INDEX_TYPES", "METRICS", "MIN_IVF_VECTORS", "faiss_module", "ivf_params"]
