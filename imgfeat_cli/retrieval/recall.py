@@ -18,6 +18,11 @@ RECALL_QUERIES = 500
 K = 10
 
 
+def query_count(rows: int) -> int:
+    """Recall queries for a gallery of ``rows``: :data:`RECALL_QUERIES`, at most a tenth of it."""
+    return max(1, min(RECALL_QUERIES, rows // 10))
+
+
 def pick_rows(rows: int, count: int, seed: int = 0, exclude: Sequence[int] = ()) -> np.ndarray:
     """``count`` distinct sorted row positions out of ``rows`` (seeded), none in ``exclude``."""
     rng = np.random.default_rng(seed)

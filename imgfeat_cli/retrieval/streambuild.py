@@ -76,10 +76,15 @@ def _check_labels(labels: Any, source: Source, start: int) -> None:
                          hint="every row needs a label (or pass --labels FILE, or -o Index.label_from=folder)")
 
 
-def _new_index(choice: autoindex.Choice, dim: int, metric: str, nprobe: Optional[int], ef_search: Optional[int],
+def _new_index(choice: autoindex.Choice, dim: int, rows: int, metric: str, nprobe: Optional[int], ef_search: Optional[int],
                model: Optional[Dict[str, Any]]) -> Index:
     faiss = faiss_module()
     inner = faiss.index_factory(int(dim), choice.factory, faiss.METRIC_INNER_PRODUCT if metric == "IP" else faiss.METRIC_L2)
+    if choice.family == "Flat":
+        # the codes vector would double as it grows (a peak of up to twice the index while it is
+        # copied): take its final size once, then shrink the length back, keeping the capacity
+        inner.codes.resize(rows * inner.code_size)
+        inner.codes.resize(0)
     index = Index(faiss.IndexIDMap2(inner), {}, metric, choice.family, model=model, factory=choice.factory)
     if choice.family == "IVF":
         autoindex.set_depth(index.faiss_index, "IVF", nprobe or ivf_params(0, choice.nlist)[1])
@@ -104,11 +109,12 @@ def build_streamed(source: Source, index_type: str = "auto", metric_type: str = 
                  "instead (exact, supports remove)"]
     else:
         notes = []
-    queries = recall.pick_rows(n, min(recall.RECALL_QUERIES, n), seed=1) if choice.family != "Flat" else np.empty(0, np.int64)
-    train_at = recall.pick_rows(n, _train_rows(choice, n), seed=0, exclude=queries) if choice.family == "IVF" \
-        else np.empty(0, np.int64)
+    queries = recall.pick_rows(n, recall.query_count(n), seed=1) if choice.family != "Flat" else np.empty(0, np.int64)
+    want = _train_rows(choice, n)
+    held_out = queries if n - len(queries) >= want else ()  # a small gallery trains on every row
+    train_at = recall.pick_rows(n, want, seed=0, exclude=held_out) if choice.family == "IVF" else np.empty(0, np.int64)
     train, query = _sample(source, train_at, queries, progress) if len(queries) else (None, None)
-    index = _new_index(choice, source.dim, metric_type, nprobe, ef_search, model or source.model)
+    index = _new_index(choice, source.dim, n, metric_type, nprobe, ef_search, model or source.model)
     index.notes += notes
     if choice.family == "IVF":
         index.train(train)
@@ -122,8 +128,9 @@ def build_streamed(source: Source, index_type: str = "auto", metric_type: str = 
         exact.add(feats, int(ids[0]))
         added += len(feats)
         progress("Adding vectors", added, n)
-    index.build = _measure(index, choice, exact, target_recall, nprobe if choice.family == "IVF" else ef_search,
-                           max_memory)
+    fixed = (nprobe if choice.family == "IVF" else ef_search) if index_type == "auto" else \
+        autoindex.get_depth(index.faiss_index, choice.family)  # a named type keeps its (configured) depth
+    index.build = _measure(index, choice, exact, target_recall, fixed, max_memory)
     if index_type == "auto":
         index.notes.append(f"auto index: {choice.factory} ({choice.why}; about {autoindex.format_size(choice.bytes)}"
                            + (f" of the {autoindex.format_size(max_memory)} allowed" if max_memory else "") + ")")

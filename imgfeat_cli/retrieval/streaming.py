@@ -68,12 +68,14 @@ class Source:
 
     def chunks(self) -> Iterator[Chunk]:
         """``(float32 features, labels, paths)`` chunks over every row, in order (a new pass each call)."""
-        start = 0
+        start, shared = 0, {}  # one string object per distinct label: millions of items, thousands of labels
         for feats, labels, paths in self._raw_chunks():
             if self.labels is not None:
                 labels = self.labels[start:start + len(feats)]
             elif self.label_from != "column":
                 labels = [_label_of(p, self.label_from, self.origin) for p in paths]
+            if labels is not None and self.labels is None:
+                labels = [shared.setdefault(v, v) if v is not None else None for v in labels]
             start += len(feats)
             yield feats, labels, paths  # type: ignore[misc]
 
@@ -135,6 +137,14 @@ class ParquetSource(Source):
                         seen += batch.num_rows
             except OSError as exc:
                 raise describe_error(f.name, exc) from None
+            _release_arrow_memory()
+
+
+def _release_arrow_memory() -> None:
+    """Give the decoded row groups of a file back to the system (Arrow's pool keeps them otherwise)."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
 
 
 def _strings(batch: Any, name: str) -> Optional[List[Any]]:
