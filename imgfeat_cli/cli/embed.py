@@ -30,6 +30,7 @@ def summary_table(res: Dict[str, Any]) -> Table:
             ("batch size", str(res["batch_size"]))]
     if res.get("engine") == "ray":
         rows.append(("ray", f"{res['streams']} actors x {res['threads']} threads on {res['address']}"))
+        rows += [(f"node {node[:12]}", f"{count} rows") for node, count in (res.get("nodes") or {}).items()]
     else:
         rows.append(("streams", str(res["streams"])))
     if res.get("shard"):
@@ -82,7 +83,7 @@ def embed(
         show_default=shown_default("Predict.streams", "auto: several for 2048+ images on multi-core CPUs"))] = None,
     engine: Annotated[Optional[str], typer.Option(
         "--engine", metavar="NAME", rich_help_panel=RAY, help="local (this machine) or ray (a Ray cluster; --out is "
-        "then a folder of Parquet files, local or s3://, gs://).", show_default=shown_default("Predict.engine"))] = None,
+        "then a folder of Parquet files, local or s3://).", show_default=shown_default("Predict.engine"))] = None,
     ray_address: Annotated[Optional[str], typer.Option(
         "--ray-address", metavar="ADDRESS", rich_help_panel=RAY,
         help="Ray cluster to join, e.g. head:6379 or ray://head:10001.",
@@ -99,6 +100,7 @@ def embed(
     from imgfeat_cli.cli.loading import limits, load_model, no_images, produced_by, with_stdin
     from imgfeat_cli.common import config as cfgmod
     from imgfeat_cli.common.errors import UsageError
+    from imgfeat_cli.common.remote import is_uri
     from imgfeat_cli.pipeline.embedder import collect_inputs, parse_shard, plan_streams
     from imgfeat_cli.pipeline.job import embed_to_file
     from imgfeat_cli.pipeline.sinks import FileSink
@@ -125,6 +127,9 @@ def embed(
         return _finish(out, res)
     if pred["ray_address"] or pred["actors"]:
         raise UsageError("--ray-address and --actors need --engine ray")
+    if is_uri(out_file):  # the local engine writes local files only
+        raise UsageError(f"--out {out_file}: the local engine writes local files",
+                         hint="pass --engine ray to write a Parquet folder to object storage, or a local --out")
     sink = FileSink(out_file, pred["format"], pred["fp16"], resume, overwrite)
     sink.check()  # a wrong name or an existing output fails before anything is loaded
     shard_t = parse_shard(shard)

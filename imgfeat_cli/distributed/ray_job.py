@@ -8,19 +8,20 @@ out of sight: its logs and progress bars only with ``verbose``, never on stdout.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 import os
 import re
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
 from imgfeat_cli.common.errors import ImgfeatError, Interrupted
 from imgfeat_cli.common.progress import ProgressFn, null_progress
 from imgfeat_cli.distributed.folder import CONFIG_FILE, ParquetFolder
 from imgfeat_cli.distributed.stdio import ray_stdio
-from imgfeat_cli.distributed.ray_embed import input_rows, map_embedder, package_model, require_ray
+from imgfeat_cli.distributed.ray_embed import NODE_COLUMN, input_rows, map_embedder, package_model, require_ray
 from imgfeat_cli.distributed.ray_plan import ActorPlan, cluster_plan
 from imgfeat_cli.imaging.decode import DEFAULT_LIMITS, Limits
 from imgfeat_cli.pipeline.embedder import TASK
@@ -35,6 +36,7 @@ class RayEmbedResult(EmbedResult):
 
     threads: int = 0
     address: str = ""
+    nodes: Dict[str, int] = field(default_factory=dict)  # Ray node id -> rows its actors embedded in this run
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ def embed_folder(items: Sequence[InputItem], folder: ParquetFolder, model: Any, 
     unstorable = [(it.input_path, why) for it in todo if it.input_path and (why := parquet_cannot_store(it.input_path))]
     if unstorable:  # no Arrow string can carry such a name, not even into the actors: it fails here
         todo = [it for it in todo if not (it.input_path and parquet_cannot_store(it.input_path))]
-    counts = {"embedded": 0, "failed": len(unstorable)}
+    counts: Dict[str, Any] = {"embedded": 0, "failed": len(unstorable), "nodes": {}}
     first_error = [unstorable[0][1] if unstorable else ""]
     plan: Optional[ActorPlan] = None
     started = False
@@ -123,6 +125,16 @@ def embed_folder(items: Sequence[InputItem], folder: ParquetFolder, model: Any, 
         folder.release()
         raise Interrupted(f"interrupted; this run's complete files ({len(folder.written)}) are kept in {folder.location}",
                           hint="rerun the same command with --resume to continue") from None
+    except Exception as exc:
+        if not type(exc).__module__.startswith("ray."):
+            folder.release()
+            raise
+        folder.flush()  # what the actors returned before the failure is complete: keep it
+        folder.release()
+        raise ImgfeatError(f"the Ray job failed ({ray_reason(exc)}); this run's complete files "
+                           f"({len(folder.written)}) are kept in {folder.location}",
+                           hint="rerun the same command with --resume to continue; every node needs the same "
+                                "imgfeat installed") from None
     except BaseException:
         folder.release()
         raise
@@ -137,19 +149,30 @@ def embed_folder(items: Sequence[InputItem], folder: ParquetFolder, model: Any, 
                           already, counts["failed"], time.perf_counter() - t0, errors_file, shard,
                           plan.describe()["actors"] if plan else 0, files + [folder.name(CONFIG_FILE)],
                           engine="ray", threads=plan.threads if plan else 0,
-                          address=settings.address or os.environ.get("RAY_ADDRESS") or "local")
+                          address=settings.address or os.environ.get("RAY_ADDRESS") or "local",
+                          nodes=dict(sorted(counts["nodes"].items())))
+
+
+def ray_reason(exc: BaseException) -> str:
+    """The root cause in a Ray exception's (long, coloured) text: its last ``SomeError: ...`` line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    causes = re.findall(r"^\s*((?:\w+\.)*\w+(?:Error|Exception): .+)$", text, re.MULTILINE)
+    line = causes[-1].strip() if causes else (text.strip().splitlines() or [type(exc).__name__])[0]
+    return line if len(line) <= 200 else line[:200] + "..."
 
 
 def _stream(todo: Sequence[InputItem], folder: ParquetFolder, package: Any, plan: ActorPlan, fp16: bool,
-            limits: Limits, progress: ProgressFn, counts: Dict[str, int], first_error: List[str], already: int) -> None:
+            limits: Limits, progress: ProgressFn, counts: Dict[str, Any], first_error: List[str], already: int) -> None:
     """Run the pipeline and write its rows as they arrive, counting them (and keeping the first
     failure's reason)."""
     ray = require_ray()
     total = already + len(todo)
     progress(TASK, already, total)
     ds = ray.data.from_items(input_rows(todo))
-    for table in map_embedder(ds, ray.put(package), plan, fp16, limits).iter_batches(batch_format="pyarrow",
-                                                                                    batch_size=None):
+    for table in map_embedder(ds, ray.put(package), plan, fp16, limits, tag_node=True).iter_batches(
+            batch_format="pyarrow", batch_size=None):
+        for node, rows in Counter(table.column(NODE_COLUMN).to_pylist()).items():
+            counts["nodes"][node] = counts["nodes"].get(node, 0) + rows
         folder.add(table)
         errors = table.column("error").drop_null()
         failed = len(errors)
