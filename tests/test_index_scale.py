@@ -4,6 +4,7 @@ what it writes, and the hostile cases (bad sizes, empty or corrupt folders, NaN 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +88,7 @@ def test_auto_within_a_budget_measures_and_records_recall(invoke, tmp_path):
     res = invoke("index", "build", "-g", tmp_path / "feats", "--out", tmp_path / "idx", "--index-type", "auto",
                  "--max-memory", str(budget), "--json")
     doc = ok(res)
-    assert doc["index_type"] == "IVF" and doc["factory"].endswith(",PQ32"), doc["factory"]
+    assert doc["index_type"] == "IVF" and doc["factory"].endswith(",PQ64x4fs"), doc["factory"]
     assert "WARNING" not in res.stderr  # faiss' own k-means warnings (too few training points) stay away
     build = doc["build"]
     assert build["recall_queries"] == 500 and 0 < build["recall_at_10"] <= 1 and build["nprobe"] >= 1
@@ -102,6 +103,14 @@ def test_auto_within_a_budget_measures_and_records_recall(invoke, tmp_path):
     got = paddlex_search(tmp_path / "idx", feats[:20], 5, 0.0)
     assert all(g["label"] and len(g["label"]) == 5 for g in got)
     assert yaml.safe_load((tmp_path / "idx" / "id_map.yaml").read_text())["index_type"] == "IVF"
+    assert ok(invoke("index", "remove", "--index", tmp_path / "idx", "--ids", "3", "--json"))["removed"] == 1
+    # a re-ranked index: removal is refused before anything changes (faiss' refine stage cannot remove)
+    budget = estimate("IVF-FS-SQ8", 12000, DIM, nlist_for(12000)) + 1000
+    doc = ok(invoke("index", "build", "-g", tmp_path / "feats", "--out", tmp_path / "ref", "--index-type", "auto",
+                    "--max-memory", str(budget), "--json"))
+    assert doc["factory"].endswith(",Refine(SQ8)") and doc["build"]["recall_at_10"] > 0.5
+    assert faiss.downcast_index(faiss.read_index(str(tmp_path / "ref" / "vector.index")).index).k_factor == 4
+    one_line_error(invoke("index", "remove", "--index", tmp_path / "ref", "--ids", "3"), 2, "cannot remove items")
 
 
 def test_auto_choices_follow_the_budget():
@@ -110,12 +119,13 @@ def test_auto_choices_follow_the_budget():
 
     assert choose(50_000, 512, None).factory == "Flat"
     flat = estimate("Flat", 10**6, 512)
-    assert choose(10**6, 512, flat * 2).factory.endswith(",Flat")  # plenty: IVF-Flat (HNSW is slow to build)
-    assert choose(10**6, 512, flat // 2).factory.endswith(",SQ8")
-    assert choose(10**6, 512, flat // 8).factory.endswith(",PQ128")
-    assert choose(10**6, 512, flat // 20).factory.endswith(",PQ32")
+    assert choose(10**6, 512, flat * 2).factory == "IVF1024,PQ256x4fs,RFlat"  # re-ranked on exact vectors
+    assert choose(10**6, 512, flat).factory == "IVF1024,PQ256x4fs,Refine(SQ8)"
+    assert choose(10**6, 512, flat // 3).factory == "IVF1024,SQ8"
+    assert choose(10**6, 512, flat // 4).factory == "IVF1024,PQ512x4fs"
+    assert choose(10**6, 512, flat // 8).factory == "IVF1024,PQ256x4fs"
     assert choose(2 * FLAT_MAX_ROWS, 512, None).factory == "HNSW32"
-    for budget in (flat // 2, flat // 8, flat // 20):
+    for budget in (flat * 2, flat, flat // 3, flat // 4, flat // 8):
         assert choose(10**6, 512, budget).bytes <= budget
     with pytest.raises(UsageError, match="too small"):
         choose(10**6, 512, 10 << 20)
@@ -217,3 +227,47 @@ def test_hostile_galleries_and_sizes(invoke, tmp_path):
     assert not out.exists()
     one_line_error(invoke("index", "build", "-g", "s3://", "--out", out), 2, "not an S3 location")
     one_line_error(invoke("index", "build", "-g", "s3://UPPER_case/x/", "--out", out), 2, "not an S3 location")
+
+
+#: A Python with paddlex installed (e.g. a separate venv: pip install paddlex==3.7.2 paddlepaddle faiss-cpu).
+PADDLEX_PYTHON = os.environ.get("IMGFEAT_PADDLEX_PYTHON")
+PADDLEX_SEARCH = """
+import json, sys, numpy as np
+from paddlex.inference.pipelines.components.faisser import FaissIndexer
+out = {}
+for folder in sys.argv[2:]:
+    indexer = FaissIndexer(folder)
+    preds = indexer(np.load(sys.argv[1]), score_thres=0.0, hamming_radius=0, topk=5)
+    out[folder] = [[str(l) for l in p["label"]] for p in preds]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(not PADDLEX_PYTHON, reason="set IMGFEAT_PADDLEX_PYTHON to a Python with paddlex installed")
+def test_paddlex_faissindexer_reads_every_auto_index(invoke, tmp_path, monkeypatch):
+    import subprocess
+
+    from imgfeat_cli.retrieval import autoindex
+
+    monkeypatch.setattr(autoindex, "FLAT_MAX_ROWS", 0)  # so that each budget gets its own compressed index
+    monkeypatch.setattr(autoindex, "HNSW_MAX_ROWS", 0)
+    feats = clustered(12000, seed=6)
+    ray_folder(tmp_path / "feats", feats, labels=True)
+    np.save(tmp_path / "q.npy", feats[:30])
+    builds = [["--index-type", kind] for kind in ("Flat", "IVF", "HNSW32")]
+    builds += [["--index-type", "auto", "--max-memory", str(c.bytes)] for c in autoindex.candidates(12000, DIM)[2:]]
+    folders, factories = [], set()
+    for n, args in enumerate(builds):
+        res = invoke("index", "build", "-g", tmp_path / "feats", "--out", tmp_path / f"i{n}", *args, "--json")
+        assert res.exit_code == 0, res.output
+        factories.add(json.loads(res.stdout)["factory"])
+        folders.append(str(tmp_path / f"i{n}"))
+    assert {"Flat", "HNSW32", "IVF128,PQ32x4fs,RFlat", "IVF128,PQ32x4fs,Refine(SQ8)", "IVF128,SQ8",
+            "IVF128,PQ64x4fs"} <= factories, factories
+    proc = subprocess.run([PADDLEX_PYTHON, "-c", PADDLEX_SEARCH, str(tmp_path / "q.npy"), *folders],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    for folder in folders:
+        mine = [r["label"] for r in paddlex_search(Path(folder), feats[:30], 5, 0.0)]
+        assert got[folder] == mine, folder

@@ -4,16 +4,19 @@ its recall.
 Why not autofaiss (clip-retrieval's chooser): its releases that support this project's numpy 2
 do not exist (2.18.0 requires ``numpy<2``; pip falls back to 2.9.3 of 2022, which pins
 ``fsspec==2021.11.0``), and it writes indexes without PaddleX's id map. So the choice is made here,
-on faiss' own ``index_factory``, from four families, best first:
+on faiss' own ``index_factory``, best first among those that fit:
 
 * ``Flat``: exact; chosen up to :data:`FLAT_MAX_ROWS` vectors when it fits (a scan of 10^5
   vectors is as fast as any approximate index, and items stay removable);
 * ``HNSW32``: graph, fastest queries, but slow to build on few cores and cannot remove items:
-  chosen up to :data:`HNSW_MAX_ROWS` vectors when it fits and IVF-Flat does not win;
-* ``IVF<n>,Flat``: inverted lists over exact vectors, removable;
-* ``IVF<n>,SQ8`` and ``IVF<n>,PQ<m>``: compressed codes (1 byte per dimension; ``m`` bytes per
-  vector), the largest that fits.
+  chosen up to :data:`HNSW_MAX_ROWS` vectors when it fits;
+* ``IVF<n>,PQ<d/2>x4fs,RFlat``: inverted lists of 4-bit fast-scan codes (searched with SIMD
+  lookups, tens of times faster than 8-bit PQ or SQ8 at the same size), the best candidates
+  re-ranked on the exact vectors; then ``IVF<n>,Flat``;
+* ``IVF<n>,PQ<d/2>x4fs,Refine(SQ8)`` (re-ranked on 1 byte per dimension), then ``IVF<n>,SQ8``;
+* ``IVF<n>,PQ<m>x4fs``: fast-scan codes alone, the largest that fits (m/2 bytes per vector).
 
+Re-ranked indexes cannot remove items (faiss' refine stage has no removal): rebuild instead.
 Memory is estimated from the layout faiss keeps in RAM (codes, list ids, centroids, graph links,
 the id map PaddleX's format wraps around it); see :func:`estimate`. After the build the search
 depth (IVF ``nprobe``, HNSW ``efSearch``) is tuned on held-out queries (:mod:`.recall`) to the
@@ -35,11 +38,11 @@ HNSW_MAX_ROWS = 300_000
 HNSW_M = 32
 #: Per vector: the int64 id and the reverse map of faiss' ``IndexIDMap2`` (PaddleX's wrapper).
 ID_MAP_BYTES = 8 + 40
-#: PQ sizes tried, largest first (bytes per vector; each must divide the dimension).
-#: Compressed (IVF) indexes train k-means with 256 centroids per code book: below this many vectors
-#: faiss cannot train them well (and says so on stderr).
+#: Compressed (IVF) indexes are offered from this many vectors on (faiss' k-means wants 39 training
+#: vectors per centroid, and says so on stderr when it gets fewer).
 MIN_TRAIN_ROWS = 39 * 256
-PQ_SIZES = (256, 192, 128, 96, 64, 48, 32, 24, 16, 8)
+#: Candidates re-ranked per result by indexes with a refine stage (stored in the index).
+REFINE_K_FACTOR = 4
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 
 
@@ -92,27 +95,42 @@ class Choice:
 
 
 def estimate(kind: str, n: int, d: int, nlist: int = 0, m: int = 0) -> int:
-    """Bytes faiss holds in RAM for ``n`` ``d``-dim vectors in index ``kind``."""
+    """Bytes faiss holds in RAM for ``n`` ``d``-dim vectors in index ``kind`` (``m``: PQ bytes)."""
     per = {"Flat": 4 * d, "HNSW": 4 * d + 2 * HNSW_M * 4 + 24, "IVF-Flat": 4 * d + 8, "IVF-SQ8": d + 8,
-           "IVF-PQ": m + 8}[kind]
-    fixed = {"IVF-Flat": 4 * d * nlist, "IVF-SQ8": 4 * d * nlist + 8 * d,
-             "IVF-PQ": 4 * d * nlist + 4 * 256 * d}.get(kind, 0)
+           "IVF-PQ": m + 8, "IVF-FS-RFlat": d // 4 + 8 + 4 * d, "IVF-FS-SQ8": d // 4 + 8 + d}[kind]
+    centroids = 4 * d * nlist
+    fixed = {"IVF-Flat": centroids, "IVF-SQ8": centroids + 8 * d, "IVF-PQ": centroids + 4 * 16 * d,
+             "IVF-FS-RFlat": centroids + 4 * 16 * d, "IVF-FS-SQ8": centroids + 4 * 16 * d + 8 * d}.get(kind, 0)
+    if kind.startswith("IVF-FS") or kind == "IVF-PQ":
+        fixed += nlist * 32 * (m or d // 4)  # fast-scan codes are packed in blocks of 32 vectors per list
     return n * (per + ID_MAP_BYTES) + fixed + (1 << 20)
 
 
 def candidates(n: int, d: int) -> List[Choice]:
-    """Every family for ``n`` vectors, best first."""
+    """Every index for ``n`` vectors, best first. Compressed codes use faiss' fast-scan PQ (4-bit
+    codes searched with SIMD lookups, tens of times faster than 8-bit PQ at the same size); where
+    memory allows, candidates are re-ranked on exact (``RFlat``) or 8-bit (``SQ8``) vectors."""
     nlist = nlist_for(n)
-    out = [Choice("Flat", "Flat", estimate("Flat", n, d), "exact search")]
-    out.append(Choice(f"HNSW{HNSW_M}", "HNSW32", estimate("HNSW", n, d), "graph search, fastest queries"))
-    if n >= MIN_TRAIN_ROWS:
-        out.append(Choice(f"IVF{nlist},Flat", "IVF", estimate("IVF-Flat", n, d, nlist),
-                          "inverted lists over exact vectors", nlist))
-        out.append(Choice(f"IVF{nlist},SQ8", "IVF", estimate("IVF-SQ8", n, d, nlist),
-                          "inverted lists, 1 byte per dimension", nlist))
-        for m in (m for m in PQ_SIZES if d % m == 0 and m < d):
-            out.append(Choice(f"IVF{nlist},PQ{m}", "IVF", estimate("IVF-PQ", n, d, nlist, m),
-                              f"inverted lists, {m}-byte product-quantized codes", nlist))
+    ivf = f"IVF{nlist}"
+    out = [Choice("Flat", "Flat", estimate("Flat", n, d), "exact search"),
+           Choice(f"HNSW{HNSW_M}", "HNSW32", estimate("HNSW", n, d), "graph search, fastest queries")]
+    if n < MIN_TRAIN_ROWS:
+        return out
+    fs = f"PQ{d // 2}x4fs" if d % 2 == 0 else None
+    if fs:
+        out.append(Choice(f"{ivf},{fs},RFlat", "IVF", estimate("IVF-FS-RFlat", n, d, nlist),
+                          "inverted lists, fast-scan codes re-ranked on exact vectors", nlist))
+    out.append(Choice(f"{ivf},Flat", "IVF", estimate("IVF-Flat", n, d, nlist), "inverted lists over exact vectors",
+                      nlist))
+    if fs:
+        out.append(Choice(f"{ivf},{fs},Refine(SQ8)", "IVF", estimate("IVF-FS-SQ8", n, d, nlist),
+                          "inverted lists, fast-scan codes re-ranked on 1 byte per dimension", nlist))
+    out.append(Choice(f"{ivf},SQ8", "IVF", estimate("IVF-SQ8", n, d, nlist), "inverted lists, 1 byte per dimension",
+                      nlist))
+    for m in (d, d // 2, d // 4, d // 8, d // 16, d // 32):
+        if m >= 2 and m % 2 == 0 and d % m == 0:
+            out.append(Choice(f"{ivf},PQ{m}x4fs", "IVF", estimate("IVF-PQ", n, d, nlist, m // 2),
+                              f"inverted lists, {m // 2}-byte fast-scan product-quantized codes", nlist))
     return out
 
 
@@ -147,6 +165,15 @@ def search_depths(choice_family: str, nlist: int) -> List[int]:
         depths += [p, p + p // 2] if p >= 2 else [p]
         p *= 2
     return [x for x in depths if x < nlist] + [nlist]
+
+
+def set_refine(faiss_index: Any) -> None:
+    """Re-rank :data:`REFINE_K_FACTOR` candidates per result where the index has a refine stage."""
+    import faiss
+
+    inner = faiss.downcast_index(faiss_index.index if hasattr(faiss_index, "id_map") else faiss_index)
+    if isinstance(inner, faiss.IndexRefine):
+        inner.k_factor = float(REFINE_K_FACTOR)
 
 
 def set_depth(faiss_index: Any, family: str, depth: int) -> None:

@@ -219,6 +219,10 @@ class Index:
         return removed
 
     def check_removable(self) -> None:
+        if "Refine" in self.factory or "RFlat" in self.factory:
+            raise UsageError(f"{self.factory} indexes cannot remove items (faiss' re-ranking stage cannot)",
+                             hint="rebuild without those items (imgfeat index build), or build Flat/IVF indexes "
+                                  "where items must be removable")
         if self.index_type == "HNSW32":
             raise UsageError("HNSW32 indexes cannot remove items (a faiss limitation, as in PaddleX)",
                              hint="rebuild without those items (imgfeat index build), or build Flat/IVF indexes "

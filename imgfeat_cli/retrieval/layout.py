@@ -166,6 +166,8 @@ def _describe(index: Any) -> Tuple[str, str, str]:
                      faiss.ScalarQuantizer.QT_fp16: "SQfp16"}.get(ivf.sq.qtype, "SQ")
         elif isinstance(ivf, faiss.IndexIVFPQ):
             codes = f"PQ{ivf.pq.M}" + (f"x{ivf.pq.nbits}" if ivf.pq.nbits != 8 else "")
+        elif isinstance(ivf, faiss.IndexIVFPQFastScan):
+            codes = f"PQ{ivf.pq.M}x4fs"
         prefix = "" if ivf is inner else "(transformed),"
         return "IVF", metric, f"{prefix}IVF{ivf.nlist},{codes}"
     if isinstance(inner, faiss.IndexHNSW):

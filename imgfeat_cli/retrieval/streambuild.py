@@ -48,7 +48,7 @@ def plan(source: Source, index_type: str, max_memory: Optional[int], nlist: Opti
 def _train_rows(choice: autoindex.Choice, n: int) -> int:
     if choice.family != "IVF":
         return 0
-    compressed = "PQ" in choice.factory or "SQ" in choice.factory
+    compressed = "PQ" in choice.factory or "SQ" in choice.factory  # code books: 256 (16 for 4-bit) centroids
     return min(n, max(TRAIN_PER_LIST * choice.nlist, autoindex.MIN_TRAIN_ROWS if compressed else 0))
 
 
@@ -88,6 +88,7 @@ def _new_index(choice: autoindex.Choice, dim: int, rows: int, metric: str, nprob
     index = Index(faiss.IndexIDMap2(inner), {}, metric, choice.family, model=model, factory=choice.factory)
     if choice.family == "IVF":
         autoindex.set_depth(index.faiss_index, "IVF", nprobe or ivf_params(0, choice.nlist)[1])
+        autoindex.set_refine(index.faiss_index)
     elif choice.family == "HNSW32":
         from imgfeat_cli.retrieval.index import HNSW_EF_SEARCH
 

@@ -137,6 +137,9 @@ class ParquetSource(Source):
                         seen += batch.num_rows
             except OSError as exc:
                 raise describe_error(f.name, exc) from None
+            except (ValueError, KeyError) as exc:  # ArrowInvalid: a damaged page, a file changed since listed
+                raise UsageError(f"{f.name} is not a readable Parquet file ({str(exc)[:80]})",
+                                 hint="re-create it, or move it out of the folder") from None
             _release_arrow_memory()
 
 
