@@ -92,7 +92,7 @@ def test_auto_within_a_budget_measures_and_records_recall(invoke, tmp_path):
     assert "WARNING" not in res.stderr  # faiss' own k-means warnings (too few training points) stay away
     build = doc["build"]
     assert build["recall_queries"] == 500 and 0 < build["recall_at_10"] <= 1 and build["nprobe"] >= 1
-    assert build["tried"][-1] == [build["nprobe"], build["recall_at_10"]]
+    assert [build["nprobe"], build["recall_at_10"]] in build["tried"]
     # the tuned nprobe is stored in vector.index: PaddleX (which sets nothing) searches with it
     stored = faiss.extract_index_ivf(faiss.read_index(str(tmp_path / "idx" / "vector.index")))
     assert stored.nprobe == build["nprobe"]
@@ -175,6 +175,32 @@ def test_exact_neighbours_and_recall_are_right():
         assert np.array_equal(exact.ids[:, 0], rows)  # each query finds itself first
         assert exact.recall(want) == 1.0
         assert exact.recall(np.full_like(want, -1)) == 0.0
+
+
+def test_tuning_stops_where_recall_stops_growing():
+    from imgfeat_cli.retrieval.recall import tune
+
+    curve = {1: 0.5, 2: 0.7, 3: 0.8, 4: 0.85, 6: 0.88, 8: 0.89, 12: 0.891, 16: 0.8915, 24: 0.892, 32: 0.893}
+    state = {}
+
+    class Fake:
+        q = np.zeros((3, 4), np.float32)
+
+        def recall(self, found):
+            return curve[state["depth"]]
+
+    class Index:
+        def search(self, q, k):
+            return None, None
+
+    def set_depth(d):
+        state["depth"] = d
+
+    got = tune(Index(), Fake(), sorted(curve), set_depth, 0.95)  # out of reach: stop at the plateau
+    assert (got["depth"], got["recall_at_10"], state["depth"]) == (8, 0.89, 8)
+    assert [d for d, _ in got["tried"]] == [1, 2, 3, 4, 6, 8, 12, 16]
+    got = tune(Index(), Fake(), sorted(curve), set_depth, 0.8)
+    assert (got["depth"], got["recall_at_10"], len(got["tried"])) == (3, 0.8, 3)
 
 
 def test_id_map_yaml_is_written_as_yaml_would_write_it():

@@ -16,6 +16,8 @@ import numpy as np
 #: Queries drawn from the gallery to measure recall (fewer when the gallery is small).
 RECALL_QUERIES = 500
 K = 10
+#: Recall gained by doubling the search depth below which more depth is not worth its time.
+PLATEAU = 0.003
 
 
 def query_count(rows: int) -> int:
@@ -71,18 +73,27 @@ class ExactNeighbours:
 
 
 def tune(index: Any, exact: ExactNeighbours, depths: Sequence[int], set_depth: Any, target: float) -> Dict[str, Any]:
-    """Try search depths shallowest first; keep the first reaching ``target`` recall (else the
-    deepest). Returns ``{"depth", "recall_at_10", "tried": [[depth, recall], ...]}``."""
+    """Try search depths shallowest first; keep the first reaching ``target`` recall. When recall
+    stops growing (under :data:`PLATEAU` from half the depth to the depth: the codes, not the
+    search, limit it) keep the shallowest depth within :data:`PLATEAU` of the best, rather than
+    scanning every list for nothing. Returns ``{"depth", "recall_at_10", "tried": [[depth, recall], ...]}``."""
     tried: List[List[float]] = []
-    best: Optional[Dict[str, Any]] = None
     for depth in depths:
         set_depth(depth)
         _, found = index.search(exact.q, K + 1)
-        rec = exact.recall(found)
-        tried.append([int(depth), round(rec, 4)])
-        best = {"depth": int(depth), "recall_at_10": round(rec, 4)}
+        rec = round(exact.recall(found), 4)
+        tried.append([int(depth), rec])
         if rec >= target:
             break
-    result = dict(best or {"depth": None, "recall_at_10": 1.0})
-    result["tried"] = tried
-    return result
+        half = [r for d, r in tried if d <= depth / 2]
+        if depth >= 8 and half and rec - half[-1] < PLATEAU:
+            break
+    if not tried:
+        return {"depth": None, "recall_at_10": 1.0, "tried": []}
+    if tried[-1][1] >= target:
+        depth, rec = tried[-1]
+    else:
+        best = max(r for _, r in tried)
+        depth, rec = next((d, r) for d, r in tried if r >= best - PLATEAU)
+    set_depth(depth)
+    return {"depth": int(depth), "recall_at_10": rec, "tried": tried}
