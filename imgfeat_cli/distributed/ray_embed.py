@@ -142,7 +142,7 @@ class ImageEmbedder:
     out, one row per input row, in order.
 
     Input columns: ``bytes`` (encoded images, as ``ray.data.read_binary_files`` gives them) and/or
-    ``path`` or ``input_path`` (a local path, a ``s3://``/``gs://``/``file://`` URI read with
+    ``path`` or ``input_path`` (a local path, a ``s3://`` or ``file://`` URI read with
     pyarrow, or an http(s) URL), read in the actor when there are no bytes; ``error`` (optional):
     a reason known beforehand, that row fails with it. Batches may be Arrow tables, pandas frames
     or dicts of arrays. The model comes from ``package`` (see :func:`package_model`; an

@@ -133,8 +133,7 @@ def build_streamed(source: Source, index_type: str = "auto", metric_type: str = 
         autoindex.get_depth(index.faiss_index, choice.family)  # a named type keeps its (configured) depth
     index.build = _measure(index, choice, exact, target_recall, fixed, max_memory)
     if index_type == "auto":
-        index.notes.append(f"auto index: {choice.factory} ({choice.why}; about {autoindex.format_size(choice.bytes)}"
-                           + (f" of the {autoindex.format_size(max_memory)} allowed" if max_memory else "") + ")")
+        index.build["chosen_because"] = choice.why
     return index
 
 
