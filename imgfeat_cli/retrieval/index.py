@@ -177,10 +177,11 @@ class Index:
         start = max(self.next_id, max(self.id_map, default=-1) + 1)
         ids = np.arange(start, start + len(arr), dtype=np.int64)
         self.faiss_index.add_with_ids(arr, ids)
-        for i, label in zip(ids.tolist(), labels):
-            self.id_map[i] = str(label)
+        keys = ids.tolist()  # one int object per id, shared by both maps (millions of items)
+        for i, label in zip(keys, labels):
+            self.id_map[i] = label if isinstance(label, str) else str(label)
         if paths is not None:
-            self.paths.update((i, p) for i, p in zip(ids.tolist(), paths) if p is not None)
+            self.paths.update((i, p) for i, p in zip(keys, paths) if p is not None)
         self.next_id = start + len(arr)
         return ids
 
