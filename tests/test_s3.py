@@ -103,9 +103,9 @@ def test_unreachable_missing_and_forbidden_buckets_fail_before_any_work(invoke, 
                                                                          tmp_path_factory, model_dir):
     pytest.importorskip("ray.data")
     s3.create_bucket(Bucket="real")
-    photos = tmp_path / "p"
-    photos.mkdir()
-    embed = ["embed", photos, "--engine", "ray", "--model-dir", model_dir]
+    no_photos = tmp_path / "p"
+    no_photos.mkdir()
+    embed = ["embed", no_photos, "--engine", "ray", "--model-dir", model_dir]
     one_line_error(invoke("index", "build", "-g", "s3://nobucket/feats/", "--out", tmp_path / "i"), 2,
                    "cannot use s3://nobucket/feats/: the bucket does not exist")
     res = invoke(*embed, "--out", "s3://nobucket/feats/")

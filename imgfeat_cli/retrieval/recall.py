@@ -9,7 +9,7 @@ index returns among its 10 (1.0 for an exact index).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
