@@ -125,26 +125,38 @@ def child(args: argparse.Namespace) -> None:
     peak = peak_rss()
     queries = np.load(args.queries)
     truth = np.load(args.truth)
-    qps: Dict[int, List[float]] = {1: [], 2: []}
+    indexes = {"auto": index.faiss_index}
+    if args.vs_flat and args.index_type != "Flat":  # exact search in the same rounds: a fair ratio on a busy box
+        from imgfeat_cli.retrieval.streaming import open_parquet
+
+        indexes["flat"] = faiss.IndexFlatIP(index.dim)
+        for feats, _, _ in open_parquet(args.gallery)._raw_chunks():
+            indexes["flat"].add(feats)
+    qps: Dict[str, List[float]] = {f"{k}{t}": [] for k in indexes for t in (1, 2)}
     found = None
     for _ in range(3):
         for threads in (1, 2):
             faiss.omp_set_num_threads(threads)
-            t = time.perf_counter()
-            _, found = index.faiss_index.search(queries, 10)
-            qps[threads].append(len(queries) / (time.perf_counter() - t))
+            for name, searched in indexes.items():
+                t = time.perf_counter()
+                _, got = searched.search(queries, 10)
+                qps[f"{name}{threads}"].append(len(queries) / (time.perf_counter() - t))
+                found = got if name == "auto" else found
     rec = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth.tolist(), found.tolist())]))
     nn = float(np.mean([a[0] in set(b) for a, b in zip(truth.tolist(), found.tolist())]))
     print(json.dumps({"factory": index.factory, "build_s": build_s, "peak_rss": peak,
                       "index_bytes": os.path.getsize(Path(args.out) / "vector.index"),
                       "folder_bytes": sum(f.stat().st_size for f in Path(args.out).iterdir()),
-                      "qps1": float(np.median(qps[1])), "qps2": float(np.median(qps[2])), "recall": rec, "nn": nn,
+                      "qps1": float(np.median(qps["auto1"])), "qps2": float(np.median(qps["auto2"])),
+                      "flat_qps": {t: float(np.median(qps[f"flat{t}"])) for t in (1, 2) if f"flat{t}" in qps},
+                      "recall": rec, "nn": nn,
                       "build": index.build}))
 
 
-def run_one(gallery: Path, out: Path, kind: str, budget: int, qfile: Path, tfile: Path) -> dict:
+def run_one(gallery: Path, out: Path, kind: str, budget: int, qfile: Path, tfile: Path, vs_flat: bool) -> dict:
     cmd = [sys.executable, __file__, "--child", "--gallery", str(gallery), "--out", str(out), "--index-type", kind,
            "--queries-file", str(qfile), "--truth-file", str(tfile)] + (["--max-memory", str(budget)] if budget else [])
+    cmd += ["--vs-flat"] if vs_flat else []
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode:
@@ -161,7 +173,10 @@ def main() -> None:
     ap.add_argument("--data", default="/tmp/imgfeat-scale")
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--skip-flat-above", type=int, default=3_000_000)
+    ap.add_argument("--vs-flat-up-to", type=int, default=1_000_000,
+                    help="up to this size, auto's queries/s alternate with an exact scan's in the same process")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--vs-flat", action="store_true", help=argparse.SUPPRESS)
     for name in ("--gallery", "--out", "--index-type", "--max-memory", "--queries-file", "--truth-file"):
         ap.add_argument(name, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -188,7 +203,7 @@ def main() -> None:
         runs = [("auto", int(flat / b)) for b in args.budgets]
         runs += [("Flat", 0)] if n <= args.skip_flat_above else []
         for kind, budget in runs:
-            r = run_one(gallery, data / f"idx-{n}", kind, budget, qfile, tfile)
+            r = run_one(gallery, data / f"idx-{n}", kind, budget, qfile, tfile, n <= args.vs_flat_up_to)
             label = f"1/{flat / budget:.0f} Flat" if budget else "-"
             if "error" in r:
                 print(f"{n:>9} {kind:<18} {label:>9} failed: {r['error']}", flush=True)
@@ -196,9 +211,11 @@ def main() -> None:
             b = r.get("build") or {}
             tuned = next((f"{k}={b[k]} (build-time recall {b.get('recall_at_10')})" for k in ("nprobe", "efSearch")
                           if b.get(k)), "")
+            vs = r.get("flat_qps") or {}
+            ratio = f" ({r['qps1'] / vs['1']:.1f}x / {r['qps2'] / vs['2']:.1f}x an exact scan's)" if vs else ""
             print(f"{n:>9} {r['factory']:<18} {label:>9} {r['build_s']:8.1f} {format_size(r['peak_rss']):>9} "
-                  f"{format_size(r['index_bytes']):>9} {r['qps1']:8.0f} {r['qps2']:8.0f} {r['recall']:9.3f} {r['nn']:6.3f}  {tuned}",
-                  flush=True)
+                  f"{format_size(r['index_bytes']):>9} {r['qps1']:8.0f} {r['qps2']:8.0f} {r['recall']:9.3f} {r['nn']:6.3f}  "
+                  f"{tuned}{ratio}", flush=True)
 
 
 if __name__ == "__main__":
