@@ -164,6 +164,8 @@ def _local_driver(model: ModelLike, batch_size: Optional[int], opts: EmbedOption
     source = as_source(model, batch_size)
     plan = plan_streams(opts.streams, source.threads, n_items, source.device, rebuildable=source.rebuildable,
                         parent_joins=True)
+    if log:
+        log(f"loading {source.label} ...")
     loaded = source.load(FeatureModel, log=log, threads=plan.threads if plan.streams > 1 else None)
     if log:
         log(f"model {loaded.name}: {loaded.backend} {loaded.precision} on {loaded.device}")
@@ -184,6 +186,8 @@ def _ray_driver(model: ModelLike, batch_size: Optional[int], opts: EmbedOptions,
         loaded, device, precision, batch, threads = model, model.device, model.precision, batch_size, None
     else:
         source = as_source(model, batch_size).for_cluster()
+        if log:
+            log(f"loading {source.label} ...")
         loaded = driver_copy(source).load(FeatureModel, log=log)
         device, precision, batch, threads = source.device, source.precision, source.batch, source.threads
     settings = RaySettings(opts.ray_address, opts.actors, threads, opts.verbose)

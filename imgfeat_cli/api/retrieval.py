@@ -72,11 +72,14 @@ def build_index(gallery: Any, out: Optional[Any] = None, model: ModelLike = None
                 labels: Optional[Sequence[Any]] = None, paths: Optional[Sequence[Optional[str]]] = None,
                 root: Optional[str] = None, labels_file: Optional[str] = None, index_type: str = "Flat",
                 metric_type: str = "IP", nlist: Optional[int] = None, nprobe: Optional[int] = None,
-                ef_search: Optional[int] = None, overwrite: bool = False, progress: ProgressFn = null_progress,
-                log: Log = _quiet) -> Index:
-    """Build an index from a gallery (a ``path label`` list, a dataset folder, an embeddings file,
-    or an array with ``labels``); with ``out``, write it there (PaddleX's layout). Images are
-    embedded with ``model`` (default: the default official model); the index records it.
+                ef_search: Optional[int] = None, overwrite: bool = False, max_memory: Optional[str] = None,
+                target_recall: Optional[float] = None, label_from: Optional[str] = None,
+                progress: ProgressFn = null_progress, log: Log = _quiet) -> Index:
+    """Build an index from a gallery (a ``path label`` list, a dataset folder, an embeddings file
+    or a folder or ``s3://`` prefix of Parquet files, streamed, or an array with ``labels``); with
+    ``out``, write it there (PaddleX's layout). Images are embedded with ``model`` (default: the
+    default official model); the index records it. ``index_type="auto"`` picks the index that fits
+    ``max_memory`` (e.g. ``"2GB"``) and tunes it to ``target_recall`` (measured, recorded).
     Example::
 
         from imgfeat_cli import ModelSource, build_index
@@ -88,6 +91,7 @@ def build_index(gallery: Any, out: Optional[Any] = None, model: ModelLike = None
     return builder.build_index(gallery, out, labels=labels, paths=paths, root=root, labels_file=labels_file,
                                model=loaded, index_type=index_type, metric_type=metric_type, nlist=nlist,
                                nprobe=nprobe, ef_search=ef_search, batch_size=batch or None, overwrite=overwrite,
+                               max_memory=max_memory, target_recall=target_recall, label_from=label_from,
                                progress=progress)
 
 

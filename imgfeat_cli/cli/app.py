@@ -100,6 +100,8 @@ Environment:
   IMGFEAT_OFFLINE=1     never download; use only what is cached
   IMGFEAT_BASE_URL=URL  mirror of the official model and dataset server
   RAY_ADDRESS=ADDRESS   Ray cluster for embed --engine ray
+  AWS_ENDPOINT_URL=URL  S3-compatible store for s3:// (or AWS_ENDPOINT_URL_S3), with
+                        AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION
   OMP_NUM_THREADS=N     the cores this process may use (threads and streams follow it)"""
 
 app = typer.Typer(

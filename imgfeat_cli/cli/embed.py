@@ -30,6 +30,7 @@ def summary_table(res: Dict[str, Any]) -> Table:
             ("batch size", str(res["batch_size"]))]
     if res.get("engine") == "ray":
         rows.append(("ray", f"{res['streams']} actors x {res.get('threads')} threads on {res.get('address')}"))
+        rows += [(f"node {node[:12]}", f"{count} rows") for node, count in (res.get("nodes") or {}).items()]
     else:
         rows.append(("streams", str(res["streams"])))
     if res.get("shard"):
@@ -127,7 +128,6 @@ def embed(
                            limits=limits(cfg), engine=pred["engine"], ray_address=pred["ray_address"],
                            actors=pred["actors"], verbose=verbose, rows_per_file=pred["rows_per_file"],
                            config=produced_by(cfg))
-    out.log(f"loading {source.label} ...")
     with out.progress("images") as progress:
         res = run(with_stdin(sources), out_file, source, options=options, progress=progress, log=out.log)
     doc = res.to_dict()

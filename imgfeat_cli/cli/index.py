@@ -16,8 +16,8 @@ from imgfeat_cli.cli.helpdoc import (INPUT, OUTPUT, ImgfeatCommand, ImgfeatSubGr
 
 GalleryOpt = Annotated[str, typer.Option("--gallery", "-g", metavar="PATH", rich_help_panel=INPUT, show_default=False,
                                          help="A 'path label' list (space or tab; labels may hold spaces), a dataset "
-                                         "folder (its gallery.txt), or embeddings (.jsonl/.parquet with label, or "
-                                         "with --labels).")]
+                                         "folder (its gallery.txt), or embeddings (.jsonl/.npy/.parquet, a Parquet "
+                                         "folder, s3://bucket/prefix/; labels from a label column or --labels).")]
 RootOpt = Annotated[Optional[str], typer.Option("--root", metavar="DIR", rich_help_panel=INPUT,
                                                 help="Folder the list's paths are relative to.",
                                                 show_default="the list's folder")]
@@ -26,7 +26,9 @@ LabelsOpt = Annotated[Optional[str], typer.Option("--labels", metavar="FILE", ri
                                                   show_default=False)]
 
 BUILD_EXAMPLES = ("imgfeat index build -g gallery/drink_label.txt --out drink_index --model PP-ShiTuV2_rec",
-                  "imgfeat index build -g gallery.jsonl --out idx --index-type HNSW32")
+                  "imgfeat index build -g gallery.jsonl --out idx --index-type HNSW32",
+                  "imgfeat index build -g s3://bucket/feats/ --labels labels.txt --out idx --index-type auto "
+                  "--max-memory 4GB")
 ADD_EXAMPLES = ("imgfeat index add --index drink_index -g new_items.txt",)
 REMOVE_EXAMPLES = ("imgfeat index remove --index drink_index --ids 3,7",
                    "imgfeat index remove --index drink_index --label 'green tea'")
@@ -38,6 +40,15 @@ index_app = typer.Typer(cls=ImgfeatSubGroup, help="Build and maintain gallery in
                         context_settings={"help_option_names": ["-h", "--help"]})
 
 
+def recall_text(build: Optional[Dict[str, Any]]) -> str:
+    """The recall recorded at build time, with how it was measured."""
+    if not build or build.get("recall_at_10") is None:
+        return "not measured"
+    depth = next((f", {k} {build[k]}" for k in ("nprobe", "efSearch") if build.get(k)), "")
+    how = build.get("recall_note") or f"{build.get('recall_queries')} held-out queries vs exact search{depth}"
+    return f"{build['recall_at_10']:.3f} ({how})"
+
+
 def render_report(out: Output, index: Any) -> None:
     """The summary of build/add/remove, warnings for its notes, and exit 4 when inputs failed."""
     rep = index.report
@@ -46,7 +57,8 @@ def render_report(out: Output, index: Any) -> None:
     for note in rep.notes:
         (out.note if note == UNCHECKED_NOTE else out.warn)(note)
     doc = {**rep.to_dict(), "index_type": index.index_type, "factory": index.factory,
-           "metric_type": index.metric_type, "dim": index.dim, "count": index.count, "model": index.model}
+           "metric_type": index.metric_type, "dim": index.dim, "count": index.count, "model": index.model,
+           "build": index.build}
     table = Table(title=f"index {rep.action}", show_header=False)
     table.add_column("key", style="bold")
     table.add_column("value")
@@ -57,6 +69,8 @@ def render_report(out: Output, index: Any) -> None:
         rows.append(("skipped", f"{rep.skipped_known} already indexed, {rep.skipped_repeated} repeated"))
     if rep.errors:
         rows.append(("failed", str(len(rep.errors))))
+    if rep.action == "build" and index.build:
+        rows.append(("recall@10", recall_text(index.build)))
     for k, v in rows:
         table.add_row(k, escape(v))
     out.emit(doc, table, essential=str(rep.folder))
@@ -77,8 +91,12 @@ def build(
                                          help="Index folder to write.", show_default=False)],
     root: RootOpt = None, labels: LabelsOpt = None,
     index_type: Annotated[Optional[str], typer.Option("--index-type", metavar="TYPE", rich_help_panel=OUTPUT,
-                                                      help="Flat (exact), IVF or HNSW32.",
+                                                      help="Flat (exact), IVF, HNSW32, or auto (the best "
+                                                      "that fits --max-memory, its recall measured).",
                                                       show_default=shown_default("Index.index_type"))] = None,
+    max_memory: Annotated[Optional[str], typer.Option("--max-memory", metavar="SIZE", rich_help_panel=OUTPUT,
+                                                      help="Memory budget of an auto index (8GB, 512MB).",
+                                                      show_default="no limit")] = None,
     metric: Annotated[Optional[str], typer.Option("--metric", metavar="NAME", rich_help_panel=OUTPUT,
                                                   help="IP (cosine on normalised features) or L2.",
                                                   show_default=shown_default("Index.metric_type"))] = None,
@@ -97,13 +115,15 @@ def build(
     out = Output(json_, quiet)
     cfg = cfgmod.resolve("index", config, override or [], {
         **model_flags(model, model_dir, weights, device, batch, backend, precision),
-        "Index.index_type": index_type, "Index.metric_type": metric}, note=out.note, output_option="--out/-O")
+        "Index.index_type": index_type, "Index.metric_type": metric, "Index.max_memory": max_memory},
+        note=out.note, output_option="--out/-O")
     ix = cfg["Index"]
     with out.progress("items") as progress:
         index = build_index(gallery, out_dir, model_source(cfg, warn=out.warn), root=root, labels_file=labels,
                             index_type=ix["index_type"], metric_type=ix["metric_type"], nlist=ix["ivf_nlist"],
                             nprobe=ix["ivf_nprobe"], ef_search=ix["hnsw_ef_search"], overwrite=overwrite,
-                            progress=progress, log=out.log)
+                            max_memory=ix["max_memory"], target_recall=ix["target_recall"],
+                            label_from=ix["label_from"], progress=progress, log=out.log)
     render_report(out, index)
 
 
@@ -204,7 +224,8 @@ def info(
     for k, v in (("type", _type(doc["index_type"], doc["factory"])), ("metric", doc["metric_type"]),
                  ("dim", doc["dim"]), ("items", doc["count"]), ("labels", f"{doc['num_labels']}: {shown}"),
                  ("input paths known", doc["paths_known"]), ("next id", doc["next_id"]),
-                 ("model", describe(doc["model"]) if doc["model"] else "not recorded (cannot be checked)")):
+                 ("model", describe(doc["model"]) if doc["model"] else "not recorded (cannot be checked)"),
+                 ("recall@10", recall_text(doc["build"]))):
         table.add_row(k, escape(str(v)))
     for note in doc["model_notes"]:
         table.add_row("other model", escape(note))

@@ -31,10 +31,10 @@ import yaml
 
 from imgfeat_cli.common.version import __version__
 from imgfeat_cli.common.errors import ImgfeatError, UsageError
-from imgfeat_cli.distributed.storage import iter_files, join, resolve
-from imgfeat_cli.pipeline.formats import json_path, parquet_cannot_store, parquet_schema
-from imgfeat_cli.models.engines import same_features
 from imgfeat_cli.common.locks import lock_open_file
+from imgfeat_cli.common.remote import check_reachable, describe_error, iter_files, join, resolve
+from imgfeat_cli.models.engines import same_features
+from imgfeat_cli.pipeline.formats import json_path, parquet_cannot_store, parquet_schema
 from imgfeat_cli.pipeline.sinks import labels_digest, show_value
 
 ERRORS_FILE, CONFIG_FILE, LOCK_FILE = "_errors.jsonl", "_imgfeat.yaml", ".imgfeat.lock"
@@ -79,10 +79,10 @@ class ParquetFolder:
         if self.resume and self.overwrite:
             raise UsageError("--resume and --overwrite contradict each other", hint="pass one of them")
         try:
-            info = self.fs.get_file_info(self.root)
+            info = self.fs.get_file_info(self.root) if self.local else check_reachable(self.location, self.fs, self.root)
             data = list(iter_files(self.fs, self.root, ".parquet")) if info.type == fs.FileType.Directory else []
         except OSError as exc:
-            raise UsageError(f"cannot read --out {self.location}: {exc}") from None
+            raise describe_error(f"--out {self.location}", exc) from None
         if info.type == fs.FileType.File:
             raise UsageError(f"--out {self.location} is a file; this output is a folder of Parquet files",
                              hint="name a folder, e.g. --out feats/")

@@ -46,6 +46,8 @@ from imgfeat_cli.pipeline.inputs import InputItem, no_images
 #: Columns an input batch may hold: the encoded image, then where it came from.
 BYTES_COLUMN, PATH_COLUMNS = "bytes", ("input_path", "path")
 OUTPUT_COLUMNS = ("input_path", "feature", "error")
+#: With ``tag_node``: the id of the Ray node that embedded the row.
+NODE_COLUMN = "_node"
 
 
 def require_ray() -> Any:
@@ -109,6 +111,15 @@ def driver_copy(source: Any) -> Any:
     return source.replace(device="cpu", threads=1, precision="fp32" if gpu else source.precision)
 
 
+def _node_id() -> Optional[str]:
+    """The Ray node this process runs on (``None`` outside Ray)."""
+    ray = sys.modules.get("ray")
+    try:
+        return ray.get_runtime_context().get_node_id() if ray and ray.is_initialized() else None
+    except Exception:  # an old or partial Ray
+        return None
+
+
 def _is_actor() -> bool:
     ray = sys.modules.get("ray")
     try:
@@ -123,7 +134,7 @@ class ImageEmbedder:
     out, one row per input row, in order.
 
     Input columns: ``bytes`` (encoded images, as ``ray.data.read_binary_files`` gives them) and/or
-    ``path`` or ``input_path`` (a local path, a ``s3://``/``gs://``/``file://`` URI read with
+    ``path`` or ``input_path`` (a local path, a ``s3://`` or ``file://`` URI read with
     pyarrow, or an http(s) URL), read in the actor when there are no bytes; ``error`` (optional):
     a reason known beforehand, that row fails with it. Batches may be Arrow tables, pandas frames
     or dicts of arrays. The model comes from ``package`` (see :func:`package_model`; an
@@ -140,7 +151,8 @@ class ImageEmbedder:
     def __init__(self, model_dir: Optional[str] = None, *, model: Optional[str] = None,
                  package: Any = None, device: Optional[str] = None, backend: Optional[str] = None,
                  precision: Optional[str] = None, cpu_threads: Optional[int] = None, batch_size: Optional[int] = None,
-                 fp16: bool = False, limits: Limits = DEFAULT_LIMITS) -> None:
+                 fp16: bool = False, limits: Limits = DEFAULT_LIMITS, tag_node: bool = False) -> None:
+        self.node = _node_id() if tag_node else None
         if _is_actor():  # actor prints would reach the driver's stdout (with ANSI colours)
             os.dup2(2, 1)
             sys.stdout = sys.stderr
@@ -194,8 +206,11 @@ class ImageEmbedder:
         schema = self.schema
         for name in extras:
             schema = schema.append(table.schema.field(name))
-        return pa.Table.from_arrays([paths, feature, pa.array(errors, pa.string())]
-                                    + [table.column(c) for c in extras], schema=schema)
+        arrays = [paths, feature, pa.array(errors, pa.string())] + [table.column(c) for c in extras]
+        if self.node is not None:  # which node embedded each row (the driver counts, then drops it)
+            schema = schema.append(pa.field(NODE_COLUMN, pa.string()))
+            arrays.append(pa.array([self.node] * n, pa.string()))
+        return pa.Table.from_arrays(arrays, schema=schema)
 
     def _items(self, table: Any) -> List[InputItem]:
         names = table.column_names
@@ -260,14 +275,16 @@ def expand_locations(sources: Sequence[str], shard: Optional[tuple] = None) -> L
 
 
 def map_embedder(ds: Any, package: Any, plan: ActorPlan, fp16: bool = False,
-                 limits: Limits = DEFAULT_LIMITS) -> Any:
-    """``ds.map_batches`` with :class:`ImageEmbedder` actors as ``plan`` says."""
+                 limits: Limits = DEFAULT_LIMITS, tag_node: bool = False) -> Any:
+    """``ds.map_batches`` with :class:`ImageEmbedder` actors as ``plan`` says (``tag_node``: rows
+    carry the id of the node that embedded them, in :data:`NODE_COLUMN`)."""
     ray = require_ray()
     ref = ray.put(package) if isinstance(package, ModelPackage) else package
     return ds.map_batches(ImageEmbedder, batch_size=plan.batch_size, batch_format="pyarrow", compute=plan.compute(),
                           num_cpus=plan.num_cpus, num_gpus=plan.num_gpus or None,
                           fn_constructor_kwargs={"package": ref, "cpu_threads": plan.threads,
-                                                 "batch_size": plan.batch_size, "fp16": fp16, "limits": limits})
+                                                 "batch_size": plan.batch_size, "fp16": fp16, "limits": limits,
+                                                 "tag_node": tag_node})
 
 
 def embed_dataset(data: Any, model_dir: Optional[str] = None, *, model: Optional[str] = None,

@@ -13,6 +13,7 @@ import re
 import socket
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -20,11 +21,12 @@ import numpy as np
 
 from imgfeat_cli.common.errors import ImgfeatError
 from imgfeat_cli.common.progress import ProgressFn, null_progress
-from imgfeat_cli.distributed.ray_embed import input_rows, map_embedder, package_model, require_ray
+from imgfeat_cli.distributed.ray_embed import NODE_COLUMN, input_rows, map_embedder, package_model, require_ray
 from imgfeat_cli.distributed.ray_plan import ActorPlan, cluster_plan
 from imgfeat_cli.distributed.stdio import ray_stdio
 from imgfeat_cli.imaging.decode import DEFAULT_LIMITS, Limits
 from imgfeat_cli.pipeline.embedder import TASK, RunStats
+from imgfeat_cli.pipeline.job import DriverFailed
 from imgfeat_cli.pipeline.inputs import InputItem
 
 
@@ -95,6 +97,7 @@ class RayDriver:
         self.identity = self.package.identity
         self.model_source = model.source_record()
         self.plan: Optional[ActorPlan] = None
+        self.nodes: Counter = Counter()  # Ray node id -> rows its actors embedded in this run
         self.summary = {"model": model.name, "backend": self.package.recipe["backend"],
                         "precision": self.package.recipe["precision"], "device": device or "cpu",
                         "batch_size": batch_size or 0}
@@ -122,7 +125,8 @@ class RayDriver:
                         require_ray().shutdown()
         stats.streams = self.plan.describe()["actors"] if self.plan else 0
         stats.details = {"threads": self.plan.threads if self.plan else 0,
-                         "address": self.settings.address or os.environ.get("RAY_ADDRESS") or "local"}
+                         "address": self.settings.address or os.environ.get("RAY_ADDRESS") or "local",
+                         "nodes": dict(sorted(self.nodes.items()))}
         return stats
 
     def _stream(self, todo: Sequence[InputItem], sink: Any, stats: RunStats, already: int) -> None:
@@ -132,10 +136,18 @@ class RayDriver:
         self.progress(TASK, already + stats.failed, total)
         ds = ray.data.from_items(input_rows(todo))
         t0 = time.perf_counter()
-        for table in map_embedder(ds, ray.put(self.package), self.plan, self.fp16, self.limits).iter_batches(
-                batch_format="pyarrow", batch_size=None):
-            _to_sink(table, sink, stats)
-            self.progress(TASK, already + stats.embedded + stats.failed, total)
+        rows = map_embedder(ds, ray.put(self.package), self.plan, self.fp16, self.limits, tag_node=True)
+        try:
+            for table in rows.iter_batches(batch_format="pyarrow", batch_size=None):
+                self.nodes.update(table.column(NODE_COLUMN).to_pylist())
+                _to_sink(table, sink, stats)
+                self.progress(TASK, already + stats.embedded + stats.failed, total)
+        except Exception as exc:  # an actor that cannot start, a node lost for good: Ray's own errors
+            if not type(exc).__module__.startswith("ray."):
+                raise
+            raise DriverFailed(f"the Ray job failed ({ray_reason(exc)})",
+                               hint="rerun the same command with --resume to continue; every node needs the same "
+                                    "imgfeat installed") from None
         stats.seconds = time.perf_counter() - t0
 
 
@@ -156,3 +168,11 @@ def _to_sink(table: Any, sink: Any, stats: RunStats) -> None:
             sink.error(path or "", reason)
     stats.embedded += len(ok)
     stats.failed += len(paths) - len(ok)
+
+
+def ray_reason(exc: BaseException) -> str:
+    """The root cause in a Ray exception's (long, coloured) text: its last ``SomeError: ...`` line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    causes = re.findall(r"^\s*((?:\w+\.)*\w+(?:Error|Exception): .+)$", text, re.MULTILINE)
+    line = causes[-1].strip() if causes else (text.strip().splitlines() or [type(exc).__name__])[0]
+    return line if len(line) <= 200 else line[:200] + "..."

@@ -1,55 +1,20 @@
-"""Paths on any filesystem pyarrow understands: local folders, ``s3://``, ``gs://``, ``hdfs://``,
-``abfs://`` and ``file://`` URIs.
+"""Listing and reading images on any filesystem pyarrow opens (local folders, ``s3://``, ``hdfs://``,
+``file://`` URIs); the location helpers themselves live in :mod:`imgfeat_cli.common.remote`.
 
 Cluster nodes rarely share a disk, so the Ray engine reads inputs and writes its output through
 :mod:`pyarrow.fs`: the same calls serve a laptop folder and a bucket. Credentials come from the
-usual places (environment, instance metadata, ``~/.aws``, ``gcloud``), as pyarrow finds them.
+usual places (the AWS variables, instance metadata, ``~/.aws``), as pyarrow finds them.
 """
 from __future__ import annotations
 
-import os
-import re
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, List, Tuple
 from urllib.parse import urlsplit
 
 from imgfeat_cli.common.errors import ImageDecodeError, UsageError
+from imgfeat_cli.common.remote import is_uri, iter_files, join, resolve, short_error as _short, uri_of
 from imgfeat_cli.imaging.decode import is_image_path
 
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-
-
-def is_uri(text: str) -> bool:
-    """A ``scheme://`` location that pyarrow opens (http(s) URLs are fetched as URLs instead)."""
-    m = _SCHEME.match(text)
-    return bool(m) and m.group(1).lower() not in ("http", "https")
-
-
-def resolve(location: str) -> Tuple[Any, str]:
-    """``(filesystem, path)`` for a URI or a local path (made absolute)."""
-    from pyarrow import fs
-
-    if not is_uri(location):
-        return fs.LocalFileSystem(), os.path.abspath(location)
-    try:
-        return fs.FileSystem.from_uri(location)
-    except (ValueError, OSError) as exc:  # ArrowInvalid is a ValueError; unknown schemes, bad buckets
-        raise UsageError(f"cannot open {location}: {_short(exc)}",
-                         hint="check the URI (s3://, gs://, hdfs://, file:// are supported), the network and "
-                              "the credentials") from None
-
-
-def join(root: str, name: str) -> str:
-    return root.rstrip("/") + "/" + name
-
-
-def uri_of(location: str, path: str) -> str:
-    """The user-facing name of ``path`` found under ``location`` (a URI keeps its scheme)."""
-    m = _SCHEME.match(location)
-    if not m:
-        return path
-    if m.group(1).lower() == "file":
-        return "file://" + path
-    return f"{m.group(1)}://{path}"
+__all__ = ["Reader", "is_uri", "iter_files", "join", "list_images", "resolve", "uri_of"]
 
 
 def list_images(location: str) -> Tuple[List[str], List[Tuple[str, str]]]:
@@ -103,17 +68,3 @@ class Reader:
             raise ImageDecodeError(f"{uri}: does not exist") from None
         except (OSError, ValueError, UsageError) as exc:
             raise ImageDecodeError(f"{uri}: cannot read ({_short(exc)})") from None
-
-
-def iter_files(filesystem: Any, root: str, suffix: str) -> Iterator[Any]:
-    """``FileInfo`` of the files directly under ``root`` named ``*suffix`` and not hidden (``.``/``_``)."""
-    from pyarrow import fs
-
-    for info in filesystem.get_file_info(fs.FileSelector(root, allow_not_found=True)):
-        if info.type == fs.FileType.File and info.base_name.endswith(suffix) and not info.base_name.startswith((".", "_")):
-            yield info
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-    return text if len(text) <= 160 else text[:160] + "..."

@@ -69,6 +69,11 @@ class Driver(Protocol):
         ``details``)."""
 
 
+class DriverFailed(ImgfeatError):
+    """A driver's failure after which the output keeps what is complete (a Ray job whose actors
+    died): :func:`run_job` says what was kept, and a ``--resume`` continues."""
+
+
 @dataclass
 class EmbedResult:
     """What an embedding job did (``embed --json`` prints this document)."""
@@ -169,6 +174,9 @@ def run_job(items: Sequence[InputItem], sink: Any, driver: Any, engine: str = "l
     except KeyboardInterrupt:
         kept = sink.suspend()
         raise Interrupted(f"interrupted; {kept}", hint="rerun the same command with --resume to continue") from None
+    except DriverFailed as exc:
+        kept = sink.suspend()
+        raise ImgfeatError(f"{exc.message}; {kept}", hint=exc.hint) from None
     except BaseException:
         sink.suspend()
         raise

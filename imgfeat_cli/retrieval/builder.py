@@ -17,7 +17,7 @@ import numpy as np
 from imgfeat_cli.common import folders
 from imgfeat_cli.common.errors import ImgfeatError, UsageError
 from imgfeat_cli.common.progress import ProgressFn, null_progress
-from imgfeat_cli.retrieval import layout, modelrecord
+from imgfeat_cli.retrieval import autoindex, layout, modelrecord, streambuild, streaming
 from imgfeat_cli.retrieval.gallery import Chunk, Gallery, read_gallery, vector_chunks
 from imgfeat_cli.retrieval.index import Index
 
@@ -151,22 +151,30 @@ def build_index(gallery: Any, out: Optional[Any] = None, *, labels: Optional[Seq
                 labels_file: Optional[str] = None, model: Any = None, index_type: str = "Flat",
                 metric_type: str = "IP", nlist: Optional[int] = None, nprobe: Optional[int] = None,
                 ef_search: Optional[int] = None, batch_size: Optional[int] = None, overwrite: bool = False,
+                max_memory: Any = None, target_recall: float = 0.95, label_from: str = "column",
                 progress: ProgressFn = null_progress) -> Index:
-    """Build an index from a gallery (label file, dataset folder, embeddings file, or an array with
-    ``labels``); with ``out`` write it there. ``index.report`` says what was added and skipped."""
+    """Build an index from a gallery (label file, dataset folder, embeddings file or Parquet folder,
+    local or ``s3://``, or an array with ``labels``); with ``out`` write it there. Embeddings are
+    streamed (:mod:`.streambuild`); ``index_type="auto"`` picks the index for ``max_memory`` ("8GB").
+    ``index.report`` says what was added and skipped; ``index.build`` the measured recall."""
     layout.faiss_module()  # a missing faiss is said before a model is loaded and a gallery embedded
     folder = Path(out) if out is not None else None
+    if max_memory is not None and index_type != "auto":
+        raise UsageError("--max-memory goes with --index-type auto", hint="drop --max-memory, or pass --index-type auto")
+    max_memory = None if max_memory is None else autoindex.parse_size(max_memory)
     lock = locked(folder) if folder is not None else None
     try:
         if folder is not None:
             _check_output(folder, overwrite)
-        gal = _as_gallery(gallery, labels, paths, root, labels_file).without(())
-
-        def make(dim: int) -> Index:
-            return Index.create(dim, index_type, metric_type, len(gal), nlist, nprobe, ef_search,
-                                _record(model, gal, dim))
-
-        index = fill(None, vector_chunks(gal, model, batch_size, progress), make)
+        if isinstance(gallery, np.ndarray) or not streaming.is_streamable(gallery):
+            gal = _as_gallery(gallery, labels, paths, root, labels_file).without(())
+            index = _build_in_memory(gal, model, index_type, metric_type, nlist, nprobe, ef_search, batch_size,
+                                     max_memory, target_recall, progress)
+        else:
+            gal = Gallery(str(gallery), [], [])
+            source = streaming.open_source(str(gallery), labels_file, label_from)
+            index = streambuild.build_streamed(source, index_type, metric_type, max_memory, target_recall, nlist,
+                                               nprobe, ef_search, streaming.recorded(str(gallery), source), progress)
         index = _finish(index, gal, Report(str(folder) if folder else None, "build", added=len(index or [])))
         index.report.notes += modelrecord.notes_for(index.model)
         if folder is not None:
@@ -176,6 +184,28 @@ def build_index(gallery: Any, out: Optional[Any] = None, *, labels: Optional[Seq
     finally:
         if lock is not None:
             lock.release()
+
+
+def _build_in_memory(gal: Gallery, model: Any, index_type: str, metric_type: str, nlist: Optional[int],
+                     nprobe: Optional[int], ef_search: Optional[int], batch_size: Optional[int],
+                     max_memory: Optional[int], target_recall: float, progress: ProgressFn) -> Optional[Index]:
+    """Images (embedded a chunk at a time) or an array. ``auto`` gathers the vectors first: its
+    choice, training sample and recall need the whole gallery (an image gallery's vectors are small
+    next to the time embedding them takes). The index records the model (see :mod:`.modelrecord`)."""
+    chunks = vector_chunks(gal, model, batch_size, progress)
+    if index_type != "auto":
+        def make(dim: int) -> Index:
+            return Index.create(dim, index_type, metric_type, len(gal), nlist, nprobe, ef_search,
+                                _record(model, gal, dim))
+
+        return fill(None, chunks, make)
+    got = list(chunks)
+    if not got:
+        return None
+    feats = np.concatenate([np.asarray(c[0], dtype=np.float32) for c in got])
+    source = streaming.ArraySource(gal.origin, feats, [p for c in got for p in c[2]], [lab for c in got for lab in c[1]])
+    return streambuild.build_streamed(source, "auto", metric_type, max_memory, target_recall, nlist, nprobe,
+                                      ef_search, _record(model, gal, feats.shape[1]), progress)
 
 
 def add_to_index(folder: Any, gallery: Any, *, labels: Optional[Sequence[Any]] = None,

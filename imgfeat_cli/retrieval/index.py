@@ -79,6 +79,7 @@ class Index:
     factory: str = "Flat"
     notes: List[str] = field(default_factory=list)  # what the CLI should tell the user (warnings)
     model_notes: List[str] = field(default_factory=list)  # other models let in (--allow-other-model)
+    build: Optional[Dict[str, Any]] = None  # how it was built: measured recall@10, search depth, budget
     report: Any = None  # what the last build/add/remove did (retrieval.builder.Report)
 
     # construction -------------------------------------------------------------------------------
@@ -147,7 +148,7 @@ class Index:
         return {"index_type": self.index_type, "factory": self.factory, "metric_type": self.metric_type,
                 "dim": self.dim, "count": self.count, "num_labels": len(set(self.id_map.values())),
                 "labels": self.label_counts(), "paths_known": len(self.paths), "next_id": self.next_id,
-                "model": self.model, "model_notes": self.model_notes}
+                "model": self.model, "model_notes": self.model_notes, "build": self.build}
 
     # operations ---------------------------------------------------------------------------------
     def check_features(self, feats: Any, what: str = "features") -> np.ndarray:
@@ -177,10 +178,11 @@ class Index:
         start = max(self.next_id, max(self.id_map, default=-1) + 1)
         ids = np.arange(start, start + len(arr), dtype=np.int64)
         self.faiss_index.add_with_ids(arr, ids)
-        for i, label in zip(ids.tolist(), labels):
-            self.id_map[i] = str(label)
+        keys = ids.tolist()  # one int object per id, shared by both maps (millions of items)
+        for i, label in zip(keys, labels):
+            self.id_map[i] = label if isinstance(label, str) else str(label)
         if paths is not None:
-            self.paths.update((i, p) for i, p in zip(ids.tolist(), paths) if p is not None)
+            self.paths.update((i, p) for i, p in zip(keys, paths) if p is not None)
         self.next_id = start + len(arr)
         return ids
 
@@ -219,6 +221,10 @@ class Index:
         return removed
 
     def check_removable(self) -> None:
+        if "Refine" in self.factory or "RFlat" in self.factory:
+            raise UsageError(f"{self.factory} indexes cannot remove items (faiss' re-ranking stage cannot)",
+                             hint="rebuild without those items (imgfeat index build), or build Flat/IVF indexes "
+                                  "where items must be removable")
         if self.index_type == "HNSW32":
             raise UsageError("HNSW32 indexes cannot remove items (a faiss limitation, as in PaddleX)",
                              hint="rebuild without those items (imgfeat index build), or build Flat/IVF indexes "
@@ -246,13 +252,15 @@ class Index:
                         "ids": [int(i) for i in row_ids]})
         return out
 
-    def side_doc(self) -> Dict[str, Any]:
-        """What :data:`layout.SIDE_FILE` holds."""
-        return {"format": layout.SIDE_FORMAT, "dim": self.dim, "index_type": self.index_type,
+    def side_doc(self, items: bool = True) -> Dict[str, Any]:
+        """What :data:`layout.SIDE_FILE` holds (``items=False``: all but the per-item list)."""
+        doc = {"format": layout.SIDE_FORMAT, "dim": self.dim, "index_type": self.index_type,
                 "metric_type": self.metric_type, "factory": self.factory, "model": self.model,
                 "model_notes": self.model_notes,
-                "next_id": max(self.next_id, max(self.id_map, default=-1) + 1),
-                "items": [[i, self.paths.get(i), lab] for i, lab in sorted(self.id_map.items())]}
+                "next_id": max(self.next_id, max(self.id_map, default=-1) + 1), "build": self.build}
+        if items:
+            doc["items"] = [[i, self.paths.get(i), lab] for i, lab in sorted(self.id_map.items())]
+        return doc
 
 
 __all__ = ["Index", "INDEX_TYPES", "METRICS", "MIN_IVF_VECTORS", "faiss_module", "ivf_params"]

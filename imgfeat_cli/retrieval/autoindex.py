@@ -1,0 +1,201 @@
+"""``--index-type auto``: the faiss index that fits a memory budget, and the search depth that keeps
+its recall.
+
+Why not autofaiss (clip-retrieval's chooser): its releases that support this project's numpy 2
+do not exist (2.18.0 requires ``numpy<2``; pip falls back to 2.9.3 of 2022, which pins
+``fsspec==2021.11.0``), and it writes indexes without PaddleX's id map. So the choice is made here,
+on faiss' own ``index_factory``, best first among those that fit:
+
+* ``Flat``: exact; chosen up to :data:`FLAT_MAX_ROWS` vectors when it fits (a scan of 10^5
+  vectors is as fast as any approximate index, and items stay removable);
+* ``HNSW32``: graph, fastest queries, but slow to build on few cores and cannot remove items:
+  chosen up to :data:`HNSW_MAX_ROWS` vectors when it fits;
+* ``IVF<n>,PQ<d/2>x4fs,RFlat``: inverted lists of 4-bit fast-scan codes (searched with SIMD
+  lookups, tens of times faster than 8-bit PQ or SQ8 at the same size), the best candidates
+  re-ranked on the exact vectors; then ``IVF<n>,Flat``;
+* ``IVF<n>,PQ<d/2>x4fs,Refine(SQ8)`` (re-ranked on 1 byte per dimension), then ``IVF<n>,SQ8``;
+* ``IVF<n>,PQ<m>x4fs``: fast-scan codes alone, the largest that fits (m/2 bytes per vector).
+
+Re-ranked indexes cannot remove items (faiss' refine stage has no removal): rebuild instead.
+Memory is estimated from the layout faiss keeps in RAM (codes, list ids, centroids, graph links,
+the id map PaddleX's format wraps around it); see :func:`estimate`. After the build the search
+depth (IVF ``nprobe``, HNSW ``efSearch``) is tuned on held-out queries (:mod:`.recall`) to the
+smallest that reaches the target recall, and stored in ``vector.index``, so PaddleX searches with it.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+from imgfeat_cli.common.errors import UsageError
+
+#: Up to this many vectors an exact scan answers fast enough (and keeps items removable).
+FLAT_MAX_ROWS = 100_000
+#: HNSW builds in O(N log N) with large constants: past this many vectors IVF is chosen instead.
+HNSW_MAX_ROWS = 300_000
+HNSW_M = 32
+#: Per vector: the int64 id and the reverse map of faiss' ``IndexIDMap2`` (PaddleX's wrapper).
+ID_MAP_BYTES = 8 + 40
+#: Compressed (IVF) indexes are offered from this many vectors on (faiss' k-means wants 39 training
+#: vectors per centroid, and says so on stderr when it gets fewer).
+MIN_TRAIN_ROWS = 39 * 256
+#: Candidates re-ranked per result by indexes with a refine stage (stored in the index).
+REFINE_K_FACTOR = 4
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+
+
+def parse_size(text: Any) -> int:
+    """``"8GB"``, ``"512M"``, ``"1.5g"``, ``"2GiB"``, ``1000000`` -> bytes (units of 1024)."""
+    if isinstance(text, bool):
+        raise UsageError(f"--max-memory {text!r} is not a size", hint="e.g. --max-memory 8GB, 512MB")
+    if isinstance(text, (int, float)):
+        value, unit = float(text), ""
+    else:
+        m = _SIZE.match(str(text))
+        if not m:
+            raise UsageError(f"--max-memory {str(text)[:40]!r} is not a size", hint="e.g. --max-memory 8GB, 512MB, 1.5G")
+        value, unit = float(m.group(1)), m.group(2).lower()
+    size = value * 1024 ** " kmgt".index(unit or " ")
+    if not math.isfinite(size) or size < 1:
+        raise UsageError(f"--max-memory {text!r} is not a positive size", hint="e.g. --max-memory 8GB")
+    return int(size)
+
+
+def format_size(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TB"
+
+
+def nlist_for(n: int) -> int:
+    """Inverted lists for ``n`` vectors: the power of two nearest sqrt(n), at least 39 training
+    vectors each, capped at 65536 as PaddleX does."""
+    target = max(1.0, math.sqrt(n))
+    nlist = 2 ** round(math.log2(target))
+    return int(max(1, min(65536, nlist, n // 39)))
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A chosen index: the faiss factory string, its family (PaddleX's ``index_type`` name), the
+    estimated bytes in RAM, and why."""
+
+    factory: str
+    family: str  # Flat, IVF or HNSW32 (what id_map.yaml says: PaddleX refuses removal from HNSW32)
+    bytes: int
+    why: str
+    nlist: int = 0
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"factory": self.factory, "estimated_bytes": self.bytes, "why": self.why}
+
+
+def estimate(kind: str, n: int, d: int, nlist: int = 0, m: int = 0) -> int:
+    """Bytes faiss holds in RAM for ``n`` ``d``-dim vectors in index ``kind`` (``m``: PQ bytes)."""
+    per = {"Flat": 4 * d, "HNSW": 4 * d + 2 * HNSW_M * 4 + 24, "IVF-Flat": 4 * d + 8, "IVF-SQ8": d + 8,
+           "IVF-PQ": m + 8, "IVF-FS-RFlat": d // 4 + 8 + 4 * d, "IVF-FS-SQ8": d // 4 + 8 + d}[kind]
+    centroids = 4 * d * nlist
+    fixed = {"IVF-Flat": centroids, "IVF-SQ8": centroids + 8 * d, "IVF-PQ": centroids + 4 * 16 * d,
+             "IVF-FS-RFlat": centroids + 4 * 16 * d, "IVF-FS-SQ8": centroids + 4 * 16 * d + 8 * d}.get(kind, 0)
+    if kind.startswith("IVF-FS") or kind == "IVF-PQ":
+        fixed += nlist * 32 * (m or d // 4)  # fast-scan codes are packed in blocks of 32 vectors per list
+    return n * (per + ID_MAP_BYTES) + fixed + (1 << 20)
+
+
+def candidates(n: int, d: int) -> List[Choice]:
+    """Every index for ``n`` vectors, best first. Compressed codes use faiss' fast-scan PQ (4-bit
+    codes searched with SIMD lookups, tens of times faster than 8-bit PQ at the same size); where
+    memory allows, candidates are re-ranked on exact (``RFlat``) or 8-bit (``SQ8``) vectors."""
+    nlist = nlist_for(n)
+    ivf = f"IVF{nlist}"
+    out = [Choice("Flat", "Flat", estimate("Flat", n, d), "exact search"),
+           Choice(f"HNSW{HNSW_M}", "HNSW32", estimate("HNSW", n, d), "graph search, fastest queries")]
+    if n < MIN_TRAIN_ROWS:
+        return out
+    fs = f"PQ{d // 2}x4fs" if d % 2 == 0 else None
+    if fs:
+        out.append(Choice(f"{ivf},{fs},RFlat", "IVF", estimate("IVF-FS-RFlat", n, d, nlist),
+                          "inverted lists, fast-scan codes re-ranked on exact vectors", nlist))
+    out.append(Choice(f"{ivf},Flat", "IVF", estimate("IVF-Flat", n, d, nlist), "inverted lists over exact vectors",
+                      nlist))
+    if fs:
+        out.append(Choice(f"{ivf},{fs},Refine(SQ8)", "IVF", estimate("IVF-FS-SQ8", n, d, nlist),
+                          "inverted lists, fast-scan codes re-ranked on 1 byte per dimension", nlist))
+    out.append(Choice(f"{ivf},SQ8", "IVF", estimate("IVF-SQ8", n, d, nlist), "inverted lists, 1 byte per dimension",
+                      nlist))
+    for m in (d, d // 2, d // 4, d // 8, d // 16, d // 32):
+        if m >= 2 and m % 2 == 0 and d % m == 0:
+            out.append(Choice(f"{ivf},PQ{m}x4fs", "IVF", estimate("IVF-PQ", n, d, nlist, m // 2),
+                              f"inverted lists, {m // 2}-byte fast-scan product-quantized codes", nlist))
+    return out
+
+
+def choose(n: int, d: int, max_memory: Optional[int]) -> Choice:
+    """The best index for ``n`` vectors of ``d`` dims within ``max_memory`` bytes (``None``: no
+    limit). Refuses, before any work, a budget no index fits."""
+    options = candidates(n, d)
+    fits = [c for c in options if max_memory is None or c.bytes <= max_memory]
+    if not fits:
+        smallest = min(options, key=lambda c: c.bytes)
+        raise UsageError(f"--max-memory {format_size(max_memory or 0)} is too small for {n} vectors of {d} dims: "
+                         f"the smallest index ({smallest.factory}) needs about {format_size(smallest.bytes)}",
+                         hint="raise --max-memory, or shard the gallery into several indexes")
+    flat = next((c for c in fits if c.family == "Flat"), None)
+    hnsw = next((c for c in fits if c.family == "HNSW32"), None)
+    if flat and n <= FLAT_MAX_ROWS:
+        return flat
+    if hnsw and n <= HNSW_MAX_ROWS:
+        return hnsw
+    for c in fits:
+        if c.family == "IVF":
+            return c
+    return fits[0]  # too few vectors to train lists: Flat or HNSW
+
+
+def search_depths(choice_family: str, nlist: int) -> List[int]:
+    """The search depths tried, shallowest first: IVF ``nprobe``, HNSW ``efSearch``."""
+    if choice_family == "HNSW32":
+        return [16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512]
+    depths, p = [], 1
+    while p < nlist:
+        depths += [p, p + p // 2] if p >= 2 else [p]
+        p *= 2
+    return [x for x in depths if x < nlist] + [nlist]
+
+
+def set_refine(faiss_index: Any) -> None:
+    """Re-rank :data:`REFINE_K_FACTOR` candidates per result where the index has a refine stage."""
+    import faiss
+
+    inner = faiss.downcast_index(faiss_index.index if hasattr(faiss_index, "id_map") else faiss_index)
+    if isinstance(inner, faiss.IndexRefine):
+        inner.k_factor = float(REFINE_K_FACTOR)
+
+
+def set_depth(faiss_index: Any, family: str, depth: int) -> None:
+    """Store the search depth in the index (faiss serialises it: PaddleX searches with it too)."""
+    import faiss
+
+    inner = faiss.extract_index_ivf(faiss_index) if family == "IVF" else None
+    if inner is not None:
+        inner.nprobe = int(depth)
+        return
+    if family == "HNSW32":
+        faiss.downcast_index(faiss_index.index if hasattr(faiss_index, "id_map") else faiss_index).hnsw.efSearch = int(depth)
+
+
+def get_depth(faiss_index: Any, family: str) -> Optional[int]:
+    import faiss
+
+    try:
+        if family == "IVF":
+            return int(faiss.extract_index_ivf(faiss_index).nprobe)
+        if family == "HNSW32":
+            return int(faiss.downcast_index(faiss_index.index).hnsw.efSearch)
+    except (RuntimeError, AttributeError):
+        return None
+    return None
