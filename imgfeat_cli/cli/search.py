@@ -17,7 +17,7 @@ from imgfeat_cli.reports.limits import DEFAULT_QUERY_ROWS
 EXAMPLES = examples("imgfeat search photo.jpg shelf/ --index drink_index --top-k 3",
                     "imgfeat search --embeddings queries.jsonl --index drink_index --out results.jsonl",
                     "imgfeat search photo.jpg --index drink_index --no-threshold --json",
-                    "imgfeat search shelf/ --index drink_index --out results.jsonl --report search_report/")
+                    "imgfeat search shelf/ --index drink_index --out shelf.jsonl --report search_report/")
 
 
 def _stdout_lines(results: Any) -> int:
