@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from imgfeat_cli.common import filetxn, fsutil
+from imgfeat_cli.common import filetxn, fsutil, paths
 from imgfeat_cli.common.errors import ImgfeatError, UsageError
 
 NAMES = ("train.txt", "gallery.txt", "query.txt")
@@ -251,9 +251,9 @@ def _deny_writes_as_root(monkeypatch, folder: Path) -> None:
 def test_check_output_accepts_ordinary_locations(tmp_path):
     (tmp_path / "old.jsonl").write_text("x")
     for p in (tmp_path / "f.jsonl", tmp_path / "old.jsonl", tmp_path / "new" / "deeper" / "f.npy"):
-        assert fsutil.check_output_file(p) == p
+        assert paths.check_output_file(p) == p
     for p in (tmp_path, tmp_path / "new" / "out"):
-        assert fsutil.check_output_dir(p) == p
+        assert paths.check_output_dir(p) == p
     assert sorted(os.listdir(tmp_path)) == ["old.jsonl"]  # nothing created
 
 
@@ -293,7 +293,7 @@ def test_check_output_file_refuses_with_one_line(places, case, pattern):
               "fifo": base / "fifo", "path_too_long": base.joinpath(*["d" * 200] * 25, "f.jsonl")}[case]
     if case == "fifo":
         os.mkfifo(target)
-    _refused(fsutil.check_output_file, target, ro, pattern)
+    _refused(paths.check_output_file, target, ro, pattern)
 
 
 @pytest.mark.parametrize("case, pattern", [
@@ -306,5 +306,5 @@ def test_check_output_dir_refuses_with_one_line(places, case, pattern):
     base, ro = places
     target = {"file_as_dir": base / "afile", "under_a_file": base / "afile" / "out",
               "read_only": ro, "name_too_long": base / ("n" * 256) / "out"}[case]
-    err = _refused(fsutil.check_output_dir, target, ro, pattern)
+    err = _refused(paths.check_output_dir, target, ro, pattern)
     assert str(target)[:20] in err.message

@@ -260,7 +260,7 @@ def test_one_writer_per_report_folder(tmp_path):
     from imgfeat_cli.reports.target import ReportDir
 
     first = ReportDir(tmp_path / "rep")
-    with pytest.raises(UsageError, match="another imgfeat is writing"):
+    with pytest.raises(UsageError, match="another imgfeat process is writing the report"):
         ReportDir(tmp_path / "rep")
     with first.staging() as stage:
         (stage / "index.html").write_text("x")

@@ -112,7 +112,7 @@ def check(
 ) -> None:
     """Validate a ShiTuRecDataset: list files, images, leakage, class balance. Exit 3 when it fails."""
     from imgfeat_cli.common import config as cfgmod
-    from imgfeat_cli.common import fsutil
+    from imgfeat_cli.common import fsutil, paths
     from imgfeat_cli.cli.embedopts import model_source
     from imgfeat_cli.datasets.check import run_check
     from imgfeat_cli.datasets.neardup import NearDupOptions
@@ -130,7 +130,7 @@ def check(
     if not cfg["Global"]["dataset_dir"]:
         raise UsageError("no dataset given", hint="use --dataset DIR (or Global.dataset_dir in -c/-o)")
     cd = cfg["CheckDataset"]
-    fsutil.check_output_dir(cfg["Global"]["output"])  # before decoding every image, not after
+    paths.check_output_dir(cfg["Global"]["output"])  # before decoding every image, not after
     pages = CheckReport(report, overwrite) if report else None
     near = NearDupOptions(cd["near_duplicate_hash_distance"], cd["near_duplicate_min_cosine"], None,
                           cfg["Predict"]["batch_size"], cd["num_workers"]) if cd["near_duplicates"] else None

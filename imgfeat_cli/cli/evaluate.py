@@ -56,7 +56,7 @@ def eval_(
     from imgfeat_cli.api.evaluation import evaluate
     from imgfeat_cli.cli.embedopts import model_flags, model_source
     from imgfeat_cli.common import config as cfgmod
-    from imgfeat_cli.common import fsutil
+    from imgfeat_cli.common import fsutil, paths
     from imgfeat_cli.common.errors import UsageError
     from imgfeat_cli.reports.spec import ReportSpec
     from imgfeat_cli.retrieval.evaluate import write_result
@@ -67,7 +67,7 @@ def eval_(
         "Global.output": out_dir or output, "Evaluate.recall_k": k or None,
         "Evaluate.exclude_same_path": exclude_same_path}, note=out.note, output_option="--out/-O")
     ev, where = cfg["Evaluate"], cfg["Global"]["output"]
-    fsutil.check_output_dir(where)  # before embedding a dataset, not after
+    paths.check_output_dir(where)  # before embedding a dataset, not after
     if report and not overwrite and Path(report).resolve() == Path(where).resolve():
         raise UsageError(f"--report {report} is the --out folder, which also receives evaluate_result.json",
                          hint="give the report a folder of its own, or pass --overwrite to share it (files are kept)")

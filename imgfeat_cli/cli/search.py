@@ -71,7 +71,7 @@ def search(
     from imgfeat_cli.api.retrieval import search as run_search
     from imgfeat_cli.cli.embedopts import model_flags, model_source
     from imgfeat_cli.common import config as cfgmod
-    from imgfeat_cli.common import fsutil
+    from imgfeat_cli.common import paths
     from imgfeat_cli.common.errors import ImgfeatError, UsageError
     from imgfeat_cli.reports.spec import ReportSpec
     from imgfeat_cli.retrieval.search import write_results
@@ -87,7 +87,7 @@ def search(
         raise UsageError("give query images or --embeddings FILE (one of the two)",
                          hint="e.g. imgfeat search photo.jpg --index DIR")
     if out_file:
-        fsutil.check_output_file(out_file, overwrite)  # before the index and the model are loaded
+        paths.check_output_file(out_file, overwrite)  # before the index and the model are loaded
     with out.progress("queries") as progress:
         run = run_search(index_dir, list(inputs) if inputs else None, model_source(cfg, explicit, out.warn),
                          embeddings=embeddings, top_k=k, threshold=thr, allow_other_model=allow_other_model,

@@ -141,3 +141,25 @@ def writer_lock(path: PathLike) -> Any:
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(dest.parent / f".{dest.name}.lock"), timeout=0)
+
+
+def take_writer_lock(path: PathLike, what: str) -> Any:
+    """:func:`writer_lock` taken at once, or a one-line error naming ``what`` (``the index``, ``a
+    report``): another imgfeat holds it (exit 2: wait, or write elsewhere), or the lock file cannot
+    be made beside ``path`` (exit 2: the location is not writable)."""
+    from filelock import Timeout
+
+    dest = Path(path)
+    try:
+        lock = writer_lock(dest)
+        lock.acquire()
+    except Timeout:
+        if not os.path.exists(dest.parent / f".{dest.name}.lock"):  # not held elsewhere: it could not be made
+            raise UsageError(f"cannot write beside {what} {dest} (its lock file)",
+                             hint="choose a location you may write to") from None
+        raise UsageError(f"another imgfeat process is writing {what} {dest}",
+                         hint="wait for it to finish, or choose another location") from None
+    except OSError as exc:
+        raise UsageError(f"cannot write beside {what} {dest}: {exc.strerror or exc}",
+                         hint="choose a location you may write to, or fix its permissions") from None
+    return lock

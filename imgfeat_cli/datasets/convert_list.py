@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from imgfeat_cli.common import fsutil
+from imgfeat_cli.common import paths
 from imgfeat_cli.common.errors import UsageError
 from imgfeat_cli.datasets import textio
 from imgfeat_cli.datasets.convert_output import Item
@@ -28,7 +28,7 @@ from imgfeat_cli.datasets.rootpath import ESCAPES, listed_path, real_root
 
 def list_root(list_file: Path, root: Optional[str]) -> Path:
     """The folder listed paths are relative to: ``--root``, else the list's own folder."""
-    why = fsutil.not_a_file(list_file, "a list file")
+    why = paths.not_a_file(list_file, "a list file")
     if why:
         hint = ("for class sub-folders use --from folders DIR" if list_file.is_dir()
                 else "give a text file of 'path label' lines")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
-from imgfeat_cli.common import filetxn, folders, fsutil
+from imgfeat_cli.common import filetxn, folders, fsutil, paths
 from imgfeat_cli.common.errors import DatasetError, ImageDecodeError, UsageError
 from imgfeat_cli.common.progress import ProgressFn, null_progress
 from imgfeat_cli.common.system import cpu_count
@@ -200,7 +200,7 @@ def check_destination(dest: Path, root: Path, inputs: Sequence[Path], overwrite:
     without ``--overwrite``, one whose replacement would move an input away (it holds the root or
     the list), and, for class folders (``forbid_inside``), one inside the root (it would be read as a
     class the next time)."""
-    fsutil.check_output_dir(dest)
+    paths.check_output_dir(dest)
     real = Path(os.path.realpath(dest))
     if real == Path(os.path.realpath(root)):
         return

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Hashable, List, Optional, Sequence, Tuple, TypeVar, Union
 
-from imgfeat_cli.common import filetxn, fsutil
+from imgfeat_cli.common import filetxn, paths
 from imgfeat_cli.datasets import textio
 
 SPLITS: Tuple[str, str, str] = ("train", "gallery", "query")
@@ -206,7 +206,7 @@ def write_lists(root: Path, parts: Dict[str, Sequence[Entry]], extra: Optional[D
 def image_problem(path: Path) -> Optional[str]:
     """Why ``path`` cannot be read as an image file (``"does not exist"``, ``"is a symlink loop"``...),
     or ``None`` when it is a regular file. Never raises for a hostile name."""
-    return fsutil.not_a_file(path, "an image file")
+    return paths.not_a_file(path, "an image file")
 
 
 def resolve_inside(root: Path, rel: str) -> Optional[Path]:

@@ -16,7 +16,7 @@ from typing import Dict, List, Tuple
 
 from imgfeat_cli.datasets.dataset import (SPLITS, Entry, allocate, class_count_problems, read_list,
                                           validate_percents, write_lists)
-from imgfeat_cli.common import fsutil
+from imgfeat_cli.common import paths
 from imgfeat_cli.common.errors import DatasetError, UsageError
 
 
@@ -44,7 +44,7 @@ def run_split(dataset_dir: str, percents: Tuple[float, float, float], seed: int 
     if not root.is_dir():
         raise UsageError(f"dataset folder {dataset_dir} does not exist or is not a folder",
                          hint="pass the dataset root with --dataset")
-    fsutil.check_output_dir(root)  # the list files are rewritten in place
+    paths.check_output_dir(root)  # the list files are rewritten in place
     pooled: List[Entry] = []
     found = 0
     for split in SPLITS:

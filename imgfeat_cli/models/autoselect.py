@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from imgfeat_cli.common import fsutil
+from imgfeat_cli.common import fsutil, paths
 from imgfeat_cli.common.cache import cache_root
 from imgfeat_cli.common.errors import ModelError, UsageError
 from imgfeat_cli.common.system import cpu_count, cpu_flags, cpu_model, parse_device
@@ -88,7 +88,7 @@ def decision_key(files: InferenceFiles, device: Optional[str], threads: int, bat
 
 
 def _read_memo(path: Any) -> Optional[HpiChoice]:
-    if fsutil.not_a_file(path) is not None:  # missing, or a FIFO whose read would block for ever
+    if paths.not_a_file(path) is not None:  # missing, or a FIFO whose read would block for ever
         return None
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))

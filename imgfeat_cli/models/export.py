@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 import yaml
 
-from imgfeat_cli.common import folders, fsutil
+from imgfeat_cli.common import folders, fsutil, paths
 from imgfeat_cli.common.errors import ModelError, UsageError
 from imgfeat_cli.models import preprocess as pp
 
@@ -39,7 +39,7 @@ def _input_size(ops: Sequence[Dict[str, Any]]) -> Sequence[int]:
 
 def check_destination(out_dir: str, overwrite: bool) -> Path:
     """The export folder, refused before any work when it cannot (or may not) be written."""
-    dest = fsutil.check_output_dir(out_dir)
+    dest = paths.check_output_dir(out_dir)
     if dest.is_dir() and any(dest.iterdir()) and not overwrite:
         raise UsageError(f"output folder {dest} exists and is not empty",
                          hint="choose another --out or pass --overwrite (the old folder is kept as .bak)")

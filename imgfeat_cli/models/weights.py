@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-from imgfeat_cli.common import fsutil
+from imgfeat_cli.common import paths
 from imgfeat_cli.common.errors import ModelError, UsageError
 
 
@@ -25,7 +25,7 @@ def read_state_dict(path: str, what: str = "weights file") -> Dict[str, Any]:
     import paddle
 
     p = Path(path)
-    why = fsutil.not_a_file(p)
+    why = paths.not_a_file(p)
     if why:
         hint = "pass a .pdparams file (e.g. imgfeat download model NAME --kind pretrained)"
         if p.is_dir() and (p / f"{p.name}.pdparams").is_file():

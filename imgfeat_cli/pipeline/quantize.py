@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import yaml
 
-from imgfeat_cli.common import folders, fsutil
+from imgfeat_cli.common import folders, fsutil, paths
 from imgfeat_cli.common.errors import CheckFailed, ImgfeatError, ModelError, UsageError
 from imgfeat_cli.common.locks import path_lock
 from imgfeat_cli.common.progress import ProgressFn, null_progress
@@ -63,7 +63,7 @@ def agreement_warning(scores: Dict[str, float], n_held: int, least: Optional[flo
 def _check_out(src: Path, out: Path, calib: str, overwrite: bool) -> None:
     """Refuse an ``out`` that would swallow the inputs: ``--overwrite`` moves the old ``out`` to
     ``.bak`` and the next one deletes that, so ``out`` may neither be nor hold the model or the images."""
-    fsutil.check_output_dir(out)
+    paths.check_output_dir(out)
     dest = out.resolve()
     inputs = (("the model folder", "MODEL_DIR", src), ("the calibration folder", "--calib", Path(calib)))
     for what, flag, path in inputs:

@@ -22,7 +22,7 @@ import numpy as np
 import yaml
 
 from imgfeat_cli.common.version import __version__
-from imgfeat_cli.common import fsutil
+from imgfeat_cli.common import fsutil, paths
 from imgfeat_cli.common.errors import UsageError
 from imgfeat_cli.models.engines import same_features
 from imgfeat_cli.common.locks import lock_open_file
@@ -72,7 +72,7 @@ class FileSink:
         if self.part_path.exists() and not (self.resume or self.overwrite):
             raise UsageError(f"an interrupted run left {self.part_path}",
                              hint="pass --resume to continue it or --overwrite to start over")
-        fsutil.check_output_file(self.out)  # a folder in the way, an unwritable place, a name too long
+        paths.check_output_file(self.out)  # a folder in the way, an unwritable place, a name too long
 
     def open(self, identity: Dict[str, Any], model_source: Optional[Dict[str, Any]] = None) -> Set[str]:
         """Lock the output, check a resume against what produced it, and read back what is done.

@@ -28,7 +28,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
-from imgfeat_cli.common import folders, fsutil
+from imgfeat_cli.common import folders, fsutil, paths
 from imgfeat_cli.common.errors import UsageError
 from imgfeat_cli.common.version import __version__
 
@@ -43,7 +43,7 @@ STAGING = "imgfeat-report-staging"
 
 def _is_report(path: Path) -> bool:
     """Whether ``path`` is the manifest of an imgfeat report (a small regular JSON file saying so)."""
-    if fsutil.not_a_file(path) is not None:
+    if paths.not_a_file(path) is not None:
         return False
     with contextlib.suppress(OSError, ValueError):
         with open(path, "rb") as fh:
@@ -63,7 +63,7 @@ class ReportDir:
     def __init__(self, path: "os.PathLike[str] | str", overwrite: bool = False) -> None:
         self.path = Path(path)
         self.overwrite = overwrite
-        fsutil.check_output_dir(self.path)
+        paths.check_output_dir(self.path)
         self.exists = self.path.is_dir()
         self.displaced: List[str] = []
         if self.exists:
@@ -71,21 +71,7 @@ class ReportDir:
         self._lock = self._take_lock()
 
     def _take_lock(self) -> Any:
-        from filelock import Timeout
-
-        lock = folders.writer_lock(self.path)
-        try:
-            lock.acquire()
-        except Timeout:
-            if not os.path.exists(lock.lock_file):  # not held elsewhere: it could not be created
-                raise UsageError(f"cannot write in {self.path.parent} (the report's lock file)",
-                                 hint="choose a location you may write to") from None
-            raise UsageError(f"another imgfeat is writing a report into {self.path}",
-                             hint="wait for it to finish, or choose another folder") from None
-        except OSError as exc:
-            raise UsageError(f"cannot write in {self.path.parent}: {exc.strerror or exc}",
-                             hint="choose a location you may write to") from None
-        return lock
+        return folders.take_writer_lock(self.path, "the report")
 
     def _plan(self, overwrite: bool) -> None:
         """Refuse a folder holding a user's files (without ``overwrite``); list the names to keep as .bak."""
@@ -111,7 +97,7 @@ class ReportDir:
                 (tmp / ASSETS).mkdir()
                 yield tmp
                 if not self.exists and os.path.lexists(self.path):  # made meanwhile: judge it now
-                    fsutil.check_output_dir(self.path)
+                    paths.check_output_dir(self.path)
                     self.exists = True
                     self._plan(self.overwrite)
                 self._publish(tmp)

@@ -48,18 +48,7 @@ class Report:
 
 def locked(folder: Path) -> Any:
     """The writer lock of ``folder``, failing at once (with what to do) when another process holds it."""
-    from filelock import Timeout
-
-    try:
-        lock = folders.writer_lock(folder)
-        lock.acquire()
-    except Timeout:
-        raise UsageError(f"another imgfeat process is writing the index {folder}",
-                         hint="wait for it to finish, then rerun") from None
-    except OSError as exc:
-        raise ImgfeatError(f"cannot write beside the index {folder}: {exc.strerror or exc}",
-                           hint="check the folder's permissions") from None
-    return lock
+    return folders.take_writer_lock(folder, "the index")
 
 
 def _train_rows(index: Index) -> int:

@@ -15,7 +15,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from imgfeat_cli.common import fsutil
+from imgfeat_cli.common import paths
 from imgfeat_cli.datasets.dataset import Entry, image_problem, read_list, resolve_inside
 from imgfeat_cli.common.errors import DatasetError, ImageDecodeError
 from imgfeat_cli.imaging.decode import decode_image
@@ -31,7 +31,7 @@ def load_split(root: Path, split: str, required: bool = True) -> List[Entry]:
     if not lf.exists:
         path = root / f"{split}.txt"
         if required or path.exists() or path.is_symlink():  # a folder or FIFO where the list belongs
-            raise DatasetError(f"{path} {fsutil.not_a_file(path) or 'does not exist'}",
+            raise DatasetError(f"{path} {paths.not_a_file(path) or 'does not exist'}",
                                hint="a ShiTuRecDataset needs train.txt, gallery.txt and query.txt (see imgfeat check)")
         return []
     bad = [p for p in lf.problems if p.severity == "error"]

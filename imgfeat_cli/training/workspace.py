@@ -18,7 +18,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, List, Optional
 
-from imgfeat_cli.common import fsutil
+from imgfeat_cli.common import fsutil, paths
 from imgfeat_cli.common.errors import UsageError
 from imgfeat_cli.common.filetxn import folder_lock
 from imgfeat_cli.training import checkpoint as ckpt
@@ -62,7 +62,7 @@ class Workspace:
     # reading ------------------------------------------------------------------------------------
     def plan(self, opts: TrainOptions) -> Optional[Path]:
         """Decide between a fresh run and a resume (returns the checkpoint prefix to resume from)."""
-        fsutil.check_output_dir(self.out)
+        paths.check_output_dir(self.out)
         if self.out.is_dir():
             self._lock()
         self.repair()
