@@ -204,6 +204,7 @@ def test_tuning_stops_where_recall_stops_growing():
 
 
 def test_id_map_yaml_is_written_as_yaml_would_write_it():
+    from imgfeat_cli.retrieval.idmap import IdMap
     from imgfeat_cli.retrieval.index import Index
     from imgfeat_cli.retrieval.layout import id_map_yaml
 
@@ -211,11 +212,12 @@ def test_id_map_yaml_is_written_as_yaml_would_write_it():
            '"dq"', "#c", "tab\there", "line\nbreak", "  lead", "trail ", "3.0", "1e5", "~", "@x", "%y", "\u2028",
            "\x85", "<<", "=", "2001-12-14", "0x1F", ".inf", "-", "a.b", "+1", "1_000", "0b101", "a/b.jpg", "12:30"]
     index = Index.create(4)
-    index.id_map = {i * 3: odd[i % len(odd)] for i in range(200)}
-    want = yaml.safe_dump({"index_type": "Flat", "metric_type": "IP", "id_map": index.id_map},
+    labels = {i * 3: odd[i % len(odd)] for i in range(200)}
+    index.id_map = IdMap(reversed(labels.items()))
+    want = yaml.safe_dump({"index_type": "Flat", "metric_type": "IP", "id_map": labels},
                           default_flow_style=False, allow_unicode=True)
     assert "".join(id_map_yaml(index)) == want
-    index.id_map = {}
+    index.id_map = IdMap()
     assert "".join(id_map_yaml(index)) == yaml.safe_dump({"index_type": "Flat", "metric_type": "IP", "id_map": {}},
                                                          default_flow_style=False, allow_unicode=True)
 

@@ -5,7 +5,8 @@ An index is a folder with
   ``HNSW32``), float32 vectors, metric ``IP`` (cosine on L2-normalised features) or ``L2``
   (squared distances, smaller is better);
 * ``id_map.yaml``: ``{index_type, metric_type, id_map: {int id: str label}}``, written the way
-  PaddleX's ``IndexData.save`` does, so its ``IndexData.load``/``FaissIndexer`` read it;
+  PaddleX's ``IndexData.save`` does, so its ``IndexData.load``/``FaissIndexer`` read it (in memory
+  a compact :class:`.idmap.IdMap`, not a dict: millions of items cost megabytes, not gigabytes);
 * ``imgfeat_index.json`` (:data:`SIDE_FILE`, never opened by PaddleX): the factory string, the
   model identity, the next id, and each id's input path and label. The label lets a reader tell
   which entries another tool (PaddleX's append/remove) has changed since; those lose their path.
@@ -35,6 +36,7 @@ import numpy as np
 
 from imgfeat_cli.common.errors import UsageError
 from imgfeat_cli.retrieval import layout
+from imgfeat_cli.retrieval.idmap import IdMap, PathMap
 from imgfeat_cli.retrieval.layout import faiss_module
 
 INDEX_TYPES = ("Flat", "IVF", "HNSW32")
@@ -67,13 +69,14 @@ def ivf_params(n: int, nlist: Optional[int] = None, nprobe: Optional[int] = None
 
 @dataclass
 class Index:
-    """A loaded or new gallery index. ``paths`` holds the input path of the ids imgfeat added."""
+    """A loaded or new gallery index. ``id_map`` holds each id's label, ``paths`` the input path of
+    the ids imgfeat added (read-only mappings; plain dicts given here are converted)."""
 
     faiss_index: Any
-    id_map: Dict[int, str]
+    id_map: IdMap
     metric_type: str = "IP"
     index_type: str = "Flat"
-    paths: Dict[int, str] = field(default_factory=dict)
+    paths: PathMap = field(default_factory=PathMap)
     model: Optional[Dict[str, Any]] = None
     next_id: int = 0
     factory: str = "Flat"
@@ -81,6 +84,12 @@ class Index:
     model_notes: List[str] = field(default_factory=list)  # other models let in (--allow-other-model)
     build: Optional[Dict[str, Any]] = None  # how it was built: measured recall@10, search depth, budget
     report: Any = None  # what the last build/add/remove did (retrieval.builder.Report)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id_map, IdMap):
+            self.id_map = IdMap(self.id_map)
+        if not isinstance(self.paths, PathMap):
+            self.paths = PathMap(self.paths)
 
     # construction -------------------------------------------------------------------------------
     @classmethod
@@ -108,7 +117,7 @@ class Index:
             faiss.downcast_index(inner).nprobe = nprobe
         if index_type == "HNSW32":
             faiss.downcast_index(inner).hnsw.efSearch = int(ef_search or HNSW_EF_SEARCH)
-        return cls(faiss.IndexIDMap2(inner), {}, metric_type, index_type, model=model, factory=factory, notes=notes)
+        return cls(faiss.IndexIDMap2(inner), IdMap(), metric_type, index_type, model=model, factory=factory, notes=notes)
 
     @classmethod
     def load(cls, folder: Any) -> "Index":
@@ -136,18 +145,22 @@ class Index:
         return not self.faiss_index.is_trained
 
     def ids(self) -> np.ndarray:
-        return np.fromiter(self.id_map.keys(), dtype=np.int64, count=len(self.id_map))
+        """Every id, ascending (a copy)."""
+        return np.array(self.id_map.ids)
+
+    def reserve(self, total: int) -> None:
+        """Room for ``total`` items in the id maps at once (a build that knows its size)."""
+        self.id_map.reserve(total)
+        self.paths.reserve(total)
 
     def label_counts(self) -> Dict[str, int]:
-        counts: Dict[str, int] = {}
-        for label in self.id_map.values():
-            counts[label] = counts.get(label, 0) + 1
-        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        return dict(sorted(self.id_map.counts().items(), key=lambda kv: (-kv[1], kv[0])))
 
     def info(self) -> Dict[str, Any]:
+        labels = self.label_counts()
         return {"index_type": self.index_type, "factory": self.factory, "metric_type": self.metric_type,
-                "dim": self.dim, "count": self.count, "num_labels": len(set(self.id_map.values())),
-                "labels": self.label_counts(), "paths_known": len(self.paths), "next_id": self.next_id,
+                "dim": self.dim, "count": self.count, "num_labels": len(labels),
+                "labels": labels, "paths_known": len(self.paths), "next_id": self.next_id,
                 "model": self.model, "model_notes": self.model_notes, "build": self.build}
 
     # operations ---------------------------------------------------------------------------------
@@ -175,14 +188,13 @@ class Index:
                              + (f" and {len(paths)} paths" if paths is not None else ""))
         if self.needs_training:
             raise UsageError("the IVF index is not trained yet", hint="call train(sample) before add()")
-        start = max(self.next_id, max(self.id_map, default=-1) + 1)
+        start = max(self.next_id, self.id_map.max_id() + 1)
         ids = np.arange(start, start + len(arr), dtype=np.int64)
         self.faiss_index.add_with_ids(arr, ids)
-        keys = ids.tolist()  # one int object per id, shared by both maps (millions of items)
-        for i, label in zip(keys, labels):
-            self.id_map[i] = label if isinstance(label, str) else str(label)
+        self.id_map.add(ids, labels)
         if paths is not None:
-            self.paths.update((i, p) for i, p in zip(keys, paths) if p is not None)
+            known = np.fromiter((p is not None for p in paths), bool, len(paths))
+            self.paths.add(ids[known], [p for p in paths if p is not None])
         self.next_id = start + len(arr)
         return ids
 
@@ -195,12 +207,12 @@ class Index:
             raise UsageError(f"{len(unknown)} id(s) not in the index: {', '.join(map(str, unknown[:10]))}"
                              + (" ..." if len(unknown) > 10 else ""), hint="see the ids with `imgfeat index info`")
         if label is not None:
-            found = [i for i, lab in self.id_map.items() if lab == label]
+            found = self.id_map.ids_with(label).tolist()
             if not found:
                 raise UsageError(f"no item labelled {label!r} in the index")
             wanted += found
         if path is not None:
-            found = [i for i, p in self.paths.items() if p == path]
+            found = self.paths.ids_with(path).tolist()
             if not found:
                 raise UsageError(f"no item with input path {path!r} in the index",
                                  hint="paths are stored absolute for image galleries; see `imgfeat index info --json`")
@@ -214,9 +226,8 @@ class Index:
         if not ids:
             return 0
         removed = int(self.faiss_index.remove_ids(np.asarray(ids, dtype=np.int64)))
-        for i in ids:
-            self.id_map.pop(i, None)
-            self.paths.pop(i, None)
+        self.id_map.remove(ids)
+        self.paths.remove(ids)
         self.next_id = max(self.next_id, max(ids) + 1)
         return removed
 
@@ -247,7 +258,7 @@ class Index:
             row_scores, row_ids = row_scores[keep], row_ids[keep]
             if len(row_ids) and not accepts(self.metric_type, float(row_scores[0]), threshold):
                 row_scores, row_ids = row_scores[:0], row_ids[:0]
-            out.append({"labels": [self.id_map[int(i)] for i in row_ids],
+            out.append({"labels": self.id_map.lookup(row_ids),
                         "scores": [float(str(s)) for s in row_scores],  # float32's shortest repr
                         "ids": [int(i) for i in row_ids]})
         return out
@@ -257,9 +268,9 @@ class Index:
         doc = {"format": layout.SIDE_FORMAT, "dim": self.dim, "index_type": self.index_type,
                 "metric_type": self.metric_type, "factory": self.factory, "model": self.model,
                 "model_notes": self.model_notes,
-                "next_id": max(self.next_id, max(self.id_map, default=-1) + 1), "build": self.build}
+                "next_id": max(self.next_id, self.id_map.max_id() + 1), "build": self.build}
         if items:
-            doc["items"] = [[i, self.paths.get(i), lab] for i, lab in sorted(self.id_map.items())]
+            doc["items"] = [[i, p, lab] for (i, lab), p in zip(self.id_map.items(), self.paths.lookup(self.id_map.ids))]
         return doc
 
 

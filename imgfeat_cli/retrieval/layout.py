@@ -19,11 +19,13 @@ import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Tuple
 
+import numpy as np
 import yaml
 
 from imgfeat_cli.common import folders
 from imgfeat_cli.common.errors import ImgfeatError, IndexFormatError, UsageError
 from imgfeat_cli.imaging.decode import is_image_path
+from imgfeat_cli.retrieval.idmap import IdMap, PathMap
 
 VECTOR_FILE = "vector.index"
 ID_MAP_FILE = "id_map.yaml"
@@ -90,7 +92,7 @@ def split_legacy_doc(doc: Any) -> Tuple[Optional[str], str]:
     return None, text
 
 
-def _read_id_map(folder: Path) -> Tuple[Dict[int, str], Dict[str, Any], Dict[int, str]]:
+def _read_id_map(folder: Path) -> Tuple[IdMap, Dict[str, Any], PathMap]:
     """(id map, the yaml's other keys, paths recovered from legacy docs)."""
     yml = folder / ID_MAP_FILE
     if yml.is_file():
@@ -102,27 +104,24 @@ def _read_id_map(folder: Path) -> Tuple[Dict[int, str], Dict[str, Any], Dict[int
                                    hint="restore it from the .bak folder or rebuild the index") from None
         if not isinstance(doc, dict) or not {"id_map", "index_type", "metric_type"} <= set(doc):
             raise IndexFormatError(f"{yml} lacks id_map, index_type or metric_type (PaddleX needs all three)")
-        raw = doc["id_map"] or {}
+        raw = doc.pop("id_map") or {}  # the parsed dict goes as soon as the compact map holds it
         if not isinstance(raw, dict):
             raise IndexFormatError(f"{yml}: id_map is not a mapping of ids to labels")
         if not all(isinstance(v, (str, int, float)) for v in raw.values()):  # e.g. an alias bomb
             raise IndexFormatError(f"{yml}: id_map has a label that is not a plain text or number")
         try:
-            return {int(k): str(v) for k, v in raw.items()}, doc, {}
+            return IdMap.from_arrays([int(k) for k in raw], [str(v) for v in raw.values()]), doc, PathMap()
         except (TypeError, ValueError):
-            raise IndexFormatError(f"{yml}: id_map has a key that is not an integer id") from None
+            raise IndexFormatError(f"{yml}: id_map has a key that is not a 64-bit integer id") from None
     pkl = folder / LEGACY_ID_MAP_FILE
     try:
         with open(pkl, "rb") as fh:
             raw = _NumpyScalarsOnly(fh).load()
         if not isinstance(raw, dict):
             raise pickle.UnpicklingError("not a dict")
-        id_map, paths = {}, {}
-        for k, v in raw.items():
-            path, label = split_legacy_doc(v)
-            id_map[int(k)] = label
-            if path:
-                paths[int(k)] = path
+        docs = [(int(k),) + split_legacy_doc(v) for k, v in raw.items()]
+        id_map = IdMap.from_arrays([k for k, _, _ in docs], [label for _, _, label in docs])
+        paths = PathMap.from_arrays([k for k, p, _ in docs if p], [p for _, p, _ in docs if p])
     except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, ImportError) as exc:
         raise IndexFormatError(f"{pkl} is not a PaddleClas id map ({exc})",
                                hint="only a pickled {id: text} dict is read; rebuild the index") from None
@@ -187,18 +186,24 @@ def _apply_side_file(idx: Any, folder: Path) -> None:
         idx.notes.append(f"{path} is unreadable ({exc.__class__.__name__}): input paths are unknown; "
                          "it is rewritten on the next change")
         return
-    stale = 0
+    stale, listed, path_ids, paths = 0, [], [], []  # listed: the ids held that the side file lists
     for item in items if isinstance(items, list) else []:
         try:
             i, p, label = int(item[0]), item[1], str(item[2])
         except (TypeError, ValueError, IndexError):
             stale += 1
             continue
-        if idx.id_map.get(i) == label:
+        held = idx.id_map.get(i)
+        if held is not None:
+            listed.append(i)
+        if held == label:
             if isinstance(p, str):
-                idx.paths[i] = p
+                path_ids.append(i)
+                paths.append(p)
         else:
             stale += 1
+    idx.paths.add(path_ids, paths)  # ids the id map holds: 64-bit
+    del items, doc["items"], paths
     idx.model = model if isinstance(model, dict) else None
     notes = doc.get("model_notes")
     idx.model_notes = [str(n) for n in notes] if isinstance(notes, list) else []
@@ -207,7 +212,7 @@ def _apply_side_file(idx: Any, folder: Path) -> None:
     if isinstance(doc.get("factory"), str) and idx.factory.startswith("(transformed),"):
         idx.factory = doc["factory"]  # what faiss cannot tell back (a pre-transform's parameters)
     idx.next_id = max(idx.next_id, next_id)
-    missing = len(idx.id_map) - len(set(idx.id_map) & {int(it[0]) for it in items if isinstance(it, list) and it})
+    missing = len(idx.id_map) - len(np.unique(np.asarray(listed, np.int64)))  # ids the side file does not list
     if stale or missing:
         idx.notes.append(f"{path}: {stale + missing} entries were changed by another tool since imgfeat wrote it; "
                          "their input paths are unknown")
@@ -238,12 +243,12 @@ def read_folder(cls: Any, folder: Path) -> Any:
         raise IndexFormatError(f"{folder}: {VECTOR_FILE} holds {index.ntotal} vectors but the id map "
                                f"{len(id_map)} labels", hint="the files do not belong together: restore the "
                                ".bak copy or rebuild the index")
-    ids = faiss.vector_to_array(index.id_map)
-    if len(set(ids.tolist()) ^ set(id_map)):
+    ids = np.sort(faiss.vector_to_array(index.id_map))
+    if not np.array_equal(ids, id_map.ids):
         raise IndexFormatError(f"{folder}: the ids in {VECTOR_FILE} differ from those in the id map",
                                hint="restore the .bak copy or rebuild the index")
     index_type, metric, factory = _describe(index)
-    idx = cls(index, id_map, metric, index_type, paths=dict(legacy_paths), factory=factory,
+    idx = cls(index, id_map, metric, index_type, paths=legacy_paths, factory=factory,
               next_id=int(ids.max()) + 1 if len(ids) else 0)
     declared = (doc.get("index_type"), doc.get("metric_type"))
     if doc and declared != (index_type, metric):
@@ -290,9 +295,8 @@ def id_map_yaml(index: Any) -> Iterator[str]:
         return
     yield "id_map:\n"
     resolver = yaml.resolver.Resolver()
-    keys = sorted(index.id_map)
-    for start in range(0, len(keys), 8192):
-        yield "".join(_yaml_entry(int(k), str(index.id_map[k]), resolver) for k in keys[start:start + 8192])
+    for ids, labels in index.id_map.batches():  # in id order, as yaml.dump sorts keys
+        yield "".join(_yaml_entry(k, label, resolver) for k, label in zip(ids, labels))
     yield tail
 
 
@@ -301,10 +305,9 @@ def side_json(index: Any) -> Iterator[str]:
     doc = index.side_doc(items=False)
     head = json.dumps(doc, ensure_ascii=False)
     yield head[:-1] + ', "items": ['  # head is a non-empty object
-    keys = sorted(index.id_map)
-    for start in range(0, len(keys), 8192):
-        part = [[k, index.paths.get(k), index.id_map[k]] for k in keys[start:start + 8192]]
-        yield ("," if start else "") + json.dumps(part, ensure_ascii=False)[1:-1]
+    for n, (ids, labels) in enumerate(index.id_map.batches()):
+        part = [list(item) for item in zip(ids, index.paths.lookup(ids), labels)]
+        yield ("," if n else "") + json.dumps(part, ensure_ascii=False)[1:-1]
     yield "]}\n"
 
 

@@ -1,7 +1,7 @@
 """``index build`` from a streamed gallery (:mod:`.streaming`): bounded memory at any size.
 
-Memory: the index being built, one chunk, the id map (label and input path per item), and for
-trained (IVF) indexes the training sample. The steps:
+Memory: the index being built, one chunk, the id map (label and input path per item: numpy arrays,
+:mod:`.idmap`), and for trained (IVF) indexes the training sample. The steps:
 
 1. choose the index (``auto``: :func:`.autoindex.choose` for the row count, dimension and
    ``--max-memory``; else the named type) before reading a single vector;
@@ -22,6 +22,7 @@ import numpy as np
 from imgfeat_cli.common.errors import UsageError
 from imgfeat_cli.common.progress import ProgressFn, null_progress
 from imgfeat_cli.retrieval import autoindex, recall
+from imgfeat_cli.retrieval.idmap import IdMap
 from imgfeat_cli.retrieval.index import INDEX_TYPES, MIN_IVF_VECTORS, Index, ivf_params
 from imgfeat_cli.retrieval.layout import faiss_module
 from imgfeat_cli.retrieval.streaming import Source
@@ -85,7 +86,8 @@ def _new_index(choice: autoindex.Choice, dim: int, rows: int, metric: str, nprob
         # copied): take its final size once, then shrink the length back, keeping the capacity
         inner.codes.resize(rows * inner.code_size)
         inner.codes.resize(0)
-    index = Index(faiss.IndexIDMap2(inner), {}, metric, choice.family, model=model, factory=choice.factory)
+    index = Index(faiss.IndexIDMap2(inner), IdMap(), metric, choice.family, model=model, factory=choice.factory)
+    index.reserve(rows)  # the id maps take their final size once, as the codes above
     if choice.family == "IVF":
         autoindex.set_depth(index.faiss_index, "IVF", nprobe or ivf_params(0, choice.nlist)[1])
         autoindex.set_refine(index.faiss_index)

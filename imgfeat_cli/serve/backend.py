@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -140,7 +140,7 @@ def add_to_index(folder: Path, feats: np.ndarray, labels: Sequence[str]) -> Tupl
 
     index = _writing(folder, lambda: add(folder, feats, labels=[str(v) for v in labels]))
     added = int(index.report.added)
-    return index, (sorted(index.id_map)[-added:] if added else [])
+    return index, (index.ids()[-added:].tolist() if added else [])
 
 
 def remove_from_index(folder: Path, ids: Sequence[int] = (), label: Optional[str] = None) -> Tuple[Any, int]:
@@ -167,10 +167,12 @@ def index_count(index: Any) -> int:
     return int(index.count)
 
 
-def index_paths(index: Any) -> Dict[int, str]:
-    """The input path recorded for each id that has one (galleries built from image lists)."""
-    return dict(index.paths)
+def index_paths(index: Any) -> Mapping[int, str]:
+    """The input path recorded for each id that has one (galleries built from image lists); a
+    read-only mapping, not a copy (a lookup per request must not copy millions of items)."""
+    return index.paths
 
 
-def index_labels(index: Any) -> Dict[int, str]:
-    return dict(index.id_map)
+def index_labels(index: Any) -> Mapping[int, str]:
+    """Each id's label (read-only, as :func:`index_paths`)."""
+    return index.id_map
