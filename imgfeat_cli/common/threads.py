@@ -1,0 +1,61 @@
+"""Paddle's CPU math threads: the one place ``train``, ``eval`` and ``export`` set them.
+
+``import paddle`` writes ``OMP_NUM_THREADS=1`` into the environment when it is unset, and its
+OpenMP runtime (which runs the convolutions of a dygraph forward and backward) sizes its team from
+that: training used one core whatever the machine had. So the count is put into the environment
+*before* paddle is imported (the value the user had is kept in
+:data:`imgfeat_cli.common.startup.OMP_NUM_THREADS_AT_START`, which :func:`cpu_count` reads), and
+paddle's own ``set_num_threads`` is called as well, which also covers a process that imported
+paddle first (a notebook, a test run). Inference engines take their thread count explicitly and are
+not affected.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+from typing import Optional
+
+from imgfeat_cli.common.errors import UsageError
+from imgfeat_cli.common.system import cpu_count
+
+#: paddle prints this on stderr at import whenever OMP_NUM_THREADS > 1 (a data-parallel caveat).
+_PADDLE_THREADS_WARNING = ("WARNING: OMP_NUM_THREADS set to", "PLEASE USE OMP_NUM_THREADS WISELY")
+
+
+def resolve_threads(threads: Optional[int]) -> int:
+    """``threads`` checked (1 to 4 x the cores), or every core this process may use."""
+    if threads is None:
+        return cpu_count()
+    cores = cpu_count()
+    if not 1 <= int(threads) <= 4 * cores:
+        raise UsageError(f"--threads {threads} is outside 1..{4 * cores}",
+                         hint=f"this process may use {cores} cores; leave --threads unset to use them all")
+    return int(threads)
+
+
+def use_math_threads(threads: Optional[int] = None) -> int:
+    """Make paddle's CPU math use ``threads`` threads (default: every core this process may use)
+    and return the count. Imports paddle (quietly) when it is not imported yet."""
+    n = resolve_threads(threads)
+    if "paddle" not in sys.modules:
+        os.environ["OMP_NUM_THREADS"] = str(n)
+        _import_paddle_quietly()
+    import paddle
+
+    paddle.base.core.set_num_threads(n)
+    return n
+
+
+def _import_paddle_quietly() -> None:
+    """``import paddle`` without its OMP_NUM_THREADS warning (anything else it prints is kept)."""
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(buf):
+            import paddle  # noqa: F401
+    finally:
+        kept = [line for line in buf.getvalue().splitlines(keepends=True)
+                if not line.startswith(_PADDLE_THREADS_WARNING)]
+        if kept:
+            sys.stderr.write("".join(kept))
