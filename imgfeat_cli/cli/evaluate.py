@@ -62,6 +62,7 @@ def eval_(
     from imgfeat_cli.common import config as cfgmod
     from imgfeat_cli.common import fsutil
     from imgfeat_cli.common.errors import UsageError
+    from imgfeat_cli.common.threads import use_math_threads
     from imgfeat_cli.retrieval.embfiles import load_query_gallery
     from imgfeat_cli.retrieval.evaluate import eval_dataset, write_result
     from imgfeat_cli.retrieval.metrics import evaluate
@@ -84,6 +85,7 @@ def eval_(
                 raise UsageError("--exclude-same-path needs input paths in both embedding files")
             metrics = evaluate(qf, ql, gf, gl, ev["recall_k"], qp, gp, ev["exclude_same_path"], progress=progress)
         elif cfg["Global"]["dataset_dir"]:
+            use_math_threads(cfg["Predict"]["cpu_threads"], "Predict.cpu_threads")  # before paddle is imported
             _use_checkpoint_export(cfg, out)
             feature_model = load_model(cfg, out)
             metrics = eval_dataset(cfg["Global"]["dataset_dir"], feature_model, ev["recall_k"],

@@ -24,21 +24,22 @@ from imgfeat_cli.common.system import cpu_count
 _PADDLE_THREADS_WARNING = ("WARNING: OMP_NUM_THREADS set to", "PLEASE USE OMP_NUM_THREADS WISELY")
 
 
-def resolve_threads(threads: Optional[int]) -> int:
+def resolve_threads(threads: Optional[int], what: str = "--threads") -> int:
     """``threads`` checked (1 to 4 x the cores), or every core this process may use."""
     if threads is None:
         return cpu_count()
     cores = cpu_count()
     if not 1 <= int(threads) <= 4 * cores:
-        raise UsageError(f"--threads {threads} is outside 1..{4 * cores}",
-                         hint=f"this process may use {cores} cores; leave --threads unset to use them all")
+        raise UsageError(f"{what} {threads} is outside 1..{4 * cores}",
+                         hint=f"this process may use {cores} cores; leave {what} unset to use them all")
     return int(threads)
 
 
-def use_math_threads(threads: Optional[int] = None) -> int:
+def use_math_threads(threads: Optional[int] = None, what: str = "--threads") -> int:
     """Make paddle's CPU math use ``threads`` threads (default: every core this process may use)
-    and return the count. Imports paddle (quietly) when it is not imported yet."""
-    n = resolve_threads(threads)
+    and return the count. Imports paddle (quietly) when it is not imported yet. ``what`` names the
+    setting in errors."""
+    n = resolve_threads(threads, what)
     if "paddle" not in sys.modules:
         os.environ["OMP_NUM_THREADS"] = str(n)
         _import_paddle_quietly()
