@@ -76,42 +76,34 @@ def _one_error_line(stderr: str) -> str:
     return lines[0]
 
 
-def _untrained_recall1(dataset: Path, size: int) -> float:
-    import paddle
-
-    from imgfeat_cli.retrieval.evaluate import eval_dataset
-    from imgfeat_cli.models import preprocess as pp
-    from imgfeat_cli.models.runners import DygraphRunner
-    from imgfeat_cli.pipeline.predictor import FeatureModel
-    from imgfeat_cli.models.registry import build_model, inference_ops
-
-    paddle.seed(0)
-    ops = list(inference_ops("bilinear", size))
-    layer = build_model("PP-ShiTuV2_rec")
-    fm = FeatureModel("PP-ShiTuV2_rec", DygraphRunner(layer), pp.build(ops), ops, "untrained")
-    return eval_dataset(str(dataset), fm, (1,), batch_size=32).metrics()["recall1"]
-
-
 @pytest.mark.slow
 def test_train_from_random_init_learns_and_writes_paddlex_layout(invoke, tmp_path):
+    """The loss falls: the last epoch's at least 0.2 below the first's. Measured (issue 21) on an
+    AMD Zen 5 with AVX-512 (avx512f/bw/vl/vnni/bf16, 2 cores), paddle 3.3.1, opencv 5.1, as this run
+    with Train.seed 0-7 (seeds 0 and 3 also on 1 thread: identical to 2 threads): the fall was
+    0.49-1.05, so 0.2 keeps a margin of 2.4x. The earlier setting (6 epochs at lr 0.02, threshold
+    0.2) fell by 0.16-0.69 over seeds 0-5, and the same 12 epochs at lr 0.02 by 0.08 for one seed.
+    Held-out Recall@1 is no learning signal at this size: against the untrained network (whose
+    random features already separate these colours: 0.46-0.75) the best epoch moved it by
+    -0.42..+0.21 over the same seeds, so recall is held to consistency (what eval of the export
+    reports) instead of a threshold."""
     ds = tmp_path / "ds"
     make_dataset(ds, num_classes=4, per_class=32, size=64, seed=0, distinct_colours=True)
     out = tmp_path / "run"
-    res = invoke("train", "--dataset", ds, "--output", out, "--epochs", "6", "--json",
+    res = invoke("train", "--dataset", ds, "--output", out, "--epochs", "12", "--json",
                  "-o", "Train.pretrain_weight_path=none", "-o", "Train.input_size=64", "-o", "Train.batch_size=16",
-                 "-o", "Train.learning_rate=0.02", "-o", "Train.warmup_steps=1", "-o", "Train.eval_interval=3",
-                 "-o", "Train.save_interval=3")
+                 "-o", "Train.learning_rate=0.01", "-o", "Train.warmup_steps=1", "-o", "Train.eval_interval=6",
+                 "-o", "Train.save_interval=6")
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     hist = doc["history"]
-    assert [h["epoch"] for h in hist] == [1, 2, 3, 4, 5, 6]
+    assert [h["epoch"] for h in hist] == list(range(1, 13))
     assert hist[-1]["loss"] < hist[0]["loss"] - 0.2, [h["loss"] for h in hist]
-    assert [bool(h.get("metrics")) for h in hist] == [False, False, True, False, False, True]
-    untrained = _untrained_recall1(ds, 64)
-    assert doc["best_score"] >= untrained + 0.3, (untrained, doc["best_score"])
+    assert [bool(h.get("metrics")) for h in hist] == [e in (6, 12) for e in range(1, 13)]
+    assert 0 <= doc["best_score"] <= 1
 
     # PaddleX layout and train_result.json shape
-    for name in ("epoch_3", "epoch_6", "latest", "best_model"):
+    for name in ("epoch_6", "epoch_12", "latest", "best_model"):
         for suffix in (".pdparams", ".pdopt", ".pdstates"):
             assert (out / name / f"{name}{suffix}").is_file(), (name, suffix)
         assert (out / name / "inference" / "inference.pdiparams").is_file()
@@ -119,14 +111,14 @@ def test_train_from_random_init_learns_and_writes_paddlex_layout(invoke, tmp_pat
     result = json.loads((out / "train_result.json").read_text())
     assert result["done_flag"] is True and result["model_name"] == "PP-ShiTuV2_rec"
     assert set(result["models"]) == {"best", "last_1", "last_2"}
-    assert result["models"]["last_1"]["pdparams"] == "epoch_6/epoch_6.pdparams"
+    assert result["models"]["last_1"]["pdparams"] == "epoch_12/epoch_12.pdparams"
     assert result["models"]["best"]["score"] == doc["best_score"]
     for key in ("pdparams", "pdopt", "pdstates", "inference_config", "pdmodel", "pdiparams"):
         assert (out / result["models"]["best"][key]).is_file(), key
     cfg = (out / "config.yaml").read_text()
     assert "batch_size: 16" in cfg and "num_classes: 4" in cfg and "input_size: 64" in cfg
     log = (out / "train.log").read_text()
-    assert "epoch 6/6 step 4/4" in log and "eval: recall1" in log
+    assert "epoch 12/12 step 4/4" in log and "eval: recall1" in log
 
     # the exported best model scores what training measured, through paddle.inference
     res = invoke("eval", "--dataset", ds, "--model-dir", out / "best_model" / "inference", "--output",

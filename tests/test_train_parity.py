@@ -3,9 +3,15 @@ PaddleClas runs it). ``tests/data/paddleclas_one_step.json`` was written by
 ``benchmarks/paddleclas_one_step.py record`` in a PaddleClas venv (see that script: PaddleX's
 PP-ShiTuV2_rec config built through PaddleClas's own builders, L2 decay raised to 0.1 so that which
 tensors get it shows plainly); here imgfeat runs the same step with its own model, losses and
-optimiser on the same weights and batch. Tolerances: float32 kernels differ between CPUs (AVX2,
-AVX-512, AMX) in the last bits; 1e-3 relative on norms is far below any recipe difference (the decay
-of one BatchNorm, the frozen neck bias) and far above kernel noise (measured: 2e-6 here)."""
+optimiser on the same weights and batch.
+
+Tolerances, measured: on this machine (AMD Zen 5, AVX-512, paddle 3.3.1) imgfeat's step is
+bit-identical to the record. Other CPUs' float32 kernels sum in other orders; as a bound, the same
+step in float64 differs from the recorded float32 one by up to 4.2e-3 in a gradient norm (median
+3.7e-4, p90 1.5e-3) and 2e-8 in the loss. So norms are held to 1e-2, losses and features to 1e-4.
+A recipe difference is far larger: with the backbone BatchNorms decayed like everything else their
+weights' velocity norms move by a median 19x (47 of 48 above 1e-2); the neck's bias would move at
+full rate instead of 1e-20."""
 from __future__ import annotations
 
 import hashlib
@@ -18,7 +24,8 @@ import pytest
 
 RECORD = json.loads((Path(__file__).parent / "data" / "paddleclas_one_step.json").read_text())
 CFG = RECORD["config"]
-RTOL = 1e-3
+RTOL = 1e-2  # gradient, velocity and update norms
+RTOL_LOSS = 1e-4
 
 
 def _digest(arrays: dict) -> str:
@@ -30,6 +37,10 @@ def _digest(arrays: dict) -> str:
 
 @pytest.fixture(scope="module")
 def step() -> dict:
+    return one_step()
+
+
+def one_step() -> dict:
     """imgfeat's step on the recorded inputs: losses, gradient, velocity and update norms."""
     from dataclasses import replace
 
@@ -71,13 +82,13 @@ def step() -> dict:
 
 
 def test_forward_and_losses_match_paddleclas(step):
-    assert step["features_norm"] == pytest.approx(RECORD["features_norm"], rel=RTOL)
-    assert step["losses"]["ce"] == pytest.approx(RECORD["losses"]["CELoss"], rel=RTOL)
+    assert step["features_norm"] == pytest.approx(RECORD["features_norm"], rel=RTOL_LOSS)
+    assert step["losses"]["ce"] == pytest.approx(RECORD["losses"]["CELoss"], rel=RTOL_LOSS)
     # upstream's anchor-negative term counts 1 instead of 0 where it is not positive (a constant: no
     # gradient; see training/losses.py), weighted 0.1: on these random weights every anchor's is not
     upstream = RECORD["losses"]["TripletAngularMarginLoss"]
     assert step["quirk_share"] == 1.0
-    assert step["losses"]["triplet"] == pytest.approx(upstream - 0.1 * step["quirk_share"], rel=RTOL)
+    assert step["losses"]["triplet"] == pytest.approx(upstream - 0.1 * step["quirk_share"], rel=RTOL_LOSS)
 
 
 def test_every_gradient_matches_paddleclas(step):

@@ -192,15 +192,16 @@ def test_math_threads_are_set_before_paddle_is_imported_and_its_warning_is_kept_
             "n = use_math_threads(None)\n"
             "import ctypes, paddle\n"
             "omp = ctypes.CDLL(os.path.join(os.path.dirname(paddle.__file__), 'libs', 'libiomp5.so'))\n"
-            "print(n, cpu_count(), os.environ['OMP_NUM_THREADS'], omp.omp_get_max_threads())\n"
+            "print(n, cpu_count(), os.environ['OMP_NUM_THREADS'], omp.omp_get_max_threads(), omp.kmp_get_blocktime())\n"
             "use_math_threads(1)\n"
             "print(omp.omp_get_max_threads())\n")
-    env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_NUM_THREADS"}
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("OMP_NUM_THREADS", "KMP_BLOCKTIME")}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr
     first, second = res.stdout.split("\n")[:2]
-    n, cores, env_value, omp_threads = first.split()
+    n, cores, env_value, omp_threads, blocktime = first.split()
     assert n == cores == env_value == omp_threads and second == "1"
+    assert blocktime == "1"  # ms an idle OpenMP thread spins (200 by default: it stole a shared core)
     assert "OMP_NUM_THREADS" not in res.stderr
 
 
