@@ -76,42 +76,34 @@ def _one_error_line(stderr: str) -> str:
     return lines[0]
 
 
-def _untrained_recall1(dataset: Path, size: int) -> float:
-    import paddle
-
-    from imgfeat_cli.retrieval.evaluate import eval_dataset
-    from imgfeat_cli.models import preprocess as pp
-    from imgfeat_cli.models.runners import DygraphRunner
-    from imgfeat_cli.pipeline.predictor import FeatureModel
-    from imgfeat_cli.models.registry import build_model, inference_ops
-
-    paddle.seed(0)
-    ops = list(inference_ops("bilinear", size))
-    layer = build_model("PP-ShiTuV2_rec")
-    fm = FeatureModel("PP-ShiTuV2_rec", DygraphRunner(layer), pp.build(ops), ops, "untrained")
-    return eval_dataset(str(dataset), fm, (1,), batch_size=32).metrics()["recall1"]
-
-
 @pytest.mark.slow
 def test_train_from_random_init_learns_and_writes_paddlex_layout(invoke, tmp_path):
+    """The loss falls: the last epoch's at least 0.2 below the first's. Measured (issue 21) on an
+    AMD Zen 5 with AVX-512 (avx512f/bw/vl/vnni/bf16, 2 cores), paddle 3.3.1, opencv 5.1, as this run
+    with Train.seed 0-7 (seeds 0 and 3 also on 1 thread: identical to 2 threads): the fall was
+    0.49-1.05, so 0.2 keeps a margin of 2.4x. The earlier setting (6 epochs at lr 0.02, threshold
+    0.2) fell by 0.16-0.69 over seeds 0-5, and the same 12 epochs at lr 0.02 by 0.08 for one seed.
+    Held-out Recall@1 is no learning signal at this size: against the untrained network (whose
+    random features already separate these colours: 0.46-0.75) the best epoch moved it by
+    -0.42..+0.21 over the same seeds, so recall is held to consistency (what eval of the export
+    reports) instead of a threshold."""
     ds = tmp_path / "ds"
     make_dataset(ds, num_classes=4, per_class=32, size=64, seed=0, distinct_colours=True)
     out = tmp_path / "run"
-    res = invoke("train", "--dataset", ds, "--output", out, "--epochs", "6", "--json",
+    res = invoke("train", "--dataset", ds, "--output", out, "--epochs", "12", "--json",
                  "-o", "Train.pretrain_weight_path=none", "-o", "Train.input_size=64", "-o", "Train.batch_size=16",
-                 "-o", "Train.learning_rate=0.02", "-o", "Train.warmup_steps=1", "-o", "Train.eval_interval=3",
-                 "-o", "Train.save_interval=3")
+                 "-o", "Train.learning_rate=0.01", "-o", "Train.warmup_steps=1", "-o", "Train.eval_interval=6",
+                 "-o", "Train.save_interval=6")
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     hist = doc["history"]
-    assert [h["epoch"] for h in hist] == [1, 2, 3, 4, 5, 6]
+    assert [h["epoch"] for h in hist] == list(range(1, 13))
     assert hist[-1]["loss"] < hist[0]["loss"] - 0.2, [h["loss"] for h in hist]
-    assert [bool(h.get("metrics")) for h in hist] == [False, False, True, False, False, True]
-    untrained = _untrained_recall1(ds, 64)
-    assert doc["best_score"] >= untrained + 0.3, (untrained, doc["best_score"])
+    assert [bool(h.get("metrics")) for h in hist] == [e in (6, 12) for e in range(1, 13)]
+    assert 0 <= doc["best_score"] <= 1
 
     # PaddleX layout and train_result.json shape
-    for name in ("epoch_3", "epoch_6", "latest", "best_model"):
+    for name in ("epoch_6", "epoch_12", "latest", "best_model"):
         for suffix in (".pdparams", ".pdopt", ".pdstates"):
             assert (out / name / f"{name}{suffix}").is_file(), (name, suffix)
         assert (out / name / "inference" / "inference.pdiparams").is_file()
@@ -119,14 +111,14 @@ def test_train_from_random_init_learns_and_writes_paddlex_layout(invoke, tmp_pat
     result = json.loads((out / "train_result.json").read_text())
     assert result["done_flag"] is True and result["model_name"] == "PP-ShiTuV2_rec"
     assert set(result["models"]) == {"best", "last_1", "last_2"}
-    assert result["models"]["last_1"]["pdparams"] == "epoch_6/epoch_6.pdparams"
+    assert result["models"]["last_1"]["pdparams"] == "epoch_12/epoch_12.pdparams"
     assert result["models"]["best"]["score"] == doc["best_score"]
     for key in ("pdparams", "pdopt", "pdstates", "inference_config", "pdmodel", "pdiparams"):
         assert (out / result["models"]["best"][key]).is_file(), key
     cfg = (out / "config.yaml").read_text()
     assert "batch_size: 16" in cfg and "num_classes: 4" in cfg and "input_size: 64" in cfg
     log = (out / "train.log").read_text()
-    assert "epoch 6/6 step 4/4" in log and "eval: recall1" in log
+    assert "epoch 12/12 step 4/4" in log and "eval: recall1" in log
 
     # the exported best model scores what training measured, through paddle.inference
     res = invoke("eval", "--dataset", ds, "--model-dir", out / "best_model" / "inference", "--output",
@@ -693,8 +685,12 @@ def test_export_hostile_weights(invoke, tmp_path, kind, code, needle):
 
 
 @pytest.mark.parametrize("kind, needle", [("fifo", "is not a regular file (a FIFO"), ("loop", "is a symlink loop"),
-                                          ("folder", "is a folder"), ("dangling", "is a broken symlink")])
-def test_train_hostile_dataset_images(invoke, tiny_ds, tmp_path, kind, needle):
+                                          ("folder", "is a folder"), ("dangling", "is a broken symlink"),
+                                          ("empty", "is empty (0 bytes)")])
+@pytest.mark.parametrize("split", ["train", "gallery"])
+def test_train_hostile_dataset_images(invoke, tiny_ds, tmp_path, kind, needle, split):
+    """Caught in setup, before anything is written, naming the list file and line (a zero-byte image
+    used to go ahead: issue 22)."""
     img = tiny_ds / "images" / "odd.jpg"
     if kind == "fifo":
         os.mkfifo(img)
@@ -702,13 +698,152 @@ def test_train_hostile_dataset_images(invoke, tiny_ds, tmp_path, kind, needle):
         os.symlink(img, img)
     elif kind == "folder":
         img.mkdir()
+    elif kind == "empty":
+        img.write_bytes(b"")
     else:
         os.symlink(tiny_ds / "gone.jpg", img)
-    with open(tiny_ds / "train.txt", "a", encoding="utf-8") as fh:
-        fh.write("images/odd.jpg 1\n")
+    lines = (tiny_ds / f"{split}.txt").read_text().splitlines()
+    (tiny_ds / f"{split}.txt").write_text("\n".join(lines[:1] + ["images/odd.jpg 1"] + lines[1:]) + "\n")
     res = invoke("train", "--dataset", tiny_ds, "--output", tmp_path / "o", *TINY)
     assert res.exit_code == 1, res.output
-    assert f"image images/odd.jpg {needle}" in _one_error_line(res.stderr)
+    assert f"{tiny_ds / (split + '.txt')}:2: image images/odd.jpg {needle}" in _one_error_line(res.stderr)
+    assert not (tmp_path / "o").exists()
+
+
+# --- evaluation lists: a run that cannot be scored is refused (issue 22) ------------------------------
+
+@pytest.mark.parametrize("case, needle", [
+    ("empty_query", "query.txt lists no images: evaluation would score nothing"),
+    ("empty_gallery", "gallery.txt lists no images: evaluation would score nothing"),
+    ("no_query", "query.txt does not exist, but gallery.txt does"),
+    ("disjoint", "no label of"),
+])
+def test_train_refuses_evaluation_lists_that_would_score_nothing(invoke, tiny_ds, tmp_path, case, needle):
+    if case.startswith("empty_"):
+        (tiny_ds / f"{case[6:]}.txt").write_text("")
+    elif case == "no_query":
+        (tiny_ds / "query.txt").unlink()
+    else:
+        lines = (tiny_ds / "query.txt").read_text().splitlines()
+        (tiny_ds / "query.txt").write_text("".join(ln.rsplit(" ", 1)[0] + " 3999\n" for ln in lines))
+    res = invoke("train", "--dataset", tiny_ds, "--output", tmp_path / "o", *TINY, "--json")
+    assert res.exit_code == 2, res.output
+    assert needle in _one_error_line(res.stderr)
+    assert not (tmp_path / "o").exists()
+
+
+def test_train_without_gallery_and_query_trains_without_evaluation(invoke, tiny_ds, tmp_path):
+    for split in ("gallery", "query"):
+        (tiny_ds / f"{split}.txt").unlink()
+    res = invoke("train", "--dataset", tiny_ds, "--output", tmp_path / "o", "--epochs", "1", *TINY, "--json")
+    assert res.exit_code == 0, res.output
+    assert "no gallery.txt and query.txt: no evaluation; best_model is the last saved epoch" in \
+        (tmp_path / "o" / "train.log").read_text()
+    assert json.loads(res.stdout)["best_score"] is None and (tmp_path / "o" / "best_model").is_dir()
+
+
+# --- issue 21/26: memory, batch size, warm-up, threads, saves -------------------------------------------
+
+def test_train_refuses_a_run_that_cannot_fit_in_memory_before_anything_is_written(invoke, tiny_ds, tmp_path):
+    # 16384 px: about 250 GB of activations per image, more than any machine has
+    res = invoke("train", "--dataset", tiny_ds, "--output", tmp_path / "o", *TINY, "-o", "Train.input_size=16384")
+    assert res.exit_code == 2, res.output
+    line = _one_error_line(res.stderr)
+    assert "training PP-ShiTuV2_rec at batch 8, input 16384 needs about" in line and "GB is available" in line
+    assert "Hint: even batch 4 does not fit at input 16384" in res.stderr and "-o Train.input_size=" in res.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_result_and_summary_report_the_memory_estimate_and_the_measured_peak(ref):
+    mem = ref["doc"]["memory"]
+    assert 0 < mem["estimate_bytes"] < mem["available_bytes"] and mem["peak_rss_bytes"] > 100e6
+    assert json.loads((ref["out"] / "train_result.json").read_text())["run"]["memory"]["estimate_bytes"] == \
+        mem["estimate_bytes"]
+    from imgfeat_cli.cli.train import summary_table
+
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    console.print(summary_table(ref["doc"]))
+    assert "GB peak (estimated " in console.export_text()
+
+
+def test_default_batch_on_cpu_fits_the_dataset_and_warm_up_never_runs_at_lr_0(invoke, tiny_ds, tmp_path):
+    """No batch size given: the CPU default (32), lowered to what 16 images in 4 classes fill; the
+    default warm-up (5 epochs) over a 1-epoch run warms up over the whole run, said once and right
+    (it used to say "using 0" and then "warm-up 5 epochs", and train its one step at rate 0)."""
+    res = invoke("train", "--dataset", tiny_ds, "--output", tmp_path / "o", "--epochs", "1", "--json",
+                 "-o", "Train.pretrain_weight_path=none", "-o", "Train.input_size=32", "-o", "Train.log_interval=1")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["batch_size"] == 16 and doc["steps_per_epoch"] == 1
+    log = (tmp_path / "o" / "train.log").read_text()
+    assert "batch size 16: 16 images in 4 classes fill no batch of 32" in log
+    assert "warm-up over the whole run (1 epochs, 1 steps; Train.warmup_steps is 5), no decay" in log
+    assert "using" not in log and "warm-up 5 epochs" not in log
+    assert " lr 0.010000 " in log  # the recipe's rate, on the only step
+
+
+def test_steps_per_epoch_are_ceil_of_images_over_batch(invoke, tiny_ds, tmp_path):
+    lines = (tiny_ds / "train.txt").read_text().splitlines()
+    (tiny_ds / "train.txt").write_text("\n".join(lines + lines[:4]) + "\n")  # 20 images, batch 8
+    res = invoke("train", "--dataset", tiny_ds, "--output", tmp_path / "o", "--epochs", "1", *TINY, "--json",
+                 "-o", "Train.eval_interval=10")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["steps_per_epoch"] == 3  # ceil(20 / 8), as PaddleClas; 20 // 8 = 2 before
+
+
+def test_threads_beyond_the_cores_are_lowered_below_one_refused_and_logged(invoke, tiny_ds, tmp_path):
+    res = invoke("train", "--dataset", tiny_ds, "--out", tmp_path / "o", *TINY, "--threads", "0")
+    assert res.exit_code == 2 and "Train.cpu_threads" in _one_error_line(res.stderr)
+    res = invoke("train", "--dataset", tiny_ds, "--out", tmp_path / "o0", "--epochs", "1", *TINY,
+                 "--threads", "100000", "-o", "Train.eval_interval=10")
+    assert res.exit_code == 0 and "--threads 100000 is more than the" in res.stderr
+    res = invoke("train", "--dataset", tiny_ds, "--output", tmp_path / "o", "--epochs", "1", *TINY, "--threads", "1",
+                 "-o", "Train.eval_interval=10")
+    assert res.exit_code == 0, res.output
+    assert ", 1 CPU threads, memory about " in res.stderr
+    assert "cpu_threads: 1" in (tmp_path / "o" / "config.yaml").read_text()
+
+
+def test_weights_are_checked_on_a_few_images_once_per_saved_state(invoke, tiny_ds, tmp_path, monkeypatch):
+    from imgfeat_cli.models import weights
+
+    real, probes = weights.nonfinite_features, []
+
+    def counted(layer, batch):
+        probes.append(int(batch.shape[0]))
+        return real(layer, batch)
+
+    monkeypatch.setattr(weights, "nonfinite_features", counted)
+    res = invoke("train", "--dataset", tiny_ds, "--output", tmp_path / "o", "--epochs", "2", *TINY)
+    assert res.exit_code == 0, res.output
+    assert probes == [4, 4]  # one per epoch end (evaluated and saved), 4 images (was 2 x 8 per epoch)
+
+
+def test_latest_is_saved_without_an_export_between_save_intervals(tiny_ds, tmp_path, monkeypatch):
+    """``latest/`` on the timer (set to 0 here) or a stop carries no inference/ export mid-run;
+    epoch_N/ and best_model/ do, and the last epoch's latest/ too."""
+    from imgfeat_cli.models import export
+    from imgfeat_cli.training import trainer
+    from imgfeat_cli.training.options import TrainOptions
+    from imgfeat_cli.training.run import run_train
+
+    real, exports = export.export_layer, []
+    monkeypatch.setattr(export, "export_layer", lambda *a, **k: exports.append(1) or real(*a, **k))
+    monkeypatch.setattr(trainer, "LATEST_EVERY_S", 0.0)
+    opts = TrainOptions(str(tiny_ds), output=str(tmp_path / "o"), epochs=3, batch_size=8, learning_rate=0.02,
+                        warmup_epochs=1, pretrain_weight_path="none", input_size=32, eval_interval=10,
+                        save_interval=10)
+    with pytest.raises(Interrupted, match="interrupted after epoch 2"):
+        run_train(opts, stop=lambda global_step: global_step == 4)
+    out = tmp_path / "o"
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "latest", "train.log", "train_result.json"]
+    assert not (out / "latest" / "inference").exists() and exports == []
+    run_train(TrainOptions(**{**opts.__dict__, "resume": True}))
+    assert exports == [1]  # epoch 3: one export, copied to best_model/ and latest/
+    for name in ("epoch_3", "best_model", "latest"):
+        assert (out / name / "inference" / "inference.pdiparams").is_file(), name
 
 
 def _read_only(folder: Path, monkeypatch) -> None:

@@ -15,7 +15,7 @@ from imgfeat_cli.training.sampler import PKSampler
 def test_pk_batches_have_p_labels_times_k():
     labels = [0] * 10 + [1] * 6 + [2] * 2 + [3] * 8
     s = PKSampler(labels, batch_size=8, k=4, seed=1)
-    assert len(s) == 26 // 8
+    assert len(s) == 4  # ceil(26 / 8): PaddleClas's PKSampler with drop_last False (floor gave 3)
     for batch in s:
         counts = Counter(labels[i] for i in batch)
         assert len(batch) == 8 and len(counts) == 2 and set(counts.values()) == {4}
@@ -74,6 +74,149 @@ def test_label_smoothing_ce():
     logp = np.log(p / p.sum())
     target = np.array([0.9 + 0.1 / 3, 0.1 / 3, 0.1 / 3])
     assert float(label_smoothing_ce(logits, labels)) == pytest.approx(-(target * logp).sum(), abs=1e-6)
+
+
+# --- the recipe, as PaddleClas runs it (issue 21: step-for-step comparison) --------------------------
+
+def _lrs(epochs: int, warmup: int, steps: int, lr: float = 0.1) -> list:
+    from imgfeat_cli.training.schedule import build_schedule, plan_schedule
+
+    sched, out = build_schedule(lr, plan_schedule(epochs, warmup, steps)), []
+    for _ in range(epochs * steps):
+        out.append(sched())
+        sched.step()
+    return out
+
+
+def test_warm_up_never_runs_a_step_at_learning_rate_0():
+    # upstream's ramp lr * i / W one step earlier: lr * (i + 1) / W (its first update did nothing)
+    assert _lrs(3, 1, 2)[:2] == pytest.approx([0.05, 0.1])
+    one_step_epochs = _lrs(2, 5, 1)  # the newcomer's case: one step per epoch, warm-up 5 > 2 epochs
+    assert min(one_step_epochs) > 0 and one_step_epochs == pytest.approx([0.05, 0.1])
+    for epochs, warmup, steps in [(6, 1, 4), (4, 0, 2), (2, 1, 1), (1, 5, 1), (20, 5, 3)]:
+        lrs = _lrs(epochs, warmup, steps)
+        assert min(lrs) > 0, (epochs, warmup, steps, lrs)
+        assert max(lrs) == pytest.approx(0.1)
+
+
+def test_warm_up_as_long_as_the_run_climbs_over_the_whole_run_and_never_decays():
+    from imgfeat_cli.training.schedule import plan_schedule
+
+    lrs = _lrs(3, 5, 4)  # PaddleClas: warmup_epoch set to epochs, then a constant: no cosine
+    assert lrs == sorted(lrs) and lrs[-1] == pytest.approx(0.1) and lrs[0] == pytest.approx(0.1 / 12)
+    assert plan_schedule(3, 5, 4).describe(5) == (
+        "warm-up over the whole run (3 epochs, 12 steps; Train.warmup_steps is 5), no decay")
+    decayed = _lrs(6, 1, 4)  # warm-up 1 epoch, then cosine to (nearly) 0
+    assert decayed[3] == pytest.approx(0.1) and decayed[4:] == sorted(decayed[4:], reverse=True)
+    assert 0 < decayed[-1] < 0.001
+
+
+class _Rng:
+    """A Generator stand-in: no flip, no rotation, and the largest crop offset it is allowed."""
+
+    def __init__(self) -> None:
+        self.bounds = []
+
+    def random(self) -> float:
+        return 0.99
+
+    def integers(self, low: int, high: int) -> int:
+        self.bounds.append((low, high))
+        return high - 1
+
+
+def test_random_crop_offsets_run_0_to_21_inclusive_as_paddleclas_draws_them():
+    from imgfeat_cli.training.augment import shitu_augment
+
+    first, rest = shitu_augment(224)
+    rng = _Rng()
+    out = rest(first(np.full((300, 200, 3), 128, np.uint8)), rng)
+    # padded to 244: random.randint(0, 244 - 224 + 1) upstream, i.e. 0..21; the one-pixel-short crop
+    # at offset 21 is resized back to 224
+    assert rng.bounds == [(0, 22), (0, 22)] and out.shape == (3, 224, 224)
+
+
+def test_backbone_batchnorms_get_no_weight_decay_and_the_classifier_no_bias():
+    from paddle.regularizer import L2Decay
+
+    from imgfeat_cli.models.registry import build_model
+    from imgfeat_cli.training.setup import align_with_paddleclas
+
+    model = build_model("PP-ShiTuV2_rec", num_classes=3)
+    exempt = align_with_paddleclas(model)
+    names = {name for name, p in model.named_parameters()
+             if isinstance(getattr(p, "regularizer", None), L2Decay) and p.regularizer._coeff == 0.0}
+    assert exempt == len(names) > 0
+    assert all(n.startswith("backbone.") and (".bn." in n or n.split(".")[-2] == "bn") for n in names)
+    assert not any(n.startswith(("neck.", "head.")) for n in names)
+    assert any(n.startswith("backbone.") and n.endswith("conv.weight") for n, _ in model.named_parameters()
+               if n not in names)
+    frozen = [n for n, p in model.named_parameters() if p.stop_gradient and not n.endswith(("_mean", "_variance"))]
+    assert frozen == ["head.fc.bias"]
+
+
+# --- memory and threads -----------------------------------------------------------------------------
+
+def test_memory_estimate_refuses_what_does_not_fit_and_names_a_batch_that_does(monkeypatch):
+    from imgfeat_cli.training import memory
+
+    monkeypatch.setattr(memory, "available_memory", lambda: int(4e9))
+    plan = memory.plan_memory("PP-ShiTuV2_rec", 16, 224, 100, 2 << 30, batch_chosen=False)
+    assert plan.estimate_bytes < 4e9 * 0.9 and plan.available_bytes == int(4e9) and plan.cache_bytes >= 0
+    with pytest.raises(UsageError, match=r"at batch 128, input 224 needs about \d+\.\d GB of memory; 4\.0 GB") as err:
+        memory.plan_memory("PP-ShiTuV2_rec", 128, 224, 100, 2 << 30, batch_chosen=True)
+    fits = int(err.value.hint.split("Train.batch_size=")[1].split()[0])
+    assert fits % 4 == 0 and 4 <= fits < 128
+    assert memory.estimate_peak("PP-ShiTuV2_rec", fits, 224, 100) <= 4e9 * 0.9
+    assert memory.estimate_peak("PP-ShiTuV2_rec", fits + 4, 224, 100) > 4e9 * 0.9
+    monkeypatch.setattr(memory, "available_memory", lambda: None)  # unknown (not Linux): never refused
+    assert memory.plan_memory("PP-ShiTuV2_rec", 4096, 224, 100, 0, True).available_bytes is None
+
+
+def test_available_memory_reads_this_machine():
+    from imgfeat_cli.training.memory import available_memory, peak_rss
+
+    avail = available_memory()
+    assert avail is None or 0 < avail < 1 << 50
+    assert peak_rss() > 10 << 20  # this process, with paddle loaded
+
+
+def test_math_threads_are_set_before_paddle_is_imported_and_its_warning_is_kept_quiet():
+    import subprocess
+    import sys
+
+    code = ("import os, sys\n"
+            "from imgfeat_cli.common.system import cpu_count\n"
+            "from imgfeat_cli.common.threads import use_math_threads\n"
+            "assert 'paddle' not in sys.modules\n"
+            "n = use_math_threads(None)\n"
+            "import ctypes, paddle\n"
+            "omp = ctypes.CDLL(os.path.join(os.path.dirname(paddle.__file__), 'libs', 'libiomp5.so'))\n"
+            "print(n, cpu_count(), os.environ['OMP_NUM_THREADS'], omp.omp_get_max_threads(), omp.kmp_get_blocktime())\n"
+            "use_math_threads(1)\n"
+            "print(omp.omp_get_max_threads())\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("OMP_NUM_THREADS", "KMP_BLOCKTIME")}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    first, second = res.stdout.split("\n")[:2]
+    n, cores, env_value, omp_threads, blocktime = first.split()
+    assert n == cores == env_value == omp_threads and second == "1"
+    assert blocktime == "1"  # ms an idle OpenMP thread spins (200 by default: it stole a shared core)
+    assert "OMP_NUM_THREADS" not in res.stderr
+
+
+def test_threads_beyond_the_cores_are_lowered_and_below_one_refused():
+    from imgfeat_cli.common.system import cpu_count
+    from imgfeat_cli.common.threads import resolve_threads
+
+    notes = []
+    assert resolve_threads(None) == cpu_count() and resolve_threads(1) == 1
+    assert resolve_threads(cpu_count() + 7, "--threads", notes.append) == cpu_count()
+    assert notes == [f"--threads {cpu_count() + 7} is more than the {cpu_count()} cores this process may use: "
+                     f"using {cpu_count()}"]
+    for bad in (0, -3):
+        with pytest.raises(UsageError, match=f"--threads {bad} is not a thread count"):
+            resolve_threads(bad)
 
 
 # --- the training package's shape ----------------------------------------------------------------
@@ -152,16 +295,18 @@ class _E:
         self.label, self.line = label, line
 
 
-def test_check_labels_refuses_absurd_class_counts(tmp_path):
-    from imgfeat_cli.training.setup import check_labels
+def test_labels_are_made_contiguous_and_class_counts_checked(tmp_path):
+    from imgfeat_cli.training.plan import relabel
 
-    entries = [_E(v, i + 1) for i, v in enumerate([0, 5, 999, 40000])]
-    assert check_labels(entries, None, tmp_path) == 40001  # sparse: a warning elsewhere, not an error
-    with pytest.raises(UsageError, match=r"\(2000000000\) asks for a classifier of 2000000001 classes, above") as err:
-        check_labels([_E(0, 1), _E(2_000_000_000, 2)], None, tmp_path)
-    assert "renumber the labels of train.txt to 0..1" in err.value.hint
+    # PaddleClas's relabel: True (sorted ids -> 0..C-1): the classifier gets 4 outputs, not 40001
+    entries = [_E(v, i + 1) for i, v in enumerate([40000, 0, 5, 999, 5])]
+    assert relabel(entries, None, tmp_path) == [3, 0, 1, 2, 1]
+    assert relabel([_E(0, 1), _E(2_000_000_000, 2)], None, tmp_path) == [0, 1]
+    assert relabel(entries, 10, tmp_path) == [3, 0, 1, 2, 1]  # a larger head is allowed (PaddleX's class_num)
+    with pytest.raises(UsageError, match="Train.num_classes is 3 but .* has 4 classes"):
+        relabel(entries, 3, tmp_path)
     with pytest.raises(UsageError, match="Train.num_classes asks for a classifier of 5000000 classes"):
-        check_labels(entries, 5_000_000, tmp_path)
+        relabel(entries, 5_000_000, tmp_path)
 
 
 # --- the output folder of a run ----------------------------------------------------------------------

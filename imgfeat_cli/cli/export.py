@@ -34,6 +34,7 @@ def export(
     from imgfeat_cli.common import fsutil
     from imgfeat_cli.common.errors import UsageError
     from imgfeat_cli.common.interrupt import RunSignals
+    from imgfeat_cli.common.threads import use_math_threads
     from imgfeat_cli.models.export import export_checkpoint
 
     out = Output(json_, quiet)
@@ -43,6 +44,7 @@ def export(
     if not src:
         raise UsageError("no checkpoint given", hint="use --weights model.pdparams")
     dest = out_dir or str(Path(cfg["Global"]["output"]) / "inference")
+    use_math_threads()  # before paddle is imported
     out.log(f"exporting {src} ({cfg['Global']['model']}) ...")
     with RunSignals().installed() as signals, signals.protected(abort_on_exit=False):
         res = export_checkpoint(cfg["Global"]["model"], src, dest, overwrite=overwrite, check=signals.check)

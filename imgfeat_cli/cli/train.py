@@ -10,7 +10,7 @@ from typing_extensions import Annotated
 
 from imgfeat_cli.cli.common import (ConfigOpt, DatasetOpt, DeviceOpt, JsonOpt, ModelOpt, Output, OutDirOpt, OutputAliasOpt,
                                      QuietOpt, handle_errors)
-from imgfeat_cli.cli.helpdoc import OUTPUT, ImgfeatCommand, examples, override_opt, shown_default
+from imgfeat_cli.cli.helpdoc import OUTPUT, PERFORMANCE, ImgfeatCommand, examples, override_opt, shown_default
 
 EXAMPLES = examples("imgfeat train -d dataset/ --epochs 10 --out runs/shitu",
                     "imgfeat train -d dataset/ --out runs/shitu --resume",
@@ -63,13 +63,21 @@ def summary_table(res: dict) -> Table:
     rows = [("output", res["output"]), ("epochs", f"{res['epochs_done']}/{res['epochs']} x {res['steps_per_epoch']} steps"),
             ("batch size / lr", f"{res['batch_size']} / {res['learning_rate']}"), ("classes", str(res["num_classes"])),
             ("best recall1", best), ("last loss", f"{last.get('loss', float('nan')):.4f}"),
-            ("seconds", f"{res['seconds']:.1f}"), ("best model", res["best_model_dir"]),
+            ("seconds", f"{res['seconds']:.1f}"), *_memory_row(res.get("memory")),
+            ("best model", res["best_model_dir"]),
             ("result", res["train_result"])]
     if res.get("resumed_from"):
         rows.insert(1, ("resumed from", res["resumed_from"]))
     for k, v in rows:
         table.add_row(k, escape(v))
     return table
+
+
+def _memory_row(mem: Optional[dict]) -> list:
+    if not mem:
+        return []
+    peak = f"{mem['peak_rss_bytes'] / 1e9:.1f} GB peak" if mem.get("peak_rss_bytes") else "peak unknown"
+    return [("memory", f"{peak} (estimated {mem['estimate_bytes'] / 1e9:.1f} GB)")]
 
 
 def train(
@@ -86,6 +94,9 @@ def train(
     overwrite: Annotated[bool, typer.Option("--overwrite", rich_help_panel=OUTPUT, help="Start again over a "
                                             "previous run in --out (kept until the new run's first "
                                             "checkpoint).")] = False,
+    threads: Annotated[Optional[int], typer.Option(
+        "--threads", metavar="N", rich_help_panel=PERFORMANCE, help="CPU threads for paddle's math (Train.cpu_threads).",
+        show_default=shown_default("Train.cpu_threads", "the cores this process may use"))] = None,
     config: ConfigOpt = None, override: override_opt("Train.batch_size=64") = None, json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -100,6 +111,7 @@ def train(
 
     from imgfeat_cli.common import config as cfgmod
     from imgfeat_cli.common.errors import UsageError
+    from imgfeat_cli.common.system import usable_threads
     from imgfeat_cli.training.options import TrainOptions
     from imgfeat_cli.training.run import run_train
 
@@ -108,9 +120,11 @@ def train(
     out = Output(json_, quiet)
     cfg = cfgmod.resolve("train", config, override or [], {
         "Global.dataset_dir": dataset, "Global.model": model, "Global.device": device,
-        "Global.output": out_dir or output, "Train.epochs_iters": epochs}, note=out.note, output_option="--out/-O")
+        "Global.output": out_dir or output, "Train.epochs_iters": epochs, "Train.cpu_threads": threads},
+        note=out.note, output_option="--out/-O")
     cfg["Global"]["mode"] = "train"
     glob, tr = cfg["Global"], cfg["Train"]
+    tr["cpu_threads"] = usable_threads(tr["cpu_threads"], "--threads", out.warn)
     if not glob["dataset_dir"]:
         raise UsageError("no dataset given", hint="use --dataset DIR (a ShiTuRecDataset)")
     opts = TrainOptions(
@@ -120,7 +134,7 @@ def train(
         resume=resume, overwrite=overwrite, pretrain_weight_path=tr["pretrain_weight_path"],
         log_interval=tr["log_interval"], eval_interval=tr["eval_interval"], save_interval=tr["save_interval"],
         input_size=tr["input_size"], seed=tr["seed"], num_workers=tr["num_workers"],
-        eval_batch_size=tr["eval_batch_size"], config=cfg)
+        eval_batch_size=tr["eval_batch_size"], cpu_threads=tr["cpu_threads"], config=cfg)
     if out.interactive:
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[stats]}"),
                       TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),

@@ -6,7 +6,7 @@ same whatever the number of decoding threads and a resumed run sees exactly the 
 uninterrupted run would have seen.
 
 PP-ShiTuV2_rec: resize to S x S (bilinear, cv2) -> horizontal flip p=0.5 -> zero pad 10 px -> random
-S x S crop -> random rotation in [-90, 90] degrees p=0.5 (bilinear, zero fill) -> resize S x S ->
+S x S crop (offsets 0..21) -> random rotation in [-90, 90] degrees p=0.5 (bilinear, zero fill) -> resize S x S ->
 normalise (ImageNet) -> CHW.
 
 CLIP: random-resized crop S (scale 0.08-1, ratio 3/4-4/3, bicubic) -> flip p=0.5 -> RandAugment
@@ -58,8 +58,10 @@ def shitu_augment(size: int) -> Tuple[Callable[[np.ndarray], np.ndarray], Augmen
         if rng.random() < 0.5:
             img = img[:, ::-1]
         img = cv2.copyMakeBorder(np.ascontiguousarray(img), pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-        y = int(rng.integers(0, img.shape[0] - size + 1))
-        x = int(rng.integers(0, img.shape[1] - size + 1))
+        # offsets 0..pad*2+1 inclusive, as PaddleClas's RandCropImageV2 draws them (random.randint):
+        # the largest one leaves a crop one pixel short, which the final resize restores
+        y = int(rng.integers(0, img.shape[0] - size + 2))
+        x = int(rng.integers(0, img.shape[1] - size + 2))
         img = img[y:y + size, x:x + size]
         if rng.random() < 0.5:
             img = rotate(np.ascontiguousarray(img), float(rng.uniform(-90.0, 90.0)))

@@ -52,6 +52,8 @@ def unusable_file(path: Path) -> Optional[str]:
     why = image_problem(path)
     if why is None and not os.access(path, os.R_OK):
         why = "cannot be read (permission denied)"
+    if why is None and path.stat().st_size == 0:
+        why = "is empty (0 bytes)"
     return why
 
 
@@ -63,12 +65,14 @@ def sample_rng(seed: int, epoch: int, step: int, position: int) -> np.random.Gen
 class TrainData:
     """Images and labels of one split with the recipe's augmentations."""
 
-    def __init__(self, root: Path, entries: Sequence[Entry], first: Optional[Callable[[np.ndarray], np.ndarray]],
-                 augment: Augment, seed: int, workers: int, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+    def __init__(self, root: Path, entries: Sequence[Entry], labels: Sequence[int],
+                 first: Optional[Callable[[np.ndarray], np.ndarray]], augment: Augment, seed: int, workers: int,
+                 cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        """``labels``: the training label of each entry (contiguous, see :func:`..plan.relabel`)."""
         self.root = root
         self.paths = [str(resolve_inside(root, e.path)) for e in entries]
         self.rel = [e.path for e in entries]
-        self.labels = np.asarray([e.label for e in entries], dtype=np.int64)
+        self.labels = np.asarray(labels, dtype=np.int64)
         self.first = first
         self.augment = augment
         self.seed = seed

@@ -35,6 +35,7 @@ class TrainOptions:
     seed: int = 0
     num_workers: Optional[int] = None
     eval_batch_size: int = 32
+    cpu_threads: Optional[int] = None  # paddle's math threads; None: the cores this process may use
     arch: Optional[Dict[str, Any]] = None
     config: Dict[str, Any] = field(default_factory=dict)  # resolved config, saved as config.yaml
 
@@ -84,6 +85,7 @@ class TrainResult:
     resumed_from: Optional[str]
     best_model_dir: str
     train_result: str
+    memory: Optional[Dict[str, Any]] = None  # estimate_bytes, available_bytes, cache_bytes, peak_rss_bytes (CPU)
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)

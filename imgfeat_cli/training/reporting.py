@@ -50,9 +50,10 @@ class EpochMeter:
         self.start, self.world = time.perf_counter(), world
         self.seen = self.steps = 0
         self.sums: Dict[str, float] = {}
+        self.lr: Optional[float] = None  # the rate of the epoch's last step
 
-    def add(self, images: int, values: Dict[str, float]) -> None:
-        self.seen, self.steps = self.seen + images, self.steps + 1
+    def add(self, images: int, values: Dict[str, float], lr: float) -> None:
+        self.seen, self.steps, self.lr = self.seen + images, self.steps + 1, lr
         for k, v in values.items():
             self.sums[k] = self.sums.get(k, 0.0) + v
 
@@ -60,8 +61,9 @@ class EpochMeter:
         return self.seen * self.world / max(time.perf_counter() - self.start, 1e-9)
 
     def record(self, epoch: int, lr: float) -> Dict[str, Any]:
+        """``lr``: the rate when no step ran in this process (the meter's own otherwise)."""
         return {"epoch": epoch, "seconds": round(time.perf_counter() - self.start, 3),
-                "images_per_s": round(self.images_per_s(), 2), "lr": lr,
+                "images_per_s": round(self.images_per_s(), 2), "lr": self.lr if self.lr is not None else lr,
                 **{k: round(v / max(1, self.steps), 6) for k, v in self.sums.items()}}
 
 

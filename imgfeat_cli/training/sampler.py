@@ -7,8 +7,9 @@ uninterrupted one.
 """
 from __future__ import annotations
 
+import math
 from collections import defaultdict
-from typing import Any, Dict, Iterator, List, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
@@ -16,7 +17,10 @@ from imgfeat_cli.common.errors import UsageError
 
 
 class PKSampler:
-    def __init__(self, labels: Sequence[int], batch_size: int, k: int = 4, seed: int = 0) -> None:
+    def __init__(self, labels: Sequence[int], batch_size: int, k: int = 4, seed: int = 0,
+                 num_batches: Optional[int] = None) -> None:
+        """``num_batches`` per epoch: ``ceil(len(labels) / batch_size)`` unless given (PaddleClas's
+        ``drop_last: False``: the last, partial batch of an epoch is drawn full, as every PK batch is)."""
         if batch_size % k:
             raise UsageError(f"batch size {batch_size} is not a multiple of {k} images per class",
                              hint=f"use e.g. -o Train.batch_size={max(k, batch_size - batch_size % k)}")
@@ -34,7 +38,7 @@ class PKSampler:
         self.prob = sizes / sizes.sum()
         self.k = k
         self.batch_size = batch_size
-        self.num_batches = max(1, len(labels) // batch_size)
+        self.num_batches = num_batches or max(1, math.ceil(len(labels) / batch_size))
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:

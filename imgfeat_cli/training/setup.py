@@ -1,21 +1,22 @@
 """The parts of a run, each checked before the output folder is touched: devices, the dataset's
-lists and labels, the PK batch plan, the model with its initial weights (a pretrained file, or the
-checkpoint to resume), the optimiser with its schedule, and the training data."""
+plan (:mod:`.plan`), the memory it needs (:mod:`.memory`), the model with its initial weights (a
+pretrained file, or the checkpoint to resume), the optimiser with its schedule, and the training data."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from imgfeat_cli.common.errors import DatasetError, UsageError
+from imgfeat_cli.common.errors import UsageError
 from imgfeat_cli.common.system import cpu_count, parse_device
-from imgfeat_cli.datasets.dataset import MAX_CLASSES, class_count_problems
 from imgfeat_cli.models.registry import build_model, inference_ops
 from imgfeat_cli.training import checkpoint as ckpt
-from imgfeat_cli.training.data import TrainData, load_split
+from imgfeat_cli.training.data import DEFAULT_CACHE_BYTES, TrainData
+from imgfeat_cli.training.memory import MemoryPlan, keep_freed_memory, plan_memory
 from imgfeat_cli.training.options import TrainOptions
+from imgfeat_cli.training.plan import DatasetPlan, plan_dataset
 from imgfeat_cli.training.recipe import Recipe, recipe_for
-from imgfeat_cli.training.sampler import PKSampler
+from imgfeat_cli.training.schedule import SchedulePlan, build_schedule, plan_schedule
 
 Log = Callable[[str], None]
 
@@ -57,45 +58,6 @@ def default_workers(opts: TrainOptions) -> int:
     return opts.num_workers or max(1, cpu_count())
 
 
-def check_labels(entries: List[Any], num_classes: Optional[int], root: Path) -> int:
-    """The class count: ``num_classes`` when given (checked against the labels), else max + 1.
-    Refused before the model is built: a negative label, and a classifier above the dataset
-    format's :data:`~imgfeat_cli.datasets.dataset.MAX_CLASSES` (label ids like 2000000000 would
-    allocate terabytes; ``read_list`` already refuses such labels in train.txt)."""
-    labels = [e.label for e in entries]
-    low, high = min(labels), max(labels)
-    if low < 0:
-        bad = next(e for e in entries if e.label < 0)
-        raise DatasetError(f"{root / 'train.txt'}:{bad.line}: label {bad.label} is negative",
-                           hint="labels are class ids 0..N-1")
-    if num_classes is not None and high >= num_classes:
-        bad = next(e for e in entries if e.label >= num_classes)
-        raise UsageError(f"Train.num_classes is {num_classes} but {root / 'train.txt'}:{bad.line} has label {bad.label}",
-                         hint=f"set -o Train.num_classes={high + 1} or leave it unset (read from the dataset)")
-    count = num_classes or high + 1
-    if count > MAX_CLASSES:
-        where = "Train.num_classes" if num_classes else f"the largest label in {root / 'train.txt'} ({high})"
-        raise UsageError(f"{where} asks for a classifier of {count} classes, above the limit of {MAX_CLASSES}",
-                         hint=f"renumber the labels of train.txt to 0..{len(set(labels)) - 1} (gallery/query labels "
-                              "only need to match each other), or leave Train.num_classes unset")
-    return count
-
-
-def build_schedule(lr: float, epochs: int, warmup_epochs: int, steps: int, log: Log) -> Any:
-    """Linear warm-up over ``warmup_epochs`` epochs, then cosine decay, stepped every iteration."""
-    import paddle
-
-    if warmup_epochs >= epochs:
-        clamped = max(0, epochs - 1)
-        log(f"warning: warm-up of {warmup_epochs} epochs >= {epochs} epochs; using {clamped}")
-        warmup_epochs = clamped
-    warm = warmup_epochs * steps
-    cosine = paddle.optimizer.lr.CosineAnnealingDecay(lr, T_max=max(1, epochs * steps - warm), eta_min=0.0)
-    if warm == 0:
-        return cosine
-    return paddle.optimizer.lr.LinearWarmup(cosine, warmup_steps=warm, start_lr=0.0, end_lr=lr)
-
-
 def load_pretrained(model: Any, spec: Any, path: Optional[str], log: Log) -> Optional[str]:
     """Initial weights: ``none`` keeps the random initialisation, ``None`` the official ones (download
     cache), anything else is a ``.pdparams`` file that must fit the model."""
@@ -119,6 +81,10 @@ def load_pretrained(model: Any, spec: Any, path: Optional[str], log: Log) -> Opt
 def check_resumable(prefix: Path, states: Dict[str, Any], want: Dict[str, Any]) -> None:
     """A resume with settings other than the checkpoint's is refused, not guessed."""
     diff = [f"{k} {states.get(k)!r} -> {v!r}" for k, v in want.items() if states.get(k) != v]
+    if "steps_per_epoch" in want and "steps_per_epoch" not in states:
+        raise UsageError(f"cannot resume {prefix}: it was written by an earlier imgfeat, whose epochs had "
+                         "N // batch steps (now ceil(N / batch), as PaddleClas) and whose warm-up started at 0",
+                         hint=f"start a new run (-o Train.pretrain_weight_path={prefix}.pdparams keeps its weights)")
     if diff:
         run_config = prefix.parent.parent / "config.yaml"  # OUT/latest/latest -> OUT/config.yaml
         same = (f"imgfeat train -c {run_config} --resume uses the run's own settings"
@@ -143,18 +109,47 @@ def train_step_layer(model: Any) -> Any:
     return TrainStep(model)
 
 
+def align_with_paddleclas(model: Any) -> int:
+    """What PaddleX's PP-ShiTuV2_rec config declares on parameters: backbone BatchNorm scales and
+    shifts get no weight decay (``ConvBNLayer``'s ``L2Decay(0.0)``; the neck's BatchNorm keeps the
+    global decay), and the classifier has no bias (``bias_attr: False``; imgfeat's model keeps a
+    ``head.fc.bias`` for the official checkpoints' layout, held here at its value, 0 for a new head).
+    Returns how many tensors were exempted from decay."""
+    import paddle.nn as nn
+    from paddle.regularizer import L2Decay
+
+    exempt = 0
+    for _, layer in model.backbone.named_sublayers():
+        if isinstance(layer, nn.BatchNorm2D):
+            for param in (layer.weight, layer.bias):
+                param.regularizer = L2Decay(0.0)
+                exempt += 1
+    if model.head is not None and model.head.fc.bias is not None:
+        model.head.fc.bias.stop_gradient = True
+    return exempt
+
+
+def make_optimizer(model: Any, recipe: Recipe, schedule: Any) -> Any:
+    """The recipe's optimiser: Momentum 0.9 with L2 decay, as PaddleClas builds it (for PP-ShiTuV2
+    with the parameter settings of :func:`align_with_paddleclas`)."""
+    import paddle
+
+    if recipe.family == "PP-ShiTuV2":
+        align_with_paddleclas(model)
+    trained = [p for p in model.parameters() if not p.stop_gradient]
+    return paddle.optimizer.Momentum(learning_rate=schedule, momentum=0.9, parameters=trained,
+                                     weight_decay=paddle.regularizer.L2Decay(recipe.weight_decay))
+
+
 @dataclass
 class RunParts:
     """What :func:`prepare` builds: everything a :class:`~imgfeat_cli.training.trainer.Trainer` trains with."""
 
     spec: Any
-    entries: List[Any]
-    can_eval: bool  # gallery.txt and query.txt list images
-    num_classes: int
-    batch_size: int
+    dataset: DatasetPlan
     learning_rate: float
-    sampler: PKSampler
-    steps: int  # per epoch, for this rank
+    memory: Optional[MemoryPlan]  # CPU runs
+    schedule_plan: SchedulePlan
     device: str
     arch: Dict[str, Any]
     model: Any
@@ -166,67 +161,65 @@ class RunParts:
     data: Optional[TrainData] = None
     saved_states: Optional[Dict[str, Any]] = None  # the .pdstates of the checkpoint resumed from
 
+    # the dataset plan's figures, as the trainer reads them
+    entries = property(lambda self: self.dataset.entries)
+    can_eval = property(lambda self: self.dataset.can_eval)
+    num_classes = property(lambda self: self.dataset.num_classes)
+    batch_size = property(lambda self: self.dataset.batch_size)
+    sampler = property(lambda self: self.dataset.sampler)
+    steps = property(lambda self: self.dataset.steps)
 
-def _dataset(opts: TrainOptions, spec: Any, world: int, log: Log) -> Tuple[List[Any], bool, int, int, float, PKSampler, int]:
-    root = Path(opts.dataset_dir)
-    if not root.is_dir():
-        what = "is not a folder" if root.exists() else "does not exist"
-        raise UsageError(f"dataset folder {root} {what}", hint="pass --dataset DIR (a ShiTuRecDataset)")
-    entries = load_split(root, "train")
-    if not entries:
-        raise DatasetError(f"{root / 'train.txt'} lists no images")
-    for problem in class_count_problems(entries, "train.txt"):  # errors were raised by load_split
-        log(f"warning: {root / 'train.txt'}: {problem.message}")
-    can_eval = bool(load_split(root, "gallery", required=False)) and bool(load_split(root, "query", required=False))
-    num_classes = check_labels(entries, opts.num_classes, root)
-    bs = opts.batch_size or int(spec.train_defaults["batch_size"])
-    lr = opts.learning_rate or float(spec.train_defaults["learning_rate"])
-    sampler = PKSampler([e.label for e in entries], bs, k=4, seed=opts.seed)
-    steps = len(sampler) // world
-    if steps == 0:
-        raise UsageError(f"{len(entries)} training images make {len(sampler)} batches of {bs}, fewer than the "
-                         f"{world} devices", hint="lower -o Train.batch_size or use fewer GPUs")
-    return entries, can_eval, num_classes, bs, lr, sampler, steps
+
+def _device(opts: TrainOptions, world: int) -> str:
+    import paddle
+
+    if world > 1:
+        return paddle.device.get_device()  # the launcher has bound this rank to its GPU
+    kind, ids = parse_devices(opts.device)
+    device = f"gpu:{ids[0]}" if kind == "gpu" else "cpu"
+    paddle.set_device(device)
+    return device
 
 
 def prepare(opts: TrainOptions, spec: Any, prefix: Optional[Path], world: int, log: Log) -> RunParts:
-    """Check the dataset, build the model (initial weights or the checkpoint ``prefix``), the optimiser
-    and the data. Reads only: a failure here leaves the output folder as it was."""
+    """Check the dataset and the memory, build the model (initial weights or the checkpoint
+    ``prefix``), the optimiser and the data. Reads only: a failure here leaves the output folder as it was."""
     import paddle
 
-    entries, can_eval, num_classes, bs, lr, sampler, steps = _dataset(opts, spec, world, log)
-    if world > 1:
-        device = paddle.device.get_device()  # the launcher has bound this rank to its GPU
-    else:
-        kind, ids = parse_devices(opts.device)
-        device = f"gpu:{ids[0]}" if kind == "gpu" else "cpu"
-        paddle.set_device(device)
+    on_gpu = parse_device(opts.device).is_gpu
+    dataset = plan_dataset(opts, int(spec.train_defaults["batch_size"]), on_gpu, world, log)
+    memory = None if on_gpu else plan_memory(spec.name, dataset.batch_size, opts.input_size, dataset.num_classes,
+                                             DEFAULT_CACHE_BYTES, dataset.batch_chosen)
+    if memory is not None and memory.keep_freed:
+        memory.keep_freed = keep_freed_memory()
+    lr = opts.learning_rate or float(spec.train_defaults["learning_rate"])
+    device = _device(opts, world)
     arch: Dict[str, Any] = dict(opts.arch or {})
     if spec.family.sized_by_input:
         arch.setdefault("img_size", opts.input_size)
     paddle.seed(opts.seed)
-    model = build_model(spec.name, num_classes=num_classes, arch=arch)
-    parts = RunParts(spec, entries, can_eval, num_classes, bs, lr, sampler, steps, device, arch, model,
-                     recipe_for(spec.family.recipe, opts.input_size),
+    model = build_model(spec.name, num_classes=dataset.num_classes, arch=arch)
+    parts = RunParts(spec, dataset, lr, memory, plan_schedule(opts.epochs, opts.warmup_epochs, dataset.steps),
+                     device, arch, model, recipe_for(spec.family.recipe, opts.input_size),
                      [dict(o) for o in inference_ops(spec.interpolation, opts.input_size)])
     saved = None
     if prefix is None:
         load_pretrained(model, spec, opts.pretrain_weight_path, log)
     else:
         saved = ckpt.load_checkpoint(prefix)
-        check_resumable(prefix, saved["states"], {"model_name": spec.name, "num_classes": num_classes,
-                                                  "batch_size": bs, "input_size": opts.input_size})
+        check_resumable(prefix, saved["states"], {"model_name": spec.name, "num_classes": dataset.num_classes,
+                                                  "batch_size": dataset.batch_size, "input_size": opts.input_size})
+        check_resumable(prefix, saved["states"], {"steps_per_epoch": dataset.steps})  # the data changed
         model.set_state_dict(saved["params"])
         parts.saved_states = saved["states"]
-    parts.schedule = build_schedule(lr, opts.epochs, opts.warmup_epochs, steps, log)
-    parts.optimizer = paddle.optimizer.Momentum(learning_rate=parts.schedule, momentum=0.9,
-                                                parameters=model.parameters(),
-                                                weight_decay=paddle.regularizer.L2Decay(parts.recipe.weight_decay))
+    parts.schedule = build_schedule(lr, parts.schedule_plan)
+    parts.optimizer = make_optimizer(model, parts.recipe, parts.schedule)
     if saved is not None:
         ckpt.restore_optimizer_state(parts.optimizer, model, saved["opt"])
     parts.step_model = train_step_layer(model)
     if world > 1:
         parts.step_model = paddle.DataParallel(parts.step_model)
-    parts.data = TrainData(Path(opts.dataset_dir), entries, parts.recipe.first, parts.recipe.augment, opts.seed,
-                           default_workers(opts))
+    parts.data = TrainData(Path(opts.dataset_dir), dataset.entries, dataset.labels, parts.recipe.first,
+                           parts.recipe.augment, opts.seed, default_workers(opts),
+                           memory.cache_bytes if memory else DEFAULT_CACHE_BYTES)
     return parts

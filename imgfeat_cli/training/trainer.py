@@ -11,7 +11,12 @@ batches r, r + W, ...). Its steps: ``setup`` (every input checked, nothing writt
   (dropout) is re-seeded every step. So any checkpoint (``latest/``, ``epoch_N/``, mid-epoch or at
   an epoch end) resumes to the weights an uninterrupted run would have produced, bit for bit.
 * Nothing lost: a run being replaced (``--overwrite``) is kept aside until the new run's first
-  checkpoint (see :mod:`.workspace`); a NaN/inf loss stops the run before anything is saved from it.
+  checkpoint (see :mod:`.workspace`); a NaN/inf loss stops the run before anything is saved from it,
+  and weights are checked (finite, and finite features on a few images) once before each save.
+* Saves cost no more than they must: ``epoch_N/`` every ``save_interval`` epochs and ``best_model/``
+  when the score improves carry an ``inference/`` export (PaddleX's layout promises one there);
+  ``latest/`` (what ``--resume`` continues) comes with them, or alone, without an export, when
+  :data:`LATEST_EVERY_S` passed since the last save; the last epoch saves everything.
 * Ctrl-C: see :mod:`imgfeat_cli.common.interrupt`.
 """
 from __future__ import annotations
@@ -31,8 +36,15 @@ from imgfeat_cli.training import setup
 from imgfeat_cli.training.options import (LOG_FILE, RESULT_FILE, StepInfo, TrainingDiverged, TrainMonitor,
                                           TrainOptions, TrainResult)
 from imgfeat_cli.training.exports import StagedExport
+from imgfeat_cli.training.memory import peak_rss
 from imgfeat_cli.training.reporting import EpochMeter, TrainLog, step_line, write_result
 from imgfeat_cli.training.workspace import Workspace
+
+#: ``latest/`` is also written at the end of an epoch when this long has passed since the last save
+#: (when ``save_interval`` leaves epochs unsaved, a crash loses at most this much work).
+LATEST_EVERY_S = 600.0
+#: images of the last batch whose features must be finite before a save (eval mode: a few suffice)
+PROBE_IMAGES = 4
 
 
 class Trainer:
@@ -49,7 +61,9 @@ class Trainer:
                                       "history": [], "best_score": None, "best_epoch": None}
         self.resumed_from: Optional[str] = None
         self.saved_at: Optional[str] = None  # where the last complete checkpoint of this run stands
-        self._probe: Any = None  # the last batch: its features must be finite before a save
+        self._probe: Any = None  # a few images of the last batch: their features must be finite before a save
+        self._checked_at: Optional[int] = None  # the global step whose weights were last found finite
+        self._saved_clock = time.monotonic()
         self.export: Any = None  # StagedExport, once the model is known
         self.started = time.perf_counter()
 
@@ -152,11 +166,16 @@ class Trainer:
         """All remaining epochs; returns the Interrupted to raise after a graceful Ctrl-C."""
         opts = self.opts
         p, gpus = self.p, f" x {self.world} GPUs" if self.world > 1 else ""
+        where = f"device {opts.device}" if p.memory is None else (
+            f"{opts.cpu_threads} CPU threads, memory about {p.memory.estimate_bytes / 1e9:.1f} GB"
+            + (f" of {p.memory.available_bytes / 1e9:.1f} GB available" if p.memory.available_bytes else "")
+            + (" (freed memory kept)" if p.memory.keep_freed else ""))
         self.log(f"training {self.spec.name} on {len(p.entries)} images / {p.num_classes} classes: {opts.epochs} "
-                 f"epochs x {p.steps} steps of {p.batch_size}{gpus}, lr {p.learning_rate}, warm-up "
-                 f"{opts.warmup_epochs} epochs, input {opts.input_size}, device {opts.device}")
+                 f"epochs x {p.steps} steps of {p.batch_size}{gpus}, lr {p.learning_rate}, "
+                 f"{p.schedule_plan.describe(opts.warmup_epochs)}, input {opts.input_size}, {where}")
         if not self.p.can_eval:
-            self.log("warning: gallery.txt/query.txt missing or empty: no evaluation; best_model is the last epoch")
+            self.log("warning: the dataset has no gallery.txt and query.txt: no evaluation; best_model is the last "
+                     "saved epoch")
         self.p.model.train()
         while self.state["epoch"] <= opts.epochs:
             epoch = self.state["epoch"]
@@ -194,7 +213,7 @@ class Trainer:
 
         paddle.seed(self.opts.seed * 1_000_003 + self.state["global_step"])
         x, y = paddle.to_tensor(images), paddle.to_tensor(labels)
-        self._probe = x if self.lead else None
+        self._probe = x[:PROBE_IMAGES] if self.lead else None
         loss, parts = self.p.recipe.loss(self.p.step_model(x, y), y)
         value = float(loss)
         if setup.on_any_rank(not math.isfinite(value), self.world):
@@ -206,7 +225,7 @@ class Trainer:
         self.p.schedule.step()
         self.state["step"], self.state["global_step"] = step + 1, self.state["global_step"] + 1
         values = {k: float(v) for k, v in parts.items()}
-        self.meter.add(len(images), {"loss": value, **values})
+        self.meter.add(len(images), {"loss": value, **values}, lr_now)
         info = StepInfo(epoch, self.opts.epochs, step + 1, self.p.steps, self.state["global_step"],
                         self.opts.epochs * self.p.steps, value, values, lr_now, self.meter.images_per_s(),
                         self.p.batch_size)
@@ -230,24 +249,29 @@ class Trainer:
                            hint=self._resume_hint())
 
     def end_epoch(self) -> None:
-        """Close the epoch: record it, evaluate when due, save the due checkpoints."""
+        """Close the epoch: record it, evaluate when due, save what is due (see the module's notes)."""
         opts, epoch = self.opts, self.state["epoch"]
         last = epoch == opts.epochs
         record = self.meter.record(epoch, self.p.optimizer.get_lr())
         # the sampler has drawn this epoch's batches: its state now is where the next epoch starts
         self.state.update(epoch=epoch + 1, step=0, epoch_sampler=self.p.sampler.state_dict())
+        due_eval = self.p.can_eval and (epoch % opts.eval_interval == 0 or last)
+        due_save = epoch % opts.save_interval == 0 or last
         improved = False
-        if self.lead and self.p.can_eval and (epoch % opts.eval_interval == 0 or last):
+        if self.lead and due_eval:
             improved = self.evaluate(epoch, record)
-        elif self.lead and not self.p.can_eval:
+        elif self.lead and not self.p.can_eval and due_save:  # no evaluation: the best is the last saved
             self.state["best_epoch"], improved = epoch, True
         self.state["history"] = self.state["history"] + [record]
         if self.lead:
-            names = ([f"epoch_{epoch}"] if epoch % opts.save_interval == 0 or last else []) + ["latest"]
-            names += ["best_model"] if improved else []
-            self.checkpoint(names, done=last)
+            names = ([f"epoch_{epoch}"] if due_save else []) + (["best_model"] if improved else [])
+            if names or self.signals.stop_requested or time.monotonic() - self._saved_clock >= LATEST_EVERY_S:
+                names.append("latest")
+            if names:
+                self.checkpoint(names, done=last)
             self.log(f"epoch {epoch}/{opts.epochs} done in {record['seconds']:.1f} s ({record['images_per_s']:.1f} "
-                     f"img/s), loss {record.get('loss', float('nan')):.4f}; saved {', '.join(names)}")
+                     f"img/s), loss {record.get('loss', float('nan')):.4f}"
+                     + (f"; saved {', '.join(names)}" if names else ""))
         if self.world > 1:
             import paddle.distributed as dist
 
@@ -280,37 +304,51 @@ class Trainer:
         return improved
 
     def _check_weights(self, where: str) -> None:
-        """Weights, and the features they give on the last batch, must be finite before anything is
-        evaluated, exported or saved."""
+        """Weights, and the features they give on a few images of the last batch, must be finite
+        before anything is evaluated, exported or saved; checked once per state of the weights."""
         from imgfeat_cli.models.weights import nonfinite, nonfinite_features
 
+        if self._checked_at == self.state["global_step"]:
+            return
         bad = nonfinite(self.p.model.state_dict())
         if bad:
             self._diverged(f"{len(bad)} weight tensors hold NaN or infinity after {where} (e.g. {bad[0]})")
         if self._probe is not None and nonfinite_features(self.p.model, self._probe):
             self._diverged(f"the model gives NaN or infinite features after {where}")
+        self._checked_at = self.state["global_step"]
 
     def checkpoint(self, names: List[str], done: bool) -> None:
-        """Save ``names[0]`` (copies for the rest) and train_result.json; Ctrl-C cannot tear them."""
+        """Save ``names[0]`` (copies for the rest) and train_result.json; Ctrl-C cannot tear them.
+        ``names[0]`` carries an inference export unless it is ``latest`` mid-run."""
         self._check_weights(f"step {self.state['global_step']}")
         p = self.p
         states = {**self.state, "model_name": self.spec.name, "num_classes": p.num_classes,
                   "batch_size": p.batch_size, "input_size": self.opts.input_size, "seed": self.opts.seed,
-                  "epochs": self.opts.epochs}
+                  "epochs": self.opts.epochs, "steps_per_epoch": p.steps}
         opt_state = ckpt.portable_optimizer_state(p.optimizer, p.model)
         with self.signals.protected():
-            ckpt.save_checkpoint(self.out, names[0], p.model.state_dict(), opt_state, states,
-                                 lambda dest: self.export.place(p.model, dest), check=self.signals.check)
+            export = None if names[0] == "latest" and not done else (lambda dest: self.export.place(p.model, dest))
+            ckpt.save_checkpoint(self.out, names[0], p.model.state_dict(), opt_state, states, export,
+                                 check=self.signals.check)
             for other in names[1:]:
                 self.signals.check()
                 ckpt.copy_checkpoint(self.out, names[0], other)
             write_result(self.out, self.spec.name, self.state, done, self._run_info())
             self.workspace.commit()
             self.saved_at = self._position()
+            self._saved_clock = time.monotonic()
 
     def _run_info(self) -> Dict[str, Any]:
         return {"epochs": self.opts.epochs, "steps_per_epoch": self.p.steps, "batch_size": self.p.batch_size,
-                "learning_rate": self.p.learning_rate, "num_classes": self.p.num_classes, "devices": self.world}
+                "learning_rate": self.p.learning_rate, "num_classes": self.p.num_classes, "devices": self.world,
+                "cpu_threads": self.opts.cpu_threads, "memory": self._memory()}
+
+    def _memory(self) -> Optional[Dict[str, Any]]:
+        """The memory estimate, what was available, and the peak so far (CPU runs)."""
+        if self.p.memory is None:
+            return None
+        self.p.memory.peak_rss_bytes = peak_rss()
+        return self.p.memory.to_dict()
 
     def result(self) -> TrainResult:
         st = self.state
@@ -318,4 +356,4 @@ class Trainer:
                            self.p.batch_size, self.p.learning_rate, self.p.num_classes, st["best_epoch"],
                            st["best_score"], st["history"],
                            round(time.perf_counter() - self.started, 3), self.resumed_from,
-                           str(self.out / "best_model"), str(self.out / RESULT_FILE))
+                           str(self.out / "best_model"), str(self.out / RESULT_FILE), self._memory())
