@@ -120,6 +120,9 @@ class ModelSource:
             if self.name is None:
                 raise UsageError("a checkpoint needs its architecture's name",
                                  hint=f"pass a model name ({', '.join(list_models())}) with the weights")
+            from imgfeat_cli.common.threads import use_math_threads
+
+            use_math_threads(threads or self.threads, "Predict.cpu_threads")  # a dygraph model runs on paddle's math threads
             return cls.from_checkpoint(get_spec(self.name), self.weights, device=self.device, tag=self.tag,
                                        arch=dict(self.arch or {}))
         folder = self.model_dir
