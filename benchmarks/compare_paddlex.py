@@ -28,7 +28,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Tuple
@@ -36,7 +35,7 @@ from typing import Any, Callable, Dict, List, Tuple
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from embed import default_images, default_model_dir  # noqa: E402  (the same image set as benchmarks/embed.py)
+from embed import default_images, default_model_dir, scratch_dir  # noqa: E402  (the same image set as benchmarks/embed.py)
 
 from imgfeat_cli.common.system import native_bf16  # noqa: E402
 from imgfeat_cli.models.openvino import openvino_available  # noqa: E402
@@ -153,7 +152,7 @@ def main() -> None:
                     help="inference streams for the end-to-end runs [default: what imgfeat embed plans "
                          "for this many images]; e.g. 2 to see a large job's steady state on 2 cores")
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="imgfeat-cmp-"))
+    tmp = scratch_dir("imgfeat-cmp-")
     model_dir = args.model_dir or default_model_dir(tmp)
     images = (walk_images(Path(args.images)) if args.images else default_images(tmp))[: args.limit]
     batches = [int(b) for b in args.batches.split(",")]

@@ -12,6 +12,8 @@ else a synthetic folder of 640x480 JPEGs.
 from __future__ import annotations
 
 import argparse
+import atexit
+import shutil
 import statistics
 import sys
 import tempfile
@@ -24,6 +26,13 @@ from imgfeat_cli import embed as run_embed
 from imgfeat_cli.pipeline import batch as pipeline_batch
 from imgfeat_cli.pipeline.inputs import InputItem, walk_images
 from imgfeat_cli.pipeline.predictor import create_model
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A temporary folder for one benchmark run, removed when the process exits (also on an error)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, tmp, True)
+    return tmp
 
 
 def default_images(tmp: Path) -> list:
@@ -60,7 +69,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workers", type=int, default=None)
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="imgfeat-bench-"))
+    tmp = scratch_dir("imgfeat-bench-")
     model_dir = args.model_dir or default_model_dir(tmp)
     images = walk_images(Path(args.images)) if args.images else default_images(tmp)
     images = images[: args.limit]

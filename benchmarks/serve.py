@@ -26,7 +26,6 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -34,7 +33,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from embed import default_images, default_model_dir  # noqa: E402  (the same defaults as benchmarks/embed.py)
+from embed import default_images, default_model_dir, scratch_dir  # noqa: E402  (the same defaults as benchmarks/embed.py)
 
 ENTRY = "from imgfeat_cli.cli.entry import main; main()"
 BOUNDARY = "imgfeat-bench-boundary"
@@ -173,7 +172,7 @@ def main() -> None:
     from imgfeat_cli.pipeline.inputs import walk_images
     from imgfeat_cli.pipeline.predictor import create_model
 
-    tmp = Path(tempfile.mkdtemp(prefix="imgfeat-serve-bench-"))
+    tmp = scratch_dir("imgfeat-serve-bench-")
     model_dir = args.model_dir or default_model_dir(tmp)
     images = (walk_images(Path(args.images)) if args.images else default_images(tmp))[: args.limit]
     model = create_model(model_dir=model_dir)

@@ -176,11 +176,11 @@ def _pss_tree(root: int) -> int:
     return total
 
 
-def run(cmd: List[str], env: Dict[str, str], log: Path) -> Dict[str, Any]:
+def run(cmd: List[str], env: Dict[str, str], log: Path, cwd: Optional[str] = None) -> Dict[str, Any]:
     """Run one training process; wall time, peak RSS (wait4) and peak PSS of its tree (sampled)."""
     start = time.perf_counter()
     with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd)
         peak = [0]
 
         def sample() -> None:
@@ -213,7 +213,9 @@ def run_imgfeat(src: str, ds: Path, out: Path, batch: Optional[int], epochs: int
             "-o", f"Train.input_size={input_size}"] + (["-o", f"Train.batch_size={batch}"] if batch else []) + extra
     env = {**os.environ, "PYTHONPATH": src}
     env.pop("OMP_NUM_THREADS", None)
-    res = run(args, env, out.with_suffix(".log"))
+    # In ``src``: ``python -m`` puts the working folder first on sys.path, ahead of PYTHONPATH, so a
+    # baseline run started from another checkout would import that checkout instead.
+    res = run(args, env, out.with_suffix(".log"), cwd=src)
     doc = json.loads((out / "train_result.json").read_text())
     bs = doc["run"]["batch_size"]
     res["epochs"] = [{"epoch": h["epoch"], "seconds": h["seconds"], "images": doc["run"]["steps_per_epoch"] * bs}

@@ -121,8 +121,8 @@ def test_train_from_random_init_learns_and_writes_paddlex_layout(invoke, tmp_pat
     assert "epoch 12/12 step 4/4" in log and "eval: recall1" in log
 
     # the exported best model scores what training measured, through paddle.inference
-    res = invoke("eval", "--dataset", ds, "--model-dir", out / "best_model" / "inference", "--output",
-                 tmp_path / "ev", "--json")
+    res = invoke("eval", "--dataset", ds, "--model-dir", out / "best_model" / "inference", "--backend", "paddle",
+                 "--output", tmp_path / "ev", "--json")
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["metrics"]["recall1"] == pytest.approx(doc["best_score"], abs=1e-9)
     # and eval of the checkpoint gives that same figure, exactly: it scores the export made from it
@@ -942,3 +942,23 @@ def test_train_hostile_list_files(invoke, tiny_ds, tmp_path, kind, needle):
         res = invoke("train", "--dataset", ds, "--output", tmp_path / "o", *TINY)
         assert res.exit_code == 1, res.output
         assert f"{split}.txt {needle}" in _one_error_line(res.stderr)
+
+
+def test_evaluations_score_with_paddle_inference_and_measure_no_engines(invoke, tiny_ds, tmp_path, monkeypatch):
+    """Each evaluation scores a new export; with the default engine every one of them measured the
+    candidate engines again (an ONNX conversion and timed rounds: 3-4 s per evaluation on 2 cores).
+    Training and ``eval --weights`` of its checkpoint both score with paddle.inference instead."""
+    from imgfeat_cli.models import autoselect
+
+    measured = []
+    real = autoselect._measure
+    monkeypatch.setattr(autoselect, "_measure", lambda *a, **k: measured.append(1) or real(*a, **k))
+    res = invoke("train", "--dataset", tiny_ds, "--out", tmp_path / "o", "--epochs", "2", "--json", *TINY)
+    assert res.exit_code == 0, res.output
+    best = json.loads(res.stdout)["best_score"]
+    res = invoke("eval", "--dataset", tiny_ds, "--weights", tmp_path / "o" / "best_model" / "best_model.pdparams",
+                 "--out", tmp_path / "ev")
+    assert res.exit_code == 0, res.output
+    assert ": paddle-inference" in res.stderr, res.stderr
+    assert json.loads((tmp_path / "ev" / "evaluate_result.json").read_text())["metrics"]["recall1"] == best
+    assert measured == []

@@ -64,13 +64,13 @@ def _dataset_model(model: ModelLike, log: Log) -> Any:
         return model, None
     source = as_source(model)
     if source.weights and not source.model_dir:
-        from imgfeat_cli.training.checkpoint import exported_inference
+        from imgfeat_cli.training.checkpoint import SCORING_BACKEND, exported_inference
 
         twin = exported_inference(source.weights)
         if twin is not None:
             log(f"{source.weights} is a training checkpoint: scoring its exported model {twin} "
                 "(the figure training recorded)")
-            source = source.replace(model_dir=str(twin), weights=None)
+            source = source.replace(model_dir=str(twin), weights=None, backend=SCORING_BACKEND)
     log(f"loading {source.label} ...")
     loaded = source.load(FeatureModel, log=log)
     log(f"model {loaded.name}: {loaded.backend} {loaded.precision} on {loaded.device}")

@@ -109,6 +109,14 @@ def _digests(folder: Path, name: str) -> Dict[str, str]:
             for f in files if f.is_file()}
 
 
+#: The engine that scores a training export: paddle.inference, the reference engine (what PaddleX
+#: runs). Training scores a new export at every evaluation; the default engine would measure the
+#: candidates again (and convert to ONNX) for each new set of weights: 3-4 s per evaluation on 2
+#: cores, more than scoring a small evaluation set takes. ``eval`` of a checkpoint scores its
+#: export with this same engine, so it reproduces the recorded figure exactly.
+SCORING_BACKEND = "paddle"
+
+
 def exported_inference(weights: str) -> Optional[Path]:
     """The ``inference/`` folder exported from the very weights in ``weights`` when they come from an
     imgfeat training checkpoint (the ``.pdstates`` beside them records the digests of both); else None."""

@@ -279,16 +279,17 @@ class Trainer:
 
     # evaluation and checkpoints --------------------------------------------------------------------
     def evaluate(self, epoch: int, record: Dict[str, Any]) -> bool:
-        """Score the exported model (paddle.inference): several times faster than a dygraph pass, and
-        the recorded score is exactly what the saved inference/ folder (and ``eval --weights`` of the
-        checkpoint, which uses that folder) gets. Returns whether recall1 improved."""
+        """Score the exported model with paddle.inference (:data:`checkpoint.SCORING_BACKEND`): several
+        times faster than a dygraph pass, and the recorded score is exactly what ``eval --weights`` of
+        the checkpoint (which scores that folder with that engine) gets. Returns whether recall1 improved."""
         from imgfeat_cli.models.model import EmbeddingModel
         from imgfeat_cli.retrieval.evaluate import eval_dataset
 
         self._check_weights(f"epoch {epoch}")
         with self.signals.protected():
             staged = self.export.stage(self.p.model)
-        fm = EmbeddingModel.from_inference_dir(str(staged), name=self.spec.name, device=self.p.device)
+        fm = EmbeddingModel.from_inference_dir(str(staged), name=self.spec.name, device=self.p.device,
+                                               backend=ckpt.SCORING_BACKEND)
         try:
             metrics = eval_dataset(str(self.root), fm, (1, 5), False, self.opts.eval_batch_size,
                                    self.log.monitor.progress).metrics()
