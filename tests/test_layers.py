@@ -137,3 +137,54 @@ def test_siblings_may_not_import_each_other(tmp_path):
         (root / pkg / "__init__.py").write_text("")
     (root / "retrieval" / "x.py").write_text("def f():\n    from imgfeat_cli.distributed import folder\n")
     assert "sibling" in violations(root)[0]
+
+
+def import_cycles(root: Path, name: str = "imgfeat_cli") -> List[List[str]]:
+    """Groups of modules of ``root`` that import each other in a loop, through imports at module level
+    or inside functions (``from pkg import module`` counts as importing that module)."""
+    modules = {".".join([name, *p.relative_to(root).with_suffix("").parts]).removesuffix(".__init__"): p
+               for p in root.rglob("*.py")}
+    edges = {m: set() for m in modules}
+    for module, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                edges[module] |= {a.name for a in node.names} & modules.keys()
+            elif isinstance(node, ast.ImportFrom):
+                base = _absolute(node, module, path)
+                for alias in node.names:  # the submodule when one is named, else the module itself
+                    sub = f"{base}.{alias.name}"
+                    edges[module] |= {sub if sub in modules else base} & modules.keys()
+        edges[module].discard(module)
+    reach = {m: _reachable(m, edges) for m in modules}
+    groups = {frozenset(o for o in reach[m] if m in reach[o]) | {m} for m in modules if m in reach[m]}
+    return sorted(sorted(g) for g in groups)
+
+
+def _absolute(node: ast.ImportFrom, module: str, path: Path) -> str:
+    if not node.level:
+        return node.module or ""
+    parts = (module if path.name == "__init__.py" else module.rsplit(".", 1)[0]).split(".")
+    return ".".join(parts[:len(parts) - node.level + 1] + ([node.module] if node.module else []))
+
+
+def _reachable(start: str, edges: dict) -> set:
+    seen, todo = set(), list(edges[start])
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo.extend(edges[m])
+    return seen
+
+
+def test_no_modules_import_each_other_in_a_loop(tmp_path):
+    """A loop ties modules so that neither can be read, tested or moved alone (pipeline.formats and
+    pipeline.arrayparts were one, through a function-level import); the checker finds a planted one."""
+    assert import_cycles(PACKAGE) == []
+    root = tmp_path / "imgfeat_cli"
+    (root / "pipeline").mkdir(parents=True)
+    (root / "__init__.py").write_text("")
+    (root / "pipeline" / "__init__.py").write_text("")
+    (root / "pipeline" / "a.py").write_text("from imgfeat_cli.pipeline.b import x\n")
+    (root / "pipeline" / "b.py").write_text("def f():\n    from imgfeat_cli.pipeline import a\n")
+    assert import_cycles(root) == [["imgfeat_cli.pipeline.a", "imgfeat_cli.pipeline.b"]]

@@ -1,6 +1,7 @@
 """The part files of the two array formats (see :mod:`imgfeat_cli.pipeline.formats` for the
 layout of each): ``.npy`` rows streamed raw beside their ``.paths.txt`` (and ``.labels.txt``),
-the header written at the end; ``.parquet`` as an Arrow IPC stream, converted at the end."""
+the header written at the end; ``.parquet`` as an Arrow IPC stream, converted at the end. Also
+:func:`open_part`, the one choice of part file by format (here, so ``formats`` never imports back)."""
 from __future__ import annotations
 
 import os
@@ -10,8 +11,8 @@ from typing import IO, Any, Dict, List, Optional, Set
 
 import numpy as np
 
-from imgfeat_cli.pipeline.formats import (PartFile, labels_sidecar, parquet_cannot_store, parquet_schema,
-                                          paths_sidecar)
+from imgfeat_cli.pipeline.formats import (JsonlPart, PartFile, labels_sidecar, parquet_cannot_store,
+                                          parquet_schema, paths_sidecar)
 
 ROW_GROUP = 65536  # rows per Parquet row group
 
@@ -162,3 +163,13 @@ class ParquetPart(PartFile):
                     writer.write_batch(batch, row_group_size=ROW_GROUP)
         with open(self.staged, "rb") as fh:
             os.fsync(fh.fileno())
+
+
+def open_part(out: Path, fmt: str, dtype: Any, metadata: Optional[Dict[str, Any]] = None,
+              labeled: bool = False) -> PartFile:
+    """The part file that a run appends rows of format ``fmt`` (jsonl, npy, parquet) to."""
+    if fmt == "jsonl":
+        return JsonlPart(out, dtype, labeled)
+    if fmt == "npy":
+        return NpyPart(out, dtype, labeled)
+    return ParquetPart(out, dtype, metadata, labeled)

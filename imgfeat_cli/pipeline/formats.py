@@ -170,14 +170,3 @@ def parquet_schema(dim: int, dtype: Any, metadata: Optional[Dict[str, Any]] = No
     fields = [("input_path", pa.string()), ("feature", pa.list_(value, dim))]
     fields += [("label", pa.string())] if with_label else []
     return pa.schema(fields + ([("error", pa.string())] if with_error else []), metadata=meta)
-
-
-def open_part(out: Path, fmt: str, dtype: Any, metadata: Optional[Dict[str, Any]] = None,
-              labeled: bool = False) -> PartFile:
-    if fmt == "jsonl":
-        return JsonlPart(out, dtype, labeled)
-    from imgfeat_cli.pipeline.arrayparts import NpyPart, ParquetPart
-
-    if fmt == "npy":
-        return NpyPart(out, dtype, labeled)
-    return ParquetPart(out, dtype, metadata, labeled)

@@ -26,7 +26,8 @@ from imgfeat_cli.common import fsutil, paths
 from imgfeat_cli.common.errors import UsageError
 from imgfeat_cli.models.engines import same_features
 from imgfeat_cli.common.locks import lock_open_file
-from imgfeat_cli.pipeline.formats import PartFile, json_path, open_part, output_format
+from imgfeat_cli.pipeline.arrayparts import open_part
+from imgfeat_cli.pipeline.formats import PartFile, json_path, output_format
 from imgfeat_cli.pipeline.readers import read_output_identity
 
 
