@@ -223,6 +223,32 @@ def test_label_file_parsing(tmp_path):
     assert gal.sources[0] == str(tmp_path / "a.jpg") and gal.paths[0] == str(tmp_path / "a.jpg")
 
 
+@pytest.mark.parametrize("label_txt,expected", [
+    ("Coca Cola\n\u5143\u6c14\u68ee\u6797\n", ["Coca Cola", "\u5143\u6c14\u68ee\u6797", "Coca Cola"]),  # convert's label.txt
+    ("\ufeffCoca Cola\r\n\u5143\u6c14\u68ee\u6797\r\n\r\n", ["Coca Cola", "\u5143\u6c14\u68ee\u6797", "Coca Cola"]),
+    ("Coca Cola\n", ["0", "1", "0"]),  # does not name class 1: ids kept, nothing guessed
+    ("dog\ndog\n", ["0", "1", "0"]),  # two classes, one name
+    (None, ["0", "1", "0"]),  # no label.txt
+    ("fifo", ["0", "1", "0"]),  # a FIFO must not hang the build
+])
+def test_a_dataset_gallery_is_labelled_with_its_class_names(tmp_path, label_txt, expected):
+    """An index built from a dataset (what README's tour does after convert) answered "24" where
+    the photos' folder said "Sprite": label.txt names each class id."""
+    import os
+
+    from imgfeat_cli.retrieval.gallery import read_gallery
+
+    ds = tmp_path / "ds"
+    (ds / "images").mkdir(parents=True)
+    for split in ("train", "gallery", "query"):
+        (ds / f"{split}.txt").write_text("images/a.jpg 0\nimages/b.jpg 1\nimages/c.jpg 0\n")
+    if label_txt == "fifo":
+        os.mkfifo(ds / "label.txt")
+    elif label_txt is not None:
+        (ds / "label.txt").write_text(label_txt, encoding="utf-8")
+    assert read_gallery(str(ds)).labels == expected
+
+
 def test_atomic_save_keeps_old_state_on_failure(tmp_path, data, monkeypatch):
     g, _, labels = data
     index = Index.create(16)

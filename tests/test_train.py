@@ -121,8 +121,8 @@ def test_train_from_random_init_learns_and_writes_paddlex_layout(invoke, tmp_pat
     assert "epoch 12/12 step 4/4" in log and "eval: recall1" in log
 
     # the exported best model scores what training measured, through paddle.inference
-    res = invoke("eval", "--dataset", ds, "--model-dir", out / "best_model" / "inference", "--backend", "paddle",
-                 "--output", tmp_path / "ev", "--json")
+    res = invoke("eval", "--dataset", ds, "--model-dir", out / "best_model" / "inference", "--output",
+                 tmp_path / "ev", "--json")
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["metrics"]["recall1"] == pytest.approx(doc["best_score"], abs=1e-9)
     # and eval of the checkpoint gives that same figure, exactly: it scores the export made from it
@@ -961,4 +961,10 @@ def test_evaluations_score_with_paddle_inference_and_measure_no_engines(invoke, 
     assert res.exit_code == 0, res.output
     assert ": paddle-inference" in res.stderr, res.stderr
     assert json.loads((tmp_path / "ev" / "evaluate_result.json").read_text())["metrics"]["recall1"] == best
+    # the exported folder itself, as README's tour scores it: the same engine, the same figure
+    res = invoke("eval", "--dataset", tiny_ds, "--model-dir", tmp_path / "o" / "best_model" / "inference",
+                 "--out", tmp_path / "ev2")
+    assert res.exit_code == 0, res.output
+    assert "exported by imgfeat train" in res.stderr and ": paddle-inference" in res.stderr, res.stderr
+    assert json.loads((tmp_path / "ev2" / "evaluate_result.json").read_text())["metrics"]["recall1"] == best
     assert measured == []

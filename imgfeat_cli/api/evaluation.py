@@ -2,8 +2,10 @@
 
 A dataset is embedded through the pipeline (its gallery and query lists give the labels). A
 ``.pdparams`` checkpoint written by ``imgfeat train`` is scored through the inference folder
-exported beside it when its digests prove it holds those very weights: the figure training
-recorded, rather than a dygraph pass whose float differences can flip near-tied queries. Two
+exported beside it when its digests prove it holds those very weights, and such a folder (given
+itself, without an engine) with the engine training scored it with: the figure training recorded,
+rather than another engine's or a dygraph pass whose float differences can flip near-tied queries
+(an untrained model's features are all near-ties). Two
 embedding files must come from one model (as their files record it) unless ``allow_other_model``.
 """
 from __future__ import annotations
@@ -63,14 +65,19 @@ def _dataset_model(model: ModelLike, log: Log) -> Any:
     if isinstance(model, FeatureModel):
         return model, None
     source = as_source(model)
-    if source.weights and not source.model_dir:
-        from imgfeat_cli.training.checkpoint import SCORING_BACKEND, exported_inference
+    from imgfeat_cli.training.checkpoint import SCORING_BACKEND, exported_by_training, exported_inference
 
+    if source.weights and not source.model_dir:
         twin = exported_inference(source.weights)
         if twin is not None:
             log(f"{source.weights} is a training checkpoint: scoring its exported model {twin} "
                 "(the figure training recorded)")
             source = source.replace(model_dir=str(twin), weights=None, backend=SCORING_BACKEND)
+    elif source.model_dir and source.backend is None and source.precision is None \
+            and exported_by_training(source.model_dir):
+        log(f"{source.model_dir} was exported by imgfeat train: scoring it with paddle.inference as training "
+            "did (the figure training recorded; --backend to choose another engine)")
+        source = source.replace(backend=SCORING_BACKEND)
     log(f"loading {source.label} ...")
     loaded = source.load(FeatureModel, log=log)
     log(f"model {loaded.name}: {loaded.backend} {loaded.precision} on {loaded.device}")

@@ -5,7 +5,8 @@
   tab-separated lists, where paths may hold spaces), else at its first space, so labels may hold
   spaces. A UTF-8 BOM, CRLF line ends and blank lines are tolerated; a line without a label is an
   error naming ``file:line``. Paths are relative to ``root`` (default: the file's folder).
-* A ShiTuRecDataset folder contributes its ``gallery.txt`` (integer labels, paths inside the root).
+* A ShiTuRecDataset folder contributes its ``gallery.txt`` (paths inside the root), its integer
+  labels named by its ``label.txt`` where that lists a name for each.
 * Embedding files (``.jsonl``/``.parquet`` with a ``label`` per row, or any of them with a labels
   file, one label per line) carry vectors already; no model is needed.
 
@@ -123,11 +124,13 @@ def read_label_list(path: str, root: Optional[str] = None) -> List[Tuple[str, st
 
 
 def read_dataset_gallery(folder: Path) -> Gallery:
+    """A dataset's gallery, labelled with its class names where ``label.txt`` gives them."""
+    from imgfeat_cli.datasets.classnames import class_names, named_labels
     from imgfeat_cli.retrieval.evaluate import split_paths
 
     sources, labels, _ = split_paths(folder, "gallery")
-    return Gallery(str(folder / "gallery.txt"), [str(v) for v in labels], [os.path.abspath(s) for s in sources],
-                   sources=sources)
+    return Gallery(str(folder / "gallery.txt"), named_labels(labels, class_names(folder)),
+                   [os.path.abspath(s) for s in sources], sources=sources)
 
 
 def read_embeddings(path: Path, labels_file: Optional[str] = None) -> Gallery:

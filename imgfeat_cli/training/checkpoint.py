@@ -134,6 +134,15 @@ def exported_inference(weights: str) -> Optional[Path]:
     return inf if _digests(w.parent, w.stem) == recorded else None
 
 
+def exported_by_training(model_dir: str) -> bool:
+    """Whether ``model_dir`` is the ``inference/`` folder that a training checkpoint beside it (in
+    its parent folder) was exported to, digests checked: the folder whose figure training recorded."""
+    folder = Path(model_dir)
+    if folder.name != "inference" or not folder.is_dir():
+        return False
+    return any(exported_inference(str(w)) is not None for w in sorted(folder.parent.glob("*.pdparams")))
+
+
 def repair_swaps(output: Path) -> None:
     """Undo a checkpoint swap a killed process left half done (``.NAME.old`` without ``NAME``)."""
     for old in output.glob(".*.old"):
