@@ -249,6 +249,14 @@ def test_a_dataset_gallery_is_labelled_with_its_class_names(tmp_path, label_txt,
     assert read_gallery(str(ds)).labels == expected
 
 
+def test_class_names_apply_only_to_ascii_integer_labels():
+    from imgfeat_cli.datasets.classnames import named_labels
+
+    assert named_labels([0, 1, 0], ["cat", "dog"]) == ["cat", "dog", "cat"]
+    assert named_labels(["0", "\u00b2"], ["cat", "dog", "fox"]) == ["0", "\u00b2"]  # '\u00b2'.isdigit(), int() fails
+    assert named_labels(["0", "2"], ["cat", "dog"]) == ["0", "2"]
+
+
 def test_atomic_save_keeps_old_state_on_failure(tmp_path, data, monkeypatch):
     g, _, labels = data
     index = Index.create(16)

@@ -968,3 +968,22 @@ def test_evaluations_score_with_paddle_inference_and_measure_no_engines(invoke, 
     assert "exported by imgfeat train" in res.stderr and ": paddle-inference" in res.stderr, res.stderr
     assert json.loads((tmp_path / "ev2" / "evaluate_result.json").read_text())["metrics"]["recall1"] == best
     assert measured == []
+
+
+def test_an_unreadable_export_is_not_taken_for_a_training_export(tmp_path, monkeypatch):
+    """Telling a training export apart hashes its files; one that cannot be read (permissions, a
+    file vanishing) means "not proven", never a traceback before the model loader can name it."""
+    from imgfeat_cli.training import checkpoint
+
+    (tmp_path / "best_model" / "inference").mkdir(parents=True)
+    (tmp_path / "best_model" / "best_model.pdparams").write_bytes(b"w")
+    (tmp_path / "best_model" / "best_model.pdstates").write_bytes(b"s")
+    monkeypatch.setattr(checkpoint, "read_paddle_file", lambda *a: {"digests": {"pdparams": "x"}})
+
+    def unreadable(*a):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(checkpoint, "_digests", unreadable)
+    assert checkpoint.exported_inference(str(tmp_path / "best_model" / "best_model.pdparams")) is None
+    assert checkpoint.exported_by_training(str(tmp_path / "best_model" / "inference")) is False
+

@@ -34,6 +34,6 @@ def named_labels(labels: Sequence[object], names: Optional[List[str]]) -> List[s
     """Each integer label as its class name when ``names`` covers every label; else the labels as
     they are (a label.txt that does not fit the lists is not guessed at)."""
     as_text = [str(v) for v in labels]
-    if not names or not all(t.isdigit() and int(t) < len(names) for t in as_text):
+    if not names or not all(t.isascii() and t.isdigit() and int(t) < len(names) for t in as_text):
         return as_text
     return [names[int(t)] for t in as_text]

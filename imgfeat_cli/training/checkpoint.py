@@ -131,7 +131,10 @@ def exported_inference(weights: str) -> Optional[Path]:
     recorded = states.get("digests") if isinstance(states, dict) else None
     if not isinstance(recorded, dict) or "pdparams" not in recorded:
         return None
-    return inf if _digests(w.parent, w.stem) == recorded else None
+    try:
+        return inf if _digests(w.parent, w.stem) == recorded else None
+    except OSError:  # a file that cannot be read proves nothing; whoever loads the model names it
+        return None
 
 
 def exported_by_training(model_dir: str) -> bool:
