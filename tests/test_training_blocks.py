@@ -219,6 +219,40 @@ def test_threads_beyond_the_cores_are_lowered_and_below_one_refused():
             resolve_threads(bad)
 
 
+
+@pytest.mark.parametrize("batch,stride,kernel", [(5, 1, 3), (8, 2, 5), (1, 1, 3)])
+def test_depthwise_training_convs_cut_over_threads_give_paddles_results(monkeypatch, batch, stride, kernel):
+    """The cut layer against paddle's own on the same weights: outputs and input gradients
+    identical, weight gradients equal to a sum in another order; the cut really ran (a batch of 1
+    and eval mode use paddle's layer)."""
+    from imgfeat_cli.common import threads
+    from imgfeat_cli.models import batchsplit
+
+    monkeypatch.setattr(threads, "_math_threads", 2)
+    cuts = []
+    real_pool = batchsplit._pool
+    monkeypatch.setattr(batchsplit, "_pool", lambda n: cuts.append(n) or real_pool(n))
+    paddle.seed(3)
+    cut = batchsplit.DepthwiseConv2D(6, 6, kernel, stride, padding=kernel // 2, groups=6, bias_attr=False)
+    ref = paddle.nn.Conv2D(6, 6, kernel, stride, padding=kernel // 2, groups=6, bias_attr=False)
+    ref.weight.set_value(cut.weight)
+    x = paddle.randn([batch, 6, 11, 11])
+    results = []
+    for layer in (cut, ref):
+        xx = x.detach()
+        xx.stop_gradient = False
+        y = layer(xx)
+        (y * y).sum().backward()
+        results.append((y.numpy(), xx.grad.numpy(), layer.weight.grad.numpy()))
+    assert cuts == ([] if batch == 1 else [2, 2])  # forward and backward, one slice per thread
+    (y_cut, gx_cut, gw_cut), (y_ref, gx_ref, gw_ref) = results
+    assert np.array_equal(y_cut, y_ref) and np.array_equal(gx_cut, gx_ref)
+    np.testing.assert_allclose(gw_cut, gw_ref, rtol=1e-5, atol=1e-6)
+    cut.eval()
+    cuts.clear()
+    assert np.array_equal(cut(x).numpy(), ref(x).numpy()) and cuts == []
+
+
 # --- the training package's shape ----------------------------------------------------------------
 
 def _training_imports() -> dict:

@@ -25,6 +25,9 @@ from typing import Callable, Optional
 from imgfeat_cli.common.errors import UsageError
 from imgfeat_cli.common.system import cpu_count, usable_threads
 
+#: the count :func:`use_math_threads` last set (1 until it is called: paddle's own default)
+_math_threads = 1
+
 #: paddle prints this on stderr at import whenever OMP_NUM_THREADS > 1 (a data-parallel caveat).
 _PADDLE_THREADS_WARNING = ("WARNING: OMP_NUM_THREADS set to", "PLEASE USE OMP_NUM_THREADS WISELY")
 
@@ -51,7 +54,14 @@ def use_math_threads(threads: Optional[int] = None, what: str = "--threads",
     import paddle
 
     paddle.base.core.set_num_threads(n)
+    global _math_threads
+    _math_threads = n
     return n
+
+
+def math_threads() -> int:
+    """The thread count paddle's CPU math was given (1 where :func:`use_math_threads` was not called)."""
+    return _math_threads
 
 
 def _import_paddle_quietly() -> None:

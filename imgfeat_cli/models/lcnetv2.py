@@ -14,6 +14,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from imgfeat_cli.models.base import RecModel
+from imgfeat_cli.models.batchsplit import DepthwiseConv2D
 
 # in_channels, kernel, split_pw, use_rep, use_se, use_shortcut (PaddleClas NET_CONFIG)
 NET_CONFIG = [(64, 3, False, False, False, False), (128, 3, False, False, False, False),
@@ -23,7 +24,8 @@ NET_CONFIG = [(64, 3, False, False, False, False), (128, 3, False, False, False,
 class ConvBN(nn.Layer):
     def __init__(self, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, act: bool = True) -> None:
         super().__init__()
-        self.conv = nn.Conv2D(cin, cout, k, stride, padding=(k - 1) // 2, groups=groups, bias_attr=False)
+        conv = DepthwiseConv2D if groups > 1 and groups == cin == cout else nn.Conv2D
+        self.conv = conv(cin, cout, k, stride, padding=(k - 1) // 2, groups=groups, bias_attr=False)
         self.bn = nn.BatchNorm2D(cout, momentum=0.9, epsilon=1e-5)
         self.act = nn.ReLU() if act else None
 
