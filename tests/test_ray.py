@@ -14,6 +14,9 @@ from conftest import make_photos
 from imgfeat_cli.common.errors import UsageError
 from imgfeat_cli.pipeline.readers import read_features
 
+# one worker runs every Ray test (under pytest-xdist): two Ray clusters at once on 2 cores starve both
+pytestmark = pytest.mark.xdist_group("ray")
+
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 

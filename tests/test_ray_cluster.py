@@ -19,6 +19,9 @@ pytest.importorskip("ray.data")
 
 from test_ray import _assert_matches, _rows, photos, reference  # noqa: E402,F401
 
+# one worker runs every Ray test (under pytest-xdist): two Ray clusters at once on 2 cores starve both
+pytestmark = pytest.mark.xdist_group("ray")
+
 ROOT = Path(__file__).resolve().parents[1]
 #: Every Ray process (nodes, actors, the driver) on 127.0.0.1 and importing this checkout. (The
 #: variable's name says Windows/OSX; on Linux it makes Ray use the loopback address as node IP.)

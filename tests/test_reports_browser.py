@@ -14,6 +14,9 @@ import pytest
 
 from reportdata import G, Q, make_embeddings
 
+# one worker runs this module: its chromium and server (module fixtures) are started once
+pytestmark = pytest.mark.xdist_group("browser")
+
 CHROMIUM = Path(os.environ.get("IMGFEAT_CHROMIUM", "/usr/bin/chromium"))
 #: Without the background-networking flags chromium stalls on the closed network.
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -24,6 +24,10 @@ from pyarrow import fs as pafs  # noqa: E402
 
 from test_index_scale import clustered, one_line_error, ray_folder  # noqa: E402
 
+# one worker runs this module, with the Ray tests (its last test runs the Ray engine): two Ray
+# clusters at once on 2 cores starve both, and its S3 server (a module fixture) is started once
+pytestmark = pytest.mark.xdist_group("ray")
+
 KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_EC2_METADATA_DISABLED": "true"}
 

@@ -23,7 +23,8 @@ pytest.importorskip("faiss", reason="faiss-cpu is in the test extra")
 
 from serve_support import LiveServer, ds, extra_images, post_image, serve_model, template  # noqa: E402,F401
 
-pytestmark = pytest.mark.slow
+# one worker runs this module: its servers (module fixtures) are started once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serve-live")]
 
 
 @pytest.fixture(scope="module")
