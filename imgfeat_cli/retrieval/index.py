@@ -35,7 +35,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 import numpy as np
 
 from imgfeat_cli.common.errors import UsageError
-from imgfeat_cli.retrieval import layout
+from imgfeat_cli.retrieval import faissids, layout
 from imgfeat_cli.retrieval.idmap import IdMap, PathMap
 from imgfeat_cli.retrieval.layout import faiss_module
 
@@ -225,7 +225,7 @@ class Index:
         ids = self.resolve_ids(ids)
         if not ids:
             return 0
-        removed = int(self.faiss_index.remove_ids(np.asarray(ids, dtype=np.int64)))
+        removed = faissids.remove(self.faiss_index, ids)  # not faiss' remove_ids: see faissids
         self.id_map.remove(ids)
         self.paths.remove(ids)
         self.next_id = max(self.next_id, max(ids) + 1)

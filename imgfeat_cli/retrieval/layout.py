@@ -25,6 +25,7 @@ import yaml
 from imgfeat_cli.common import folders
 from imgfeat_cli.common.errors import ImgfeatError, IndexFormatError, UsageError
 from imgfeat_cli.imaging.decode import is_image_path
+from imgfeat_cli.retrieval import faissids
 from imgfeat_cli.retrieval.idmap import IdMap, PathMap
 
 VECTOR_FILE = "vector.index"
@@ -247,6 +248,10 @@ def read_folder(cls: Any, folder: Path) -> Any:
     if not np.array_equal(ids, id_map.ids):
         raise IndexFormatError(f"{folder}: the ids in {VECTOR_FILE} differ from those in the id map",
                                hint="restore the .bak copy or rebuild the index")
+    damage = faissids.check_numbering(index)
+    if damage:
+        raise IndexFormatError(f"{folder}: {VECTOR_FILE} is damaged: {damage}",
+                               hint="restore the .bak copy or rebuild the index (imgfeat's `index remove` renumbers)")
     index_type, metric, factory = _describe(index)
     idx = cls(index, id_map, metric, index_type, paths=legacy_paths, factory=factory,
               next_id=int(ids.max()) + 1 if len(ids) else 0)
