@@ -6,6 +6,7 @@ Only upstream-parity tests use ../shared (read in place); they skip with the rea
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,13 @@ from typer.testing import CliRunner
 
 from imgfeat_cli.cli.app import app
 from imgfeat_cli.datasets.synthetic import make_dataset
+
+# A shell without job control starts background commands (`bash .ci/run &`, nohup ... &) with
+# SIGINT ignored, and Python then installs no KeyboardInterrupt handler, in this process nor in the
+# processes it starts: the Ctrl-C tests would test nothing. They are about a terminal's Ctrl-C, so the
+# suite restores the default (an installed handler is reset to SIG_DFL across exec in child processes).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("IMGFEAT_SHARED", REPO.parent / "shared"))

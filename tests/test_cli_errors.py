@@ -162,6 +162,25 @@ def test_ctrl_c_during_start_up_is_one_line(module, args):
     assert proc.stderr == "Error: interrupted (Ctrl-C)\n" and proc.stdout == ""
 
 
+@pytest.mark.parametrize("module,args", [
+    ("rich.console", ["--help"]),
+    ("imgfeat_cli.cli.check", ["--version"]),
+])
+def test_ctrl_c_that_crossed_generated_code_still_exits_130(module, args, tmp_path):
+    """A Ctrl-C that lands in code run from a string (``dataclasses`` and ``namedtuple`` generate
+    their methods so while modules import) makes CPython mark the interrupt unhandled even though
+    imgfeat catches it; run as ``python -m`` the process then died by SIGINT (-2), not exit 130.
+    (Run as a script or with -c, the interpreter exits before it looks at the mark.)"""
+    # errors (with its dataclasses) is imported first: a later string exec would clear the mark
+    (tmp_path / "ctrl_c_probe.py").write_text("import imgfeat_cli.common.errors\n" + CTRL_C_AT_IMPORT.replace(
+        "raise KeyboardInterrupt", 'exec("raise KeyboardInterrupt")'))
+    proc = subprocess.run([sys.executable, "-m", "ctrl_c_probe", module, *args], capture_output=True, text=True,
+                          cwd=str(REPO), env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"},
+                          timeout=120)
+    assert proc.returncode == EXIT_INTERRUPTED, (proc.returncode, proc.stderr)
+    assert proc.stderr == "Error: interrupted (Ctrl-C)\n" and proc.stdout == ""
+
+
 @pytest.mark.parametrize("sub", ["", "nested/deeper"])
 def test_imgfeat_home_that_is_a_file(invoke, tmp_path, monkeypatch, sub):
     home = tmp_path / "home-file"
