@@ -155,31 +155,33 @@ def test_add_skips_known_ids_continue_and_remove(invoke, tmp_path, data):
     assert paddlex_search(tmp_path / "idx", g[:1], 1, 0.0)[0]["label"] == ["again"]
 
 
-@pytest.mark.parametrize("index_type", ["IVF", "auto"])
-def test_removing_from_an_ivf_index_leaves_every_other_item_its_own_label(invoke, tmp_path, index_type,
-                                                                         monkeypatch):
+@pytest.mark.parametrize("codes", ["IVF", "x4fs", "RaBitQfs3"])
+def test_removing_from_an_ivf_index_leaves_every_other_item_its_own_label(invoke, tmp_path, codes, monkeypatch):
     # faiss' id map does not renumber IVF lists on remove_ids: done by hand, twice in a row
     from imgfeat_cli.retrieval import autoindex
 
-    n = 1500 if index_type == "IVF" else autoindex.MIN_TRAIN_ROWS
-    g = unit(np.random.default_rng(3), n, 32)
+    n, dim = (1500, 32) if codes == "IVF" else (autoindex.MIN_TRAIN_ROWS, 128)  # RaBitQ codes are small from 128-d
+    g = unit(np.random.default_rng(3), n, dim)
     write_jsonl(tmp_path / "g.jsonl", g, [f"item{i}" for i in range(n)])
-    extra = []
-    if index_type == "auto":  # a compressed IVF: fast-scan codes, no re-ranking
+    index_type, extra = codes, []
+    if codes != "IVF":  # a compressed IVF (fast-scan PQ or RaBitQ codes, no re-ranking) chosen by auto
         monkeypatch.setattr(autoindex, "FLAT_MAX_ROWS", 0)
         monkeypatch.setattr(autoindex, "HNSW_MAX_ROWS", 0)
-        fast_scan = [c for c in autoindex.candidates(n, 32) if c.factory.endswith("x4fs")]
-        extra = ["--max-memory", str(fast_scan[0].bytes)]
+        fitting = [c for c in autoindex.candidates(n, dim) if c.factory.endswith(codes)]
+        index_type, extra = "auto", ["--max-memory", str(fitting[0].bytes)]
     res = invoke("index", "build", "-g", tmp_path / "g.jsonl", "--out", tmp_path / "idx", "--index-type", index_type,
                  *extra, "--json")
     assert res.exit_code == 0 and json.loads(res.stdout)["factory"].startswith("IVF"), res.output
+    assert json.loads(res.stdout)["factory"].endswith("Flat" if codes == "IVF" else codes)
     assert invoke("index", "remove", "--index", tmp_path / "idx", "--ids", "5,700").exit_code == 0
     assert invoke("index", "remove", "--index", tmp_path / "idx", "--ids", "6,1499").exit_code == 0
     index = Index.load(tmp_path / "idx")
+    assert index.factory == json.loads(res.stdout)["factory"]  # read back from vector.index itself
+    assert type(faiss.read_index(str(tmp_path / "idx" / "vector.index"))).__name__ == "IndexIDMap"  # 8 B an item
     faiss.extract_index_ivf(index.faiss_index).nprobe = 256  # every list: the item itself is found
     kept = [i for i in range(n) if i not in (5, 6, 700, 1499)]
     _, got = index.faiss_index.search(g[kept], 1)
-    if index_type == "IVF":  # exact codes: each item is its own nearest
+    if codes == "IVF":  # exact codes: each item is its own nearest
         assert got[:, 0].tolist() == kept
     else:
         assert np.mean(got[:, 0] == np.array(kept)) > 0.9 and not set(got[:, 0].tolist()) & {5, 6, 700, 1499, -1}

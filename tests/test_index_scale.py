@@ -84,7 +84,7 @@ def test_auto_within_a_budget_measures_and_records_recall(invoke, tmp_path):
     ray_folder(tmp_path / "feats", feats, labels=True)
     from imgfeat_cli.retrieval.autoindex import estimate, nlist_for
 
-    budget = estimate("IVF-PQ", 12000, DIM, nlist_for(12000), 32) + 1000  # below IVF-SQ8's
+    budget = estimate("IVF-PQ", 12000, DIM, nlist_for(12000), 32) + 1000  # below RaBitQ's
     res = invoke("index", "build", "-g", tmp_path / "feats", "--out", tmp_path / "idx", "--index-type", "auto",
                  "--max-memory", str(budget), "--json")
     doc = ok(res)
@@ -113,6 +113,16 @@ def test_auto_within_a_budget_measures_and_records_recall(invoke, tmp_path):
     one_line_error(invoke("index", "remove", "--index", tmp_path / "ref", "--ids", "3"), 2, "cannot remove items")
 
 
+def test_without_rabitq_in_faiss_auto_falls_back_to_sq8(monkeypatch):
+    from imgfeat_cli.retrieval import autoindex
+
+    monkeypatch.setattr(autoindex, "rabitq_available", lambda: False)  # faiss before RaBitQfs<b>
+    flat = autoindex.estimate("Flat", 10**6, 512)
+    assert autoindex.choose(10**6, 512, int(flat / 3.7)).factory == "IVF1024,SQ8"
+    assert autoindex.choose(10**6, 512, flat // 8).factory == "IVF1024,PQ256x4fs"
+    assert not [c for c in autoindex.candidates(10**6, 512) if "RaBitQ" in c.factory]
+
+
 def test_auto_choices_follow_the_budget():
     from imgfeat_cli.common.errors import UsageError
     from imgfeat_cli.retrieval.autoindex import FLAT_MAX_ROWS, choose, estimate, parse_size
@@ -121,11 +131,12 @@ def test_auto_choices_follow_the_budget():
     flat = estimate("Flat", 10**6, 512)
     assert choose(10**6, 512, flat * 2).factory == "IVF1024,PQ256x4fs,RFlat"  # re-ranked on exact vectors
     assert choose(10**6, 512, flat).factory == "IVF1024,PQ256x4fs,Refine(SQ8)"
-    assert choose(10**6, 512, flat // 3).factory == "IVF1024,SQ8"
-    assert choose(10**6, 512, flat // 4).factory == "IVF1024,PQ512x4fs"
-    assert choose(10**6, 512, flat // 8).factory == "IVF1024,PQ256x4fs"
+    assert choose(10**6, 512, flat // 3).factory == "IVF1024,PQ256x4fs,Refine(SQ8)"
+    assert choose(10**6, 512, flat // 4).factory == "IVF4096,RaBitQfs4"  # 4x the lists: measured
+    assert choose(10**6, 512, flat // 8).factory == "IVF4096,RaBitQfs3"  # the issue's budget
+    assert choose(10**6, 512, flat // 12).factory == "IVF1024,PQ256x4fs"
     assert choose(2 * FLAT_MAX_ROWS, 512, None).factory == "HNSW32"
-    for budget in (flat * 2, flat, flat // 3, flat // 4, flat // 8):
+    for budget in (flat * 2, flat, flat // 3, flat // 4, flat // 8, flat // 12):
         assert choose(10**6, 512, budget).bytes <= budget
     with pytest.raises(UsageError, match="too small"):
         choose(10**6, 512, 10 << 20)
@@ -152,6 +163,11 @@ def test_npy_memory_mapped_and_jsonl_galleries(invoke, tmp_path):
     (tmp_path / "short.txt").write_text("a\nb\n")
     one_line_error(invoke("index", "build", "-g", tmp_path / "g.npy", "--labels", tmp_path / "short.txt", "--out",
                           tmp_path / "c"), 2, "2 labels for 1500 features")
+    os.mkfifo(tmp_path / "fifo")  # `--labels <(cut ...)` too: refused, never read (a FIFO can block forever)
+    for where, says in ((tmp_path / "fifo", "is not a regular file"), (tmp_path, "is a folder"),
+                        (tmp_path / "none.txt", "does not exist")):
+        one_line_error(invoke("index", "build", "-g", tmp_path / "g.npy", "--labels", where, "--out", tmp_path / "c"),
+                       2, f"labels file {where} {says}")
     write_jsonl(tmp_path / "g.jsonl", feats[:300], [f"x{i % 3}" for i in range(300)])
     doc = ok(invoke("index", "build", "-g", tmp_path / "g.jsonl", "--out", tmp_path / "j", "--index-type", "auto",
                     "--json"))
@@ -290,8 +306,8 @@ def test_paddlex_faissindexer_reads_every_auto_index(invoke, tmp_path, monkeypat
         assert res.exit_code == 0, res.output
         factories.add(json.loads(res.stdout)["factory"])
         folders.append(str(tmp_path / f"i{n}"))
-    assert {"Flat", "HNSW32", "IVF128,PQ32x4fs,RFlat", "IVF128,PQ32x4fs,Refine(SQ8)", "IVF128,SQ8",
-            "IVF128,PQ64x4fs"} <= factories, factories
+    assert {"Flat", "HNSW32", "IVF128,PQ32x4fs,RFlat", "IVF128,PQ32x4fs,Refine(SQ8)", "IVF256,RaBitQfs4",
+            "IVF256,RaBitQfs3", "IVF128,PQ64x4fs"} <= factories, factories
     proc = subprocess.run([PADDLEX_PYTHON, "-c", PADDLEX_SEARCH, str(tmp_path / "q.npy"), *folders],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -21,10 +21,6 @@ from imgfeat_cli.retrieval import autoindex, layout, modelrecord, streambuild, s
 from imgfeat_cli.retrieval.gallery import Chunk, Gallery, read_gallery, vector_chunks
 from imgfeat_cli.retrieval.index import Index
 
-#: IVF trains on up to this many vectors per list (faiss wants 39 at least; more costs k-means time).
-TRAIN_PER_LIST = 40
-
-
 @dataclass
 class Report:
     """What one operation did, for the CLI and for scripts (``index.report``)."""
@@ -53,7 +49,7 @@ def locked(folder: Path) -> Any:
 
 def _train_rows(index: Index) -> int:
     nlist = getattr(layout.faiss_module().downcast_index(index.faiss_index.index), "nlist", 0)
-    return int(nlist) * TRAIN_PER_LIST
+    return int(nlist) * streambuild.TRAIN_PER_LIST
 
 
 def fill(index: Optional[Index], chunks: Iterable[Chunk], make: Callable[[int], Index]) -> Optional[Index]:

@@ -25,6 +25,7 @@ import numpy as np
 from imgfeat_cli.common.errors import UsageError
 from imgfeat_cli.common.progress import ProgressFn, null_progress
 from imgfeat_cli.datasets.textio import split_labelled
+from imgfeat_cli.retrieval.streaming import read_labels
 
 EMBEDDING_SUFFIXES = (".jsonl", ".npy", ".parquet")
 #: Gallery rows per add: images are embedded and vectors added this many at a time, so building or
@@ -140,12 +141,7 @@ def read_embeddings(path: Path, labels_file: Optional[str] = None) -> Gallery:
     table = read_features(str(path))
     n = len(table.features)
     if labels_file:
-        lines = Path(labels_file).read_text(encoding="utf-8-sig").splitlines() if Path(labels_file).is_file() else None
-        if lines is None:
-            raise UsageError(f"labels file {labels_file} does not exist")
-        labels = [ln.strip() for ln in lines if ln.strip()]
-        if len(labels) != n:
-            raise UsageError(f"{labels_file} has {len(labels)} labels for {n} features in {path}")
+        labels = read_labels(labels_file, n, str(path))
     elif "label" in table.columns:
         labels = [str(v) for v in table.columns["label"]]
     else:

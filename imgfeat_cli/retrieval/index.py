@@ -1,9 +1,11 @@
 """Gallery indexes in PaddleX's PP-ShiTuV2 format, plus what imgfeat keeps beside it.
 
 An index is a folder with
-* ``vector.index``: a faiss ``IndexIDMap2`` around the factory index (``Flat``, ``IVF<n>,Flat``,
-  ``HNSW32``), float32 vectors, metric ``IP`` (cosine on L2-normalised features) or ``L2``
-  (squared distances, smaller is better);
+* ``vector.index``: a faiss ``IndexIDMap`` around the factory index (``Flat``, ``IVF<n>,Flat``,
+  ``HNSW32``, the compressed kinds of :mod:`.autoindex`), float32 vectors, metric ``IP`` (cosine on
+  L2-normalised features) or ``L2`` (squared distances, smaller is better). PaddleX writes an
+  ``IndexIDMap2``, whose extra id-to-position hash map (about 40 bytes per vector) serves only
+  ``reconstruct``, which neither tool calls; each reads, appends to and removes from either;
 * ``id_map.yaml``: ``{index_type, metric_type, id_map: {int id: str label}}``, written the way
   PaddleX's ``IndexData.save`` does, so its ``IndexData.load``/``FaissIndexer`` read it (in memory
   a compact :class:`.idmap.IdMap`, not a dict: millions of items cost megabytes, not gigabytes);
@@ -117,7 +119,7 @@ class Index:
             faiss.downcast_index(inner).nprobe = nprobe
         if index_type == "HNSW32":
             faiss.downcast_index(inner).hnsw.efSearch = int(ef_search or HNSW_EF_SEARCH)
-        return cls(faiss.IndexIDMap2(inner), IdMap(), metric_type, index_type, model=model, factory=factory, notes=notes)
+        return cls(faiss.IndexIDMap(inner), IdMap(), metric_type, index_type, model=model, factory=factory, notes=notes)
 
     @classmethod
     def load(cls, folder: Any) -> "Index":

@@ -143,7 +143,7 @@ def _read_vectors(path: Path) -> Any:
     if not hasattr(index, "id_map"):
         index = faiss.downcast_index(index)
     if not hasattr(index, "id_map"):
-        raise IndexFormatError(f"{path} holds a {type(index).__name__} without ids (PaddleX writes IndexIDMap2)",
+        raise IndexFormatError(f"{path} holds a {type(index).__name__} without ids (an IndexIDMap or IndexIDMap2 is expected)",
                                hint="rebuild the index with `imgfeat index build`")
     return index
 
@@ -168,6 +168,10 @@ def _describe(index: Any) -> Tuple[str, str, str]:
             codes = f"PQ{ivf.pq.M}" + (f"x{ivf.pq.nbits}" if ivf.pq.nbits != 8 else "")
         elif isinstance(ivf, faiss.IndexIVFPQFastScan):
             codes = f"PQ{ivf.pq.M}x4fs"
+        elif isinstance(ivf, getattr(faiss, "IndexIVFRaBitQFastScan", ())):
+            codes = f"RaBitQfs{ivf.rabitq.nb_bits}"
+        elif isinstance(ivf, getattr(faiss, "IndexIVFRaBitQ", ())):
+            codes = f"RaBitQ{ivf.rabitq.nb_bits}"
         prefix = "" if ivf is inner else "(transformed),"
         return "IVF", metric, f"{prefix}IVF{ivf.nlist},{codes}"
     if isinstance(inner, faiss.IndexHNSW):

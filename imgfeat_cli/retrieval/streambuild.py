@@ -27,7 +27,8 @@ from imgfeat_cli.retrieval.index import INDEX_TYPES, MIN_IVF_VECTORS, Index, ivf
 from imgfeat_cli.retrieval.layout import faiss_module
 from imgfeat_cli.retrieval.streaming import Source
 
-#: Training vectors per inverted list (faiss wants at least 39; memory: 4 bytes x dim each).
+#: Training vectors per inverted list, for every IVF build (faiss wants at least 39; more costs
+#: k-means time; memory: 4 bytes x dim each).
 TRAIN_PER_LIST = 40
 
 
@@ -86,7 +87,7 @@ def _new_index(choice: autoindex.Choice, dim: int, rows: int, metric: str, nprob
         # copied): take its final size once, then shrink the length back, keeping the capacity
         inner.codes.resize(rows * inner.code_size)
         inner.codes.resize(0)
-    index = Index(faiss.IndexIDMap2(inner), IdMap(), metric, choice.family, model=model, factory=choice.factory)
+    index = Index(faiss.IndexIDMap(inner), IdMap(), metric, choice.family, model=model, factory=choice.factory)
     index.reserve(rows)  # the id maps take their final size once, as the codes above
     if choice.family == "IVF":
         autoindex.set_depth(index.faiss_index, "IVF", nprobe or ivf_params(0, choice.nlist)[1])

@@ -22,6 +22,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from imgfeat_cli.common.errors import UsageError
+from imgfeat_cli.common.paths import not_a_file
 from imgfeat_cli.common.remote import is_uri
 from imgfeat_cli.retrieval.parquetsource import open_parquet
 from imgfeat_cli.retrieval.streamsource import CHUNK, LABEL_FROM, Source, checked
@@ -180,11 +181,11 @@ def open_source(spec: str, labels_file: Optional[str] = None, label_from: str = 
 
 def read_labels(labels_file: str, rows: int, spec: str) -> List[str]:
     """One label per non-blank line, as many as the gallery has feature rows."""
-    p = Path(labels_file)
-    if not p.is_file():
-        raise UsageError(f"labels file {labels_file} {'is a folder' if p.is_dir() else 'does not exist'}")
+    problem = not_a_file(labels_file, "a labels file")
+    if problem:
+        raise UsageError(f"labels file {labels_file} {problem}", hint="give a text file, one label per line")
     try:
-        text = p.read_text(encoding="utf-8-sig")
+        text = Path(labels_file).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise UsageError(f"{labels_file} is not UTF-8 text (byte {exc.start})") from None
     labels = [ln.strip() for ln in text.splitlines() if ln.strip()]
