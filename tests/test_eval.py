@@ -178,9 +178,10 @@ def test_label_file_problems_are_one_line_usage_errors(invoke, tmp_path):
     np.save(tmp_path / "g.npy", G)
     _write_jsonl(tmp_path / "q.jsonl", G[:1], [1])
     for i, (content, what) in enumerate([
-            (None, "label file {} does not exist"), ("dir", "label file {} is a folder"),
+            (None, "labels file {} does not exist"), ("dir", "labels file {} is a folder"),
             (b"1\n\n2\n1\n", "{}:2: blank line"), (b"caf\xe9\n2\n1\n", "{}: not UTF-8 text: byte 0xe9 at line 1, column 4"),
-            (b"1\n2\n", "{} has 2 labels for 3 features"), (b"1\n2\n1\n4\n", "{} has 4 labels for 3 features")]):
+            (b"1\n2\n", "{} has 2 labels for 3 features"), (b"1\n2\x00\n1\n", "{}:2: the label holds a NUL byte"),
+            (b"1\n2\n1\n4\n", "{} has 4 labels for 3 features")]):
         labels = tmp_path / f"gl{i}.txt"
         if content == "dir":
             labels.mkdir()

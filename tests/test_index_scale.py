@@ -168,6 +168,29 @@ def test_npy_memory_mapped_and_jsonl_galleries(invoke, tmp_path):
                         (tmp_path / "none.txt", "does not exist")):
         one_line_error(invoke("index", "build", "-g", tmp_path / "g.npy", "--labels", where, "--out", tmp_path / "c"),
                        2, f"labels file {where} {says}")
+    # a blank line among the labels would shift every later label onto the wrong row: refused with its line
+    lines = [f"lab {i % 4}" for i in range(1500)]
+    (tmp_path / "gap.txt").write_text("\n".join(lines[:2] + [""] + lines[2:]) + "\n")
+    one_line_error(invoke("index", "build", "-g", tmp_path / "g.npy", "--labels", tmp_path / "gap.txt", "--out",
+                          tmp_path / "c"), 2, "gap.txt:3: blank line among the labels")
+    (tmp_path / "nul.txt").write_text("\n".join(lines[:4] + ["a\0b"] + lines[5:]) + "\n")
+    one_line_error(invoke("index", "build", "-g", tmp_path / "g.npy", "--labels", tmp_path / "nul.txt", "--out",
+                          tmp_path / "c"), 2, "nul.txt:5: the label holds a NUL byte")
+    # only \n ends a line: U+2028 and a form feed belong to the label (str.splitlines would split there)
+    odd = lines[:6] + ["left\u2028right", "form\x0cfeed"] + lines[8:]
+    (tmp_path / "odd.txt").write_text("\r\n".join(odd) + "\r\n\n", encoding="utf-8")
+    ok(invoke("index", "build", "-g", tmp_path / "g.npy", "--labels", tmp_path / "odd.txt", "--out", tmp_path / "d",
+              "--json"))
+    held = yaml.safe_load((tmp_path / "d" / "id_map.yaml").read_text(encoding="utf-8"))["id_map"]
+    assert [held[i] for i in (5, 6, 7, 8)] == [lines[5], "left\u2028right", "form\x0cfeed", lines[8]]
+    for option in ("-g", "--labels", "--out"):  # `-g "$UNSET"` would have built from the current folder
+        args = {"-g": tmp_path / "g.npy", "--labels": tmp_path / "labels.txt", "--out": tmp_path / "e", option: ""}
+        one_line_error(invoke("index", "build", *[x for kv in args.items() for x in kv]), 2,
+                       f"{'--gallery' if option == '-g' else option} is empty")
+    one_line_error(invoke("index", "build", "-g", tmp_path / "g.npy", "--labels", tmp_path / "labels.txt", "--out",
+                          tmp_path / "e", "--index-type", "IVF", "-o", "Index.ivf_nlist=64"), 2,
+                   "Index.ivf_nlist=64 needs at least 2,496 gallery vectors")
+    assert not (tmp_path / "e").exists()
     write_jsonl(tmp_path / "g.jsonl", feats[:300], [f"x{i % 3}" for i in range(300)])
     doc = ok(invoke("index", "build", "-g", tmp_path / "g.jsonl", "--out", tmp_path / "j", "--index-type", "auto",
                     "--json"))
@@ -246,6 +269,8 @@ def test_hostile_galleries_and_sizes(invoke, tmp_path):
     for bad in ("lots", "-1", "0", "12XB"):
         one_line_error(invoke(*base, "--index-type", "auto", "--max-memory", bad), 2, "--max-memory")
     one_line_error(invoke(*base, "--index-type", "auto", "--max-memory", "10KB"), 2, "too small")
+    assert ok(invoke("index", "build", "-g", tmp_path / "feats", "--out", tmp_path / "pb", "--index-type", "auto",
+                     "--max-memory", "1PB", "--json"))["factory"] == "Flat"
     one_line_error(invoke(*base, "--max-memory", "1GB"), 2, "goes with --index-type auto")
     one_line_error(invoke(*base, "-o", "Index.target_recall=2"), 2, "Index.target_recall")
     assert not out.exists()
@@ -254,6 +279,24 @@ def test_hostile_galleries_and_sizes(invoke, tmp_path):
     (tmp_path / "corrupt").mkdir()
     (tmp_path / "corrupt" / "part-0.parquet").write_bytes(b"PAR1 not really")
     one_line_error(invoke("index", "build", "-g", tmp_path / "corrupt", "--out", out), 2, "not a readable Parquet")
+    # whatever is named *.parquet in the folder is read: one that cannot be is refused, never skipped
+    for name, make in (("dangling", lambda f: os.symlink(tmp_path / "absent", f)), ("fifo", os.mkfifo),
+                       ("folder", os.mkdir)):
+        ray_folder(tmp_path / name, feats, labels=True)
+        make(tmp_path / name / "b.parquet")
+        says = {"dangling": "is a broken symlink", "fifo": "is not a regular file", "folder": "is a folder"}[name]
+        one_line_error(invoke("index", "build", "-g", tmp_path / name, "--out", out), 2, f"b.parquet {says}")
+    (tmp_path / "hidden").mkdir()
+    pq.write_table(pa.table({"feature": pa.FixedSizeListArray.from_arrays(pa.array(np.ones(8, np.float32)), 8),
+                             "label": ["a"]}), tmp_path / "hidden" / "_a.parquet")
+    (tmp_path / "hidden" / "label=x").mkdir()
+    one_line_error(invoke("index", "build", "-g", tmp_path / "hidden", "--out", out), 2,
+                   "without .parquet files (hidden files are skipped: _a.parquet; sub-folders are not read: label=x)")
+    np.save(tmp_path / "flat.npy", np.zeros((10, 0), np.float32))
+    one_line_error(invoke("index", "build", "-g", tmp_path / "flat.npy", "--out", out), 2, "N > 0 and D > 0")
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    one_line_error(invoke("index", "build", "-g", tmp_path / "objects.npy", "--out", out), 2,
+                   "it holds pickled Python objects")
     ray_folder(tmp_path / "wide", clustered(10, dim=DIM))
     pq.write_table(pa.table({"feature": pa.FixedSizeListArray.from_arrays(pa.array(np.ones(8, np.float32)), 8),
                              "label": ["a"]}), tmp_path / "wide" / "zz.parquet")

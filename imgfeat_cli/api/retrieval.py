@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 from imgfeat_cli.api.embedding import ModelLike, as_source
 from imgfeat_cli.common.errors import UsageError
+from imgfeat_cli.common.paths import refuse_empty
 from imgfeat_cli.common.progress import ProgressFn, null_progress
 from imgfeat_cli.models.source import ModelSource
 from imgfeat_cli.pipeline.inputs import expand, no_images
@@ -86,6 +87,7 @@ def build_index(gallery: Any, out: Optional[Any] = None, model: ModelLike = None
         index = build_index("gallery/drink_label.txt", "drink_index", ModelSource(model_dir="inference"))
         print(index.count, index.report.errors)
     """
+    refuse_empty(gallery=gallery, out=out, labels=labels_file, root=root)
     layout.faiss_module()  # a missing faiss is said before a model loads
     loaded, batch = _model_for(model, None, log)
     return builder.build_index(gallery, out, labels=labels, paths=paths, root=root, labels_file=labels_file,
@@ -106,6 +108,7 @@ def add_to_index(folder: Any, gallery: Any, model: ModelLike = None, *, labels: 
         index = add_to_index("drink_index", "new_items.txt")   # the model the index was built with
         print(index.report.added)
     """
+    refuse_empty(index=folder, gallery=gallery, labels=labels_file, root=root)
     layout.faiss_module()
     loaded, batch = _model_for(model, layout.read_model_record(Path(folder)), log, allow_other_model,
                                "the new gallery vectors")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import errno
 import os
+import re
+import textwrap
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
@@ -172,6 +174,14 @@ def clip(text: object, limit: int = ECHO_LIMIT) -> str:
     if len(s) <= limit:
         return s
     return f"{s[:limit]}... ({len(s)} characters)"
+
+
+def first_sentence(exc: BaseException, limit: int = 100) -> str:
+    """A library's exception text as a reason inside one of our messages: its first sentence, cut at
+    a word (pyarrow and numpy add advice that does not apply, or a second sentence cut mid-way)."""
+    text = " ".join(str(exc).split()) or exc.__class__.__name__
+    first = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0].rstrip(".")
+    return textwrap.shorten(first, limit, placeholder=" ...")
 
 
 # errno -> (what happened, what to do, usage?). "Usage" means the path itself is wrong (missing,

@@ -16,6 +16,14 @@ from imgfeat_cli.common.errors import UsageError
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+def refuse_empty(**named: object) -> None:
+    """An empty text given for a path option (``-g "$UNSET"``) is refused, named by its option: as a
+    path it would mean the current folder, and for an optional file it would silently mean none."""
+    for option, value in named.items():
+        if isinstance(value, str) and not value.strip():
+            raise UsageError(f"--{option.replace('_', '-')} is empty", hint="give a path (an unset shell variable?)")
+
+
 def not_a_file(path: PathLike, what: str = "a file") -> Optional[str]:
     """Why ``path`` cannot be opened as an input file (``"does not exist"``, ``"is a symlink loop"``,
     ``"is a folder, not a file"``...), or ``None`` when it is a regular file. A FIFO is refused (its

@@ -17,7 +17,8 @@ import os
 import re
 from typing import Any, Iterator, Tuple
 
-from imgfeat_cli.common.errors import UsageError
+from imgfeat_cli.common.errors import ImgfeatError, UsageError, from_os_error
+from imgfeat_cli.common.paths import not_a_file
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
@@ -64,8 +65,12 @@ def _hint(location: str) -> str:
     return f"check the bucket name, {where} and the credentials ({who})"
 
 
-def describe_error(location: str, exc: BaseException) -> UsageError:
-    """A one-line error for a store that refused or failed a request about ``location``."""
+def describe_error(location: str, exc: BaseException) -> ImgfeatError:
+    """A one-line error for a store that refused or failed a request about ``location`` (a local
+    file's: the usual one for its errno, exit 1 for permissions)."""
+    if not is_uri(location) and isinstance(exc, OSError) and exc.errno:
+        exc.filename = exc.filename or location
+        return from_os_error(exc)
     text = str(exc)
     reason = next((why for key, why in _S3_REASONS if key in text), None)
     if reason is None:
@@ -120,13 +125,31 @@ def uri_of(location: str, path: str) -> str:
     return f"{m.group(1)}://{path}"
 
 
+def _listed(name: str, suffix: str) -> bool:
+    return name.lower().endswith(suffix) and not name.startswith((".", "_"))
+
+
 def iter_files(filesystem: Any, root: str, suffix: str) -> Iterator[Any]:
-    """``FileInfo`` of the files directly under ``root`` named ``*suffix`` and not hidden (``.``/``_``),
-    sorted by name."""
+    """``FileInfo`` of the files directly under ``root`` named ``*suffix`` and not hidden (``.``/``_``,
+    as Spark and pyarrow skip them), sorted by name. Anything else so named (a folder, a FIFO, a
+    broken symlink) is refused by name rather than skipped: its rows would silently go missing."""
     from pyarrow import fs
 
-    infos = filesystem.get_file_info(fs.FileSelector(root, allow_not_found=True))
+    infos = [i for i in filesystem.get_file_info(fs.FileSelector(root, allow_not_found=True))
+             if _listed(i.base_name, suffix)]
+    if isinstance(filesystem, fs.LocalFileSystem):  # pyarrow leaves broken symlinks and loops out
+        seen = {i.base_name for i in infos}
+        try:
+            names = os.listdir(root)
+        except OSError:
+            names = []
+        for name in sorted(n for n in names if _listed(n, suffix) and n not in seen):
+            raise UsageError(f"{os.path.join(root, name)} {not_a_file(os.path.join(root, name))}",
+                             hint=f"repair or remove it: every *{suffix} file in the folder is read")
     for info in sorted(infos, key=lambda i: i.path):
-        if info.type == fs.FileType.File and info.base_name.lower().endswith(suffix) \
-                and not info.base_name.startswith((".", "_")):
-            yield info
+        if info.type != fs.FileType.File:
+            kind = "is a folder" if info.type == fs.FileType.Directory else \
+                "is not a regular file (a FIFO, device or socket)"
+            raise UsageError(f"{info.path} {kind}, in a folder of {suffix} files",
+                             hint=f"rename or remove it: every *{suffix} entry in the folder is read as a file")
+        yield info

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from imgfeat_cli.common.errors import DatasetError
+from imgfeat_cli.common.errors import DatasetError, ImgfeatError, UsageError
+from imgfeat_cli.common.paths import not_a_file
 
 
 @dataclass
@@ -99,3 +100,35 @@ def split_labelled(line: str) -> Tuple[str, str]:
     text = line.strip()
     path, _, label = text.partition("\t" if "\t" in text else " ")
     return path.strip(), label.strip()
+
+
+def read_label_lines(labels_file: str, rows: int, features: str) -> List[str]:
+    """The labels of ``rows`` feature rows from a file of one label per line (``--labels``), each
+    stripped. One reader for every command, so that a file means the same to each: lines end at
+    ``\\n`` only (a U+2028 or form feed is part of a label, not a second one), trailing blank lines
+    are fine, but a blank line among the labels is refused, since dropping it would shift every later
+    label onto the wrong row; a NUL byte is refused too (it would end the label in C readers)."""
+    problem = not_a_file(labels_file, "a labels file")
+    if problem:
+        raise UsageError(f"labels file {labels_file} {problem}", hint="give a text file, one label per line")
+    try:
+        data = Path(labels_file).read_bytes()
+    except OSError as exc:
+        raise ImgfeatError(f"cannot read labels file {labels_file}: {exc.strerror or exc}",
+                           hint="check its permissions") from None
+    dec = decode(data)
+    if dec.bad_byte is not None:
+        raise UsageError(f"{labels_file}: {dec.describe_bad()}", hint="re-save the labels file as UTF-8")
+    lines = dec.lines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    for no, line in enumerate(lines, start=1):
+        if not line.strip():
+            raise UsageError(f"{labels_file}:{no}: blank line among the labels; every feature row needs one",
+                             hint="one label per line, in the gallery's row order, no gaps")
+        if "\0" in line:
+            raise UsageError(f"{labels_file}:{no}: the label holds a NUL byte", hint="remove it")
+    if len(lines) != rows:
+        raise UsageError(f"{labels_file} has {len(lines)} labels for {rows} features in {features}",
+                         hint="one label per feature row, in the gallery's row order")
+    return [line.strip() for line in lines]

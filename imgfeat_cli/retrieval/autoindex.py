@@ -52,21 +52,22 @@ ID_MAP_BYTES = 8
 MIN_TRAIN_ROWS = 39 * 256
 #: Candidates re-ranked per result by indexes with a refine stage (stored in the index).
 REFINE_K_FACTOR = 4
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.IGNORECASE)
+_SIZE_HINT = "a number with B, KB, MB, GB, TB or PB (units of 1024), e.g. --max-memory 8GB, 512MB, 1.5G"
 
 
 def parse_size(text: Any) -> int:
     """``"8GB"``, ``"512M"``, ``"1.5g"``, ``"2GiB"``, ``1000000`` -> bytes (units of 1024)."""
     if isinstance(text, bool):
-        raise UsageError(f"--max-memory {text!r} is not a size", hint="e.g. --max-memory 8GB, 512MB")
+        raise UsageError(f"--max-memory {text!r} is not a size", hint=_SIZE_HINT)
     if isinstance(text, (int, float)):
         value, unit = float(text), ""
     else:
         m = _SIZE.match(str(text))
         if not m:
-            raise UsageError(f"--max-memory {str(text)[:40]!r} is not a size", hint="e.g. --max-memory 8GB, 512MB, 1.5G")
+            raise UsageError(f"--max-memory {str(text)[:40]!r} is not a size", hint=_SIZE_HINT)
         value, unit = float(m.group(1)), m.group(2).lower()
-    size = value * 1024 ** " kmgt".index(unit or " ")
+    size = value * 1024 ** " kmgtp".index(unit or " ")
     if not math.isfinite(size) or size < 1:
         raise UsageError(f"--max-memory {text!r} is not a positive size", hint="e.g. --max-memory 8GB")
     return int(size)

@@ -30,26 +30,9 @@ def _key(value: Any, where: str) -> Any:
 
 
 def read_label_file(labels_path: str, rows: int, features_path: str) -> List[Any]:
-    """One label per line; trailing blank lines are fine, a blank line among labels is not."""
-    lp = Path(labels_path)
-    if not lp.is_file():
-        raise UsageError(f"label file {labels_path} {'is a folder' if lp.is_dir() else 'does not exist'}",
-                         hint="pass a text file with one label per line, in the order of the features")
-    dec = textio.read_decoded(lp)
-    if dec.bad_byte is not None:
-        raise UsageError(f"{lp}: {dec.describe_bad()}", hint="re-save the label file as UTF-8")
-    lines = dec.lines()
-    while lines and not lines[-1].strip():
-        lines.pop()
-    labels = []
-    for no, line in enumerate(lines, start=1):
-        if not line.strip():
-            raise UsageError(f"{lp}:{no}: blank line; every feature row needs a label",
-                             hint="one label per line, no gaps")
-        labels.append(_key(line, f"{lp}:{no}"))
-    if len(labels) != rows:
-        raise UsageError(f"{labels_path} has {len(labels)} labels for {rows} features in {features_path}")
-    return labels
+    """One label per line (the one labels reader), each an integer or text as ``label_key`` makes it."""
+    lines = textio.read_label_lines(labels_path, rows, features_path)
+    return [_key(line, f"{labels_path}:{no}") for no, line in enumerate(lines, start=1)]
 
 
 def load_embeddings(path: str, labels_path: Optional[str] = None) -> Loaded:

@@ -24,8 +24,7 @@ import numpy as np
 
 from imgfeat_cli.common.errors import UsageError
 from imgfeat_cli.common.progress import ProgressFn, null_progress
-from imgfeat_cli.datasets.textio import split_labelled
-from imgfeat_cli.retrieval.streaming import read_labels
+from imgfeat_cli.datasets.textio import read_label_lines, split_labelled
 
 EMBEDDING_SUFFIXES = (".jsonl", ".npy", ".parquet")
 #: Gallery rows per add: images are embedded and vectors added this many at a time, so building or
@@ -141,7 +140,7 @@ def read_embeddings(path: Path, labels_file: Optional[str] = None) -> Gallery:
     table = read_features(str(path))
     n = len(table.features)
     if labels_file:
-        labels = read_labels(labels_file, n, str(path))
+        labels = read_label_lines(labels_file, n, str(path))
     elif "label" in table.columns:
         labels = [str(v) for v in table.columns["label"]]
     else:

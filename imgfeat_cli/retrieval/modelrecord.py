@@ -22,8 +22,8 @@ from typing import Any, Callable, Dict, List, Optional
 from imgfeat_cli.common.errors import UsageError
 from imgfeat_cli.models.source import ModelSource
 
-UNCHECKED_NOTE = ("this index records no model (built by PaddleX or an older imgfeat), so the query model "
-                  "cannot be checked against it")
+UNCHECKED_NOTE = ("this index records no model (built by PaddleX, by an older imgfeat, or from vectors that "
+                  "name none), so the query model cannot be checked against it")
 
 
 def describe(record: Optional[Dict[str, Any]]) -> str:

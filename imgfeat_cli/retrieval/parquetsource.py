@@ -9,7 +9,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from imgfeat_cli.common.errors import UsageError
+from imgfeat_cli.common.errors import UsageError, first_sentence
 from imgfeat_cli.common.remote import check_reachable, describe_error, is_uri, iter_files, resolve, uri_of
 from imgfeat_cli.retrieval.streamsource import CHUNK, Source, checked
 
@@ -46,7 +46,7 @@ class ParquetSource(Source):
             except OSError as exc:
                 raise describe_error(f.name, exc) from None
             except (ValueError, KeyError) as exc:  # ArrowInvalid: a damaged page, a file changed since listed
-                raise UsageError(f"{f.name} is not a readable Parquet file ({str(exc)[:80]})",
+                raise UsageError(f"{f.name} is not a readable Parquet file ({first_sentence(exc)})",
                                  hint="re-create it, or move it out of the folder") from None
             _release_arrow_memory()
 
@@ -111,6 +111,19 @@ def _ok_rows(pf: Any, schema: Any) -> int:
     return nulls
 
 
+def _what_is_there(filesystem: Any, root: str) -> str:
+    """What a folder without readable Parquet files holds instead, for the error: hidden Parquet files
+    (``_``/``.``, skipped as Spark and pyarrow do) and sub-folders (partitions are not read)."""
+    from pyarrow import fs as pafs
+
+    entries = filesystem.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    hidden = sorted(e.base_name for e in entries if e.base_name.lower().endswith(".parquet"))
+    folders = sorted(e.base_name for e in entries if e.type == pafs.FileType.Directory)
+    said = ([f"hidden files are skipped: {', '.join(hidden[:3])}"] if hidden else []) + \
+        ([f"sub-folders are not read: {', '.join(folders[:3])}"] if folders else [])
+    return f" ({'; '.join(said)})" if said else ""
+
+
 def open_parquet(location: str) -> ParquetSource:
     import pyarrow.parquet as pq
     from pyarrow import fs as pafs
@@ -121,7 +134,7 @@ def open_parquet(location: str) -> ParquetSource:
         if info.type == pafs.FileType.Directory:
             infos = list(iter_files(filesystem, root, ".parquet"))
             if not infos:
-                raise UsageError(f"{location} is a folder without .parquet files",
+                raise UsageError(f"{location} is a folder without .parquet files{_what_is_there(filesystem, root)}",
                                  hint="pass a folder of Parquet files (imgfeat embed --engine ray writes one), "
                                       "or a .jsonl/.npy/.parquet file")
         elif info.type == pafs.FileType.NotFound:
@@ -142,8 +155,10 @@ def open_parquet(location: str) -> ParquetSource:
                     ok = _ok_rows(pf, schema)
                     meta = json.loads((schema.metadata or {}).get(b"imgfeat", b"{}") or b"{}")
             except (ValueError, KeyError, IndexError) as exc:  # ArrowInvalid: not Parquet, truncated
-                raise UsageError(f"{name} is not a readable Parquet file ({str(exc)[:80]})",
+                raise UsageError(f"{name} is not a readable Parquet file ({first_sentence(exc)})",
                                  hint="move it out of the folder, or re-create it") from None
+            except OSError as exc:  # this file's (unreadable, gone since listed), named as such
+                raise describe_error(name, exc) from None
             if ok:
                 dims.add(dim)
                 files.append(_ParquetFile(name, i.path, ok))

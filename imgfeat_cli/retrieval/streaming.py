@@ -21,14 +21,14 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from imgfeat_cli.common.errors import UsageError
-from imgfeat_cli.common.paths import not_a_file
+from imgfeat_cli.common.errors import UsageError, first_sentence, from_os_error
 from imgfeat_cli.common.remote import is_uri
+from imgfeat_cli.datasets.textio import read_label_lines
 from imgfeat_cli.retrieval.parquetsource import open_parquet
 from imgfeat_cli.retrieval.streamsource import CHUNK, LABEL_FROM, Source, checked
 
 __all__ = ["ArraySource", "JsonlSource", "Source", "is_streamable", "open_npy", "open_jsonl", "open_parquet",
-           "open_source", "read_labels"]
+           "open_source"]
 
 
 def is_streamable(spec: Any) -> bool:
@@ -66,10 +66,20 @@ def open_npy(path: Path) -> ArraySource:
 
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise UsageError(f"{path} is not a readable numeric .npy file ({str(exc)[:80]})") from None
-    if arr.ndim != 2 or arr.dtype.kind not in "fiu" or not arr.shape[0]:
-        raise UsageError(f"{path} holds a {arr.dtype} array of shape {arr.shape}; expected (N, D) numbers, N > 0")
+    except OSError as exc:
+        if not exc.errno:
+            raise UsageError(f"{path} is not a readable numeric .npy file ({first_sentence(exc)})") from None
+        exc.filename = exc.filename or str(path)
+        raise from_os_error(exc) from None
+    except (ValueError, EOFError) as exc:
+        pickled = "pickled" in str(exc) or "Python objects" in str(exc)
+        raise UsageError(f"{path} is not a readable numeric .npy file "
+                         f"({'it holds pickled Python objects' if pickled else first_sentence(exc)})",
+                         hint="save the vectors with numpy.save as a float array (imgfeat never unpickles: "
+                         "it could run code)" if pickled else "re-create it with numpy.save") from None
+    if arr.ndim != 2 or arr.dtype.kind not in "fiu" or not arr.shape[0] or not arr.shape[1]:
+        raise UsageError(f"{path} holds a {arr.dtype} array of shape {arr.shape}; "
+                         "expected (N, D) numbers, N > 0 and D > 0")
     side = paths_sidecar(path)
     paths = None
     if side.is_file():
@@ -172,27 +182,11 @@ def open_source(spec: str, labels_file: Optional[str] = None, label_from: str = 
         has_labels = source.has_labels  # type: ignore[attr-defined]
     source.label_from = label_from
     if labels_file:
-        source.labels = read_labels(labels_file, source.rows, spec)
+        source.labels = read_label_lines(labels_file, source.rows, spec)
     elif label_from == "column" and not has_labels:
         raise UsageError(f"{spec} has no labels", hint="embeddings need a \"label\" per row, or --labels FILE (one "
                          "label per line), or -o Index.label_from=folder (the input's folder name) or =path")
     return source
-
-
-def read_labels(labels_file: str, rows: int, spec: str) -> List[str]:
-    """One label per non-blank line, as many as the gallery has feature rows."""
-    problem = not_a_file(labels_file, "a labels file")
-    if problem:
-        raise UsageError(f"labels file {labels_file} {problem}", hint="give a text file, one label per line")
-    try:
-        text = Path(labels_file).read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{labels_file} is not UTF-8 text (byte {exc.start})") from None
-    labels = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    if len(labels) != rows:
-        raise UsageError(f"{labels_file} has {len(labels)} labels for {rows} features in {spec}",
-                         hint="one label per feature row, in the gallery's row order")
-    return labels
 
 
 def recorded(spec: str, source: Source) -> Optional[Dict[str, Any]]:
