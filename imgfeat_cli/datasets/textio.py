@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from imgfeat_cli.common.errors import DatasetError, ImgfeatError, UsageError
+from imgfeat_cli.common.errors import DatasetError, UsageError, from_os_error
 from imgfeat_cli.common.paths import not_a_file
 
 
@@ -114,8 +114,7 @@ def read_label_lines(labels_file: str, rows: int, features: str) -> List[str]:
     try:
         data = Path(labels_file).read_bytes()
     except OSError as exc:
-        raise ImgfeatError(f"cannot read labels file {labels_file}: {exc.strerror or exc}",
-                           hint="check its permissions") from None
+        raise from_os_error(exc) from None
     dec = decode(data)
     if dec.bad_byte is not None:
         raise UsageError(f"{labels_file}: {dec.describe_bad()}", hint="re-save the labels file as UTF-8")

@@ -47,9 +47,11 @@ HNSW_M = 32
 #: ``IndexIDMap2``, which adds a hash map from id to position (about 40 bytes more per vector) that
 #: only ``reconstruct`` uses, and neither PaddleX nor imgfeat calls it; both read either wrapper.
 ID_MAP_BYTES = 8
+#: faiss' k-means wants this many training vectors per centroid (it warns on stderr with fewer).
+MIN_PER_LIST = 39
 #: Compressed (IVF) indexes are offered from this many vectors on (faiss' k-means wants 39 training
 #: vectors per centroid, and says so on stderr when it gets fewer).
-MIN_TRAIN_ROWS = 39 * 256
+MIN_TRAIN_ROWS = MIN_PER_LIST * 256
 #: Candidates re-ranked per result by indexes with a refine stage (stored in the index).
 REFINE_K_FACTOR = 4
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.IGNORECASE)
@@ -86,7 +88,7 @@ def nlist_for(n: int, per_root: int = 1) -> int:
     39 training vectors each (a power of two too), capped at 65536 as PaddleX does."""
     target = max(1.0, per_root * math.sqrt(n))
     nlist = 2 ** round(math.log2(target))
-    trainable = 2 ** int(math.log2(n // 39)) if n >= 39 else 1
+    trainable = 2 ** int(math.log2(n // MIN_PER_LIST)) if n >= MIN_PER_LIST else 1
     return int(max(1, min(65536, nlist, trainable)))
 
 

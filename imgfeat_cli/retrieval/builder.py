@@ -16,7 +16,6 @@ import numpy as np
 
 from imgfeat_cli.common import folders
 from imgfeat_cli.common.errors import ImgfeatError, UsageError
-from imgfeat_cli.common.paths import refuse_empty
 from imgfeat_cli.common.progress import ProgressFn, null_progress
 from imgfeat_cli.retrieval import autoindex, layout, modelrecord, streambuild, streaming
 from imgfeat_cli.retrieval.gallery import Chunk, Gallery, read_gallery, vector_chunks
@@ -144,7 +143,6 @@ def build_index(gallery: Any, out: Optional[Any] = None, *, labels: Optional[Seq
     local or ``s3://``, or an array with ``labels``); with ``out`` write it there. Embeddings are
     streamed (:mod:`.streambuild`); ``index_type="auto"`` picks the index for ``max_memory`` ("8GB").
     ``index.report`` says what was added and skipped; ``index.build`` the measured recall."""
-    refuse_empty(gallery=gallery, out=out, labels=labels_file, root=root)
     layout.faiss_module()  # a missing faiss is said before a model is loaded and a gallery embedded
     folder = Path(out) if out is not None else None
     if max_memory is not None and index_type != "auto":
@@ -203,7 +201,6 @@ def add_to_index(folder: Any, gallery: Any, *, labels: Optional[Sequence[Any]] =
     """Embed and add only the gallery items the index does not hold yet (by input path), with
     the index's model: vectors of another model are refused (see :mod:`.modelrecord`) unless
     ``allow_other_model``."""
-    refuse_empty(index=folder, gallery=gallery, labels=labels_file, root=root)
     folder = Path(folder)
     lock = locked(folder)
     try:

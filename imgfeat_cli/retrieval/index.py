@@ -39,6 +39,7 @@ import numpy as np
 from imgfeat_cli.common.errors import ConfigError, UsageError
 from imgfeat_cli.retrieval import faissids, layout
 from imgfeat_cli.retrieval.idmap import IdMap, PathMap
+from imgfeat_cli.retrieval.autoindex import MIN_PER_LIST
 from imgfeat_cli.retrieval.layout import faiss_module
 
 INDEX_TYPES = ("Flat", "IVF", "HNSW32")
@@ -62,13 +63,13 @@ def accepts(metric_type: str, best: float, threshold: Optional[float]) -> bool:
 def ivf_params(n: int, nlist: Optional[int] = None, nprobe: Optional[int] = None) -> tuple:
     """(nlist, nprobe) for an IVF index over ``n`` vectors: about 4*sqrt(n) lists with at least 39
     training vectors each, capped at 65536 as PaddleX does; probing 1/16 of the lists (at least 8)."""
+    most = max(1, n // MIN_PER_LIST)
     if nlist is None:
-        nlist = max(1, min(65536, int(4 * math.sqrt(n)), n // 39))
-    elif n and int(nlist) > max(1, n // 39):  # faiss would warn (under 39 per list) or fail (more lists than rows)
-        raise ConfigError(f"Index.ivf_nlist={nlist} needs at least {39 * int(nlist):,} gallery vectors to train "
-                          f"its lists (39 per list); the gallery has {n:,}",
-                          hint=f"use at most {max(1, n // 39)} lists here, or leave Index.ivf_nlist unset "
-                          "(about 4 x sqrt(N))")
+        nlist = max(1, min(65536, int(4 * math.sqrt(n)), most))
+    elif n and int(nlist) > most:  # faiss would warn (too few per list) or fail (more lists than rows)
+        raise ConfigError(f"Index.ivf_nlist={nlist} needs at least {MIN_PER_LIST * int(nlist):,} gallery vectors to "
+                          f"train its lists ({MIN_PER_LIST} per list); the gallery has {n:,}",
+                          hint=f"use at most {most} lists here, or leave Index.ivf_nlist unset (about 4 x sqrt(N))")
     if nprobe is None:
         nprobe = max(8, nlist // 16)
     return int(nlist), int(min(nprobe, nlist))

@@ -117,7 +117,8 @@ def _what_is_there(filesystem: Any, root: str) -> str:
     from pyarrow import fs as pafs
 
     entries = filesystem.get_file_info(pafs.FileSelector(root, allow_not_found=True))
-    hidden = sorted(e.base_name for e in entries if e.base_name.lower().endswith(".parquet"))
+    hidden = sorted(e.base_name for e in entries
+                    if e.base_name.lower().endswith(".parquet") and e.base_name.startswith((".", "_")))
     folders = sorted(e.base_name for e in entries if e.type == pafs.FileType.Directory)
     said = ([f"hidden files are skipped: {', '.join(hidden[:3])}"] if hidden else []) + \
         ([f"sub-folders are not read: {', '.join(folders[:3])}"] if folders else [])
